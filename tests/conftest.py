@@ -1,0 +1,4 @@
+"""Shared pytest set-up. Each area registers its fixtures module here."""
+
+pytest_plugins = [
+]
