@@ -1,4 +1,6 @@
 """Shared pytest set-up. Each area registers its fixtures module here."""
 
 pytest_plugins = [
+    "fixtures_verda",
+    "fixtures_hub",
 ]

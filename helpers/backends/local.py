@@ -1,0 +1,92 @@
+"""The local backend: this workstation. The runtime runs here, in the foreground, with a progress bar.
+
+It is also the embedded default that `make demo` uses: same bundle, same job document as a pod gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.bundle import BUNDLE_NAME, render_commands, stage_run
+from helpers.console import say, table
+from helpers.follow import follow
+
+RUNS = Path("runs")
+
+
+def local_gpus() -> list[str]:
+    """GPU names from nvidia-smi, or none."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    result = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
+
+
+def plan(job) -> dict:
+    gpus = local_gpus()
+    return {
+        "backend": "local",
+        "gpu": {"id": gpus[0], "name": gpus[0], "memory_gb": None} if gpus else None,
+        "gpu_count": len(gpus),
+        "price_per_hour": 0.0,
+        "spot": False,
+        "why": f"this machine ({len(gpus)} GPU)" if gpus else "this machine (CPU only)",
+        "commands": render_commands(job, len(gpus)),
+        "files": [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env"],
+    }
+
+
+def launch(job, host_secrets: dict[str, str], mode: str = "auto") -> int:
+    """Stage runs/<run_id>/ and run the runtime here; Ctrl-C stops training cleanly (final sync first)."""
+    run_dir = stage_run(job, {"kind": "local"}, host_secrets)
+    say(f"run {job.run_id}: {run_dir}/ (log: runtime.log, status: status.json)")
+    process = subprocess.Popen(
+        [sys.executable, str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"), f"--mode={mode}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    (run_dir / "runtime.pid").write_text(str(process.pid))
+    total = max([r.steps for r in job.runs] or [job.training.steps])
+    try:
+        follow(process.stdout, total)
+    except KeyboardInterrupt:
+        say("Ctrl-C: stopping training after a final checkpoint sync ...")
+        os.killpg(process.pid, signal.SIGINT)
+        follow(process.stdout, total)
+    code = process.wait()
+    (run_dir / "runtime.pid").unlink(missing_ok=True)
+    return code
+
+
+def status() -> None:
+    rows = []
+    for path in sorted(RUNS.glob("*/status.json")):
+        s = json.loads(path.read_text())
+        running = (path.parent / "runtime.pid").exists()
+        rows.append([s.get("run_id"), "running" if running and s["state"] == "training" else s["state"],
+                     f"{s.get('step')}/{s.get('total')}", s.get("loss"), s.get("synced_step")])
+    table("local runs", ["run", "state", "step", "loss", "synced step"], rows)
+
+
+def logs(run_id: str, follow_lines: bool = False) -> None:
+    log = RUNS / run_id / "runtime.log"
+    if not log.exists():
+        from helpers.errors import ConfigError
+
+        raise ConfigError("run_id", f"no local run '{run_id}'", "see `invoke local.status`")
+    if follow_lines:
+        subprocess.run(["tail", "-n", "+1", "-F", str(log)])
+    else:
+        say(log.read_text())
+
+
+def terminate(run_id: str) -> None:
+    pid_file = RUNS / run_id / "runtime.pid"
+    if pid_file.exists():
+        os.killpg(int(pid_file.read_text()), signal.SIGINT)
+        say(f"asked run {run_id} to stop (it syncs its last checkpoint first)")

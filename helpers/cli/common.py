@@ -1,0 +1,109 @@
+"""What every task shares: friendly errors, config loading with CLI overrides, and seed-style toggles."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from invoke import Exit
+
+from helpers.console import fail
+from helpers.errors import TrainyardError
+
+CONFIG_HELP = "job config YAML (see configs/README.md)"
+
+
+def friendly(task_body):
+    """A user's mistake prints one line and exits 2; Ctrl-C exits 130 without a traceback."""
+
+    @functools.wraps(task_body)
+    def run(c, *args, **kwargs):
+        try:
+            return task_body(c, *args, **kwargs)
+        except TrainyardError as exc:
+            fail(str(exc))
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            fail("interrupted")
+            raise Exit(code=130) from None
+
+    return run
+
+
+def toggle(name: str) -> bool | None:
+    """Seed 000's `--x/--no-x` flags: the last one given wins; None when neither was given (config decides)."""
+    value = None
+    for arg in sys.argv[1:]:
+        if arg == f"--{name}":
+            value = True
+        elif arg == f"--no-{name}":
+            value = False
+    return value
+
+
+def load(config: str | None, **overrides):
+    """The job: CLI flags (non-None overrides, by dotted key) > environment > YAML > defaults."""
+    from helpers.config import load_job
+
+    return load_job(config, {key.replace("__", "."): value for key, value in overrides.items()})
+
+
+def parse_sets(sets: list[str]) -> dict[str, object]:
+    """`--set key.path=value` (repeatable), values parsed as YAML scalars: 3, true, null, [1,2]."""
+    import yaml
+
+    from helpers.errors import ConfigError
+
+    parsed = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", f"'{item}' is not key.path=value", "write e.g. --set training.steps=500")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+TRAIN_HELP = {
+    "config": CONFIG_HELP,
+    "run_id": "run id (default: job.name); names the run folder, the instance and the store",
+    "steps": "training.steps",
+    "batch_size": "training.batch_size",
+    "save_freq": "training.save_freq (a spot kill loses at most this many steps)",
+    "store": "checkpoint store: hf://org/repo or a directory (default runs/<run_id>/store)",
+    "time_limit": "limits.time_limit: seconds, '90m', '2h' (the machine ends itself then)",
+    "set_": "any key: --set training.steps=500 (repeatable)",
+    "dry_run": "print the plan (GPU and why, price, exact command, files, secrets) and stop",
+    "env_file": "secrets file (default .env)",
+}
+
+
+def helps(*names: str, **extra: str) -> dict[str, str]:
+    """Help texts for the shared flags a task takes, plus its own."""
+    return {**{n: TRAIN_HELP[n] for n in names}, **extra}
+
+
+def job_from_flags(config, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
+                   set_=None, **backend_keys):
+    """Merge the shared training flags and a backend's own flags (dotted keys) over the YAML."""
+    overrides = {
+        "job.run_id": run_id, "training.steps": steps, "training.batch_size": batch_size,
+        "training.save_freq": save_freq, "checkpoint.store": store, "limits.time_limit": time_limit,
+        **backend_keys, **parse_sets(set_),
+    }
+    return load(config, **{k.replace(".", "__"): v for k, v in overrides.items()})
+
+
+def launch(backend_name: str, job, dry_run: bool, env_file: str | None, **launch_args):
+    """Shared by every `<backend>.train`: secrets checked first (no network), plan, then the backend's launch."""
+    from helpers.backends import backend
+    from helpers.planning import print_plan
+    from helpers.secrets import check_secrets, load_secrets
+
+    module = backend(backend_name)
+    secrets = load_secrets(env_file or ".env")
+    host_secrets = check_secrets(job, backend_name, secrets)
+    the_plan = module.plan(job)
+    print_plan(job, the_plan)
+    if dry_run:
+        return 0
+    return module.launch(job, host_secrets, **launch_args)

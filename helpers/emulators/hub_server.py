@@ -1,0 +1,807 @@
+"""A local Hugging Face Hub that the real `huggingface_hub` client (2.x and 0.3x) accepts.
+
+Tests and `--rehearse` runs point clients at it with `HF_ENDPOINT=http://127.0.0.1:PORT` and
+`HF_HUB_DISABLE_XET=1`. The wire protocol follows shared/reference/TRAINERS_AND_HUB.md Part A; the parts
+Trainyard relies on are modelled faithfully: atomic commits (a revision appears whole or not at all),
+private / gated repos with the Hub's status codes and `X-Error-Code`s, LFS uploads, Range downloads.
+Storage is plain files under `root` so tests can look at it:
+
+    root/blobs/<sha256>                       every file's bytes, content-addressed
+    root/trees/<id>.json                      one revision's {path: entry} map
+    root/repos/<type>s/<ns>/<name>.json       refs, commits, visibility
+
+Stdlib only. Run it by hand: `python -m helpers.emulators.hub_server --root DIR --token T --user U`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator, Literal, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+REPO_TYPES = ("model", "dataset", "space")
+REGULAR_MAX = 10 * 1024 * 1024  # the Hub sends bigger files through LFS
+LFS_PATTERNS = ("*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.gz", "*.h5", "*.msgpack", "*.npy", "*.npz",
+                "*.onnx", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt", "*.pth", "*.safetensors", "*.tar",
+                "*.tgz", "*.zip", "*.zst", "*tfevents*")
+GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+               "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+
+
+def _git_oid(data: bytes) -> str:
+    """The git blob sha1: what the Hub reports as `oid`/`blobId` and as the ETag of regular files."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _lfs_pointer(sha256: str, size: int) -> bytes:
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def _wants_lfs(path: str, size: int, sample: bytes) -> bool:
+    """The Hub's rule: big, matched by the default .gitattributes, or binary-looking."""
+    name = path.rsplit("/", 1)[-1]
+    return size > REGULAR_MAX or any(fnmatch.fnmatch(name, p) for p in LFS_PATTERNS) or b"\0" in sample
+
+
+def _is_true(values: list[str] | None) -> bool:
+    """2.x sends `true`, 0.3x sends `True`, some calls send `1`."""
+    return bool(values) and values[0].lower() in ("1", "true")
+
+
+class HubError(Exception):
+    """An error reply. `code` becomes `X-Error-Code`, which is what the client maps to its exception classes."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers = status, message, code, headers or {}
+
+
+class _Dropped(Exception):
+    """Raised to cut a connection in the middle of an upload body (fault injection)."""
+
+
+@dataclass
+class _Identity:
+    name: str
+    write: bool
+    orgs: tuple[str, ...] = ()
+
+    def acts_for(self, namespace: str) -> bool:
+        return namespace == self.name or namespace in self.orgs
+
+
+def _member(user: _Identity | None, namespace: str) -> bool:
+    return user is not None and user.acts_for(namespace)
+
+
+@dataclass
+class _Repo:
+    type: str
+    id: str
+    private: bool
+    created: str
+    gated: Literal[False, "auto", "manual"] = False
+    allowed_users: list[str] = field(default_factory=list)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, dict] = field(default_factory=dict)  # sha -> {parent, tree, title, message, date, author}
+
+    @property
+    def namespace(self) -> str:
+        return self.id.split("/")[0]
+
+    def resolve(self, rev: str) -> str | None:
+        """Branch, tag, `refs/heads/x`, `refs/tags/x` or full commit sha -> commit sha."""
+        for prefix, refs in (("refs/heads/", self.branches), ("refs/tags/", self.tags)):
+            if rev.startswith(prefix) and rev[len(prefix):] in refs:
+                return refs[rev[len(prefix):]]
+        return self.branches.get(rev) or self.tags.get(rev) or (rev if rev in self.commits else None)
+
+
+class HubServer:
+    """The fake Hub: state, auth, fault controls, and the HTTP server that exposes them."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0):
+        self.root = Path(root)
+        self.host, self.port = host, port
+        for sub in ("blobs", "trees", "repos", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.request_log: list[tuple[str, str]] = []
+        self._tokens: dict[str, _Identity] = {}
+        self._lock = threading.RLock()
+        self._trees: dict[str, dict[str, dict]] = {}
+        self._repos: dict[tuple[str, str], _Repo] = {}
+        for path in sorted(self.root.glob("repos/*/*/*.json")):  # state survives a restart (CLI use)
+            repo = _Repo(**json.loads(path.read_text()))
+            self._repos[(repo.type, repo.id)] = repo
+        self._failures: list[int] = []
+        self._drop: str | None = None
+        self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> "HubServer":
+        self._server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        self._server.daemon_threads = True
+        self._server.hub = self  # type: ignore[attr-defined]
+        threading.Thread(target=self._server.serve_forever, name="hub-server", daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "call start() first"
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving and cut kept-alive connections, so no client keeps talking to a stopped hub."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._server.server_close()
+        self._server = None
+
+    def __enter__(self) -> "HubServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def client_env(self, token: str | None = None) -> dict[str, str]:
+        """Environment for a child process that should use this hub (HF_ENDPOINT is read at import)."""
+        env = {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1"}
+        return {**env, "HF_TOKEN": token} if token else env
+
+    # ---- controls for tests ----------------------------------------------------------------------------
+    def add_token(self, token: str, user: str, write: bool = True, orgs: tuple[str, ...] = ()) -> None:
+        self._tokens[token] = _Identity(user, write, tuple(orgs))
+
+    def set_gated(self, repo_id: str, repo_type: str = "model", allowed_users=()) -> None:
+        """Gate a repo: metadata stays public, file access needs the owner or an allowed user."""
+        repo = self._repos[(repo_type, repo_id)]
+        with self._lock:
+            repo.gated, repo.allowed_users = "manual", list(allowed_users)
+            self._save(repo)
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer the next `n` requests (any endpoint but 2.x's telemetry fetch) with `status`."""
+        with self._lock:
+            self._failures.extend([status] * n)
+
+    def drop_next_upload(self, target: Literal["any", "lfs", "commit"] = "any") -> None:
+        """Cut the connection half-way through the next LFS PUT and/or commit body.
+
+        Clients retry a broken LFS PUT (the object is re-sent), but not a broken commit POST: use
+        `target="commit"` to make the client's upload fail while the previous revision stays intact.
+        """
+        self._drop = target
+
+    # ---- Python-side seeding ---------------------------------------------------------------------------
+    def create_repo(self, repo_id: str, repo_type: str = "model", private: bool = False) -> _Repo:
+        """Create a repo with the Hub's initial commit (a default `.gitattributes`)."""
+        with self._lock:
+            if (repo_type, repo_id) in self._repos:
+                raise HubError(409, f"You already created this {repo_type} repo")
+            repo = _Repo(type=repo_type, id=repo_id, private=private, created=_now())
+            self._repos[(repo_type, repo_id)] = repo
+            entry = self._entry(self._put_bytes(GITATTRIBUTES), len(GITATTRIBUTES), lfs=False)
+            self._commit(repo, "main", {".gitattributes": entry}, (), "initial commit", "", repo.namespace, None)
+        return repo
+
+    def commit_files(self, repo_id: str, files: Mapping[str, bytes], repo_type: str = "model",
+                     branch: str = "main", message: str = "seed", author: str | None = None) -> str:
+        """Commit `files` ({path: bytes}) directly, as one revision; returns the commit sha."""
+        repo = self._repos.get((repo_type, repo_id)) or self.create_repo(repo_id, repo_type)
+        adds = {path: self._entry(self._put_bytes(data), len(data), _wants_lfs(path, len(data), data[:512]))
+                for path, data in files.items()}
+        return self._commit(repo, branch, adds, (), message, "", author or repo.namespace, None)
+
+    def seed_safetensors_model(self, repo_id: str, tensors: Mapping[str, tuple[str, list[int] | tuple]],
+                               filename: str = "model.safetensors", private: bool = False) -> str:
+        """Commit a valid safetensors file ({name: (dtype, shape)}) whose data section is zeros.
+
+        The zeros are a sparse file on disk, but hashing costs O(size): keep shapes test-sized.
+        """
+        header, offset = {}, 0
+        for name, (dtype, shape) in tensors.items():
+            nbytes = math.prod(shape) * DTYPE_BYTES[dtype]
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes
+        if (key := ("model", repo_id)) not in self._repos:
+            self.create_repo(repo_id, private=private)
+        with tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=False) as tmp:
+            tmp.write(struct.pack("<Q", len(raw)) + raw)
+            tmp.truncate(8 + len(raw) + offset)
+        sha256, size = self._adopt(Path(tmp.name))
+        entry = self._entry(sha256, size, lfs=True)
+        repo = self._repos[key]
+        return self._commit(repo, "main", {filename: entry}, (), f"Add {filename}", "", repo.namespace, None)
+
+    # ---- storage ---------------------------------------------------------------------------------------
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "blobs" / sha256
+
+    def _put_bytes(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not self.blob_path(sha256).exists():
+            with tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, self.blob_path(sha256))
+        return sha256
+
+    def _adopt(self, tmp: Path) -> tuple[str, int]:
+        """Move a finished temp file into the blob store under its sha256."""
+        digest, size = hashlib.sha256(), 0
+        with open(tmp, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        os.replace(tmp, self.blob_path(digest.hexdigest()))
+        return digest.hexdigest(), size
+
+    def _entry(self, sha256: str, size: int, lfs: bool) -> dict:
+        """A tree entry. `oid` is the git blob id: of the content, or of the LFS pointer for LFS files."""
+        if lfs:
+            return {"sha256": sha256, "size": size, "lfs": True, "oid": _git_oid(_lfs_pointer(sha256, size))}
+        return {"sha256": sha256, "size": size, "lfs": False, "oid": _git_oid(self.blob_path(sha256).read_bytes())}
+
+    def tree(self, repo: _Repo, sha: str) -> dict[str, dict]:
+        tree_id = repo.commits[sha]["tree"]
+        if tree_id not in self._trees:
+            self._trees[tree_id] = json.loads((self.root / "trees" / f"{tree_id}.json").read_text())
+        return self._trees[tree_id]
+
+    def _write_json(self, path: Path, data) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.root / "tmp", delete=False) as tmp:
+            json.dump(data, tmp)
+        os.replace(tmp.name, path)
+
+    def _save(self, repo: _Repo, **changes) -> None:
+        """Persist the repo (with `changes` applied) before the change becomes visible in memory."""
+        ns, name = repo.id.split("/")
+        self._write_json(self.root / "repos" / f"{repo.type}s" / ns / f"{name}.json", {**asdict(repo), **changes})
+        for key, value in changes.items():
+            setattr(repo, key, value)
+
+    def _commit(self, repo: _Repo, branch: str, adds: dict[str, dict], deletes, title: str, message: str,
+                author: str, parent: str | None) -> str:
+        """Apply one commit to `branch`. The new revision becomes visible in a single ref switch."""
+        with self._lock:
+            head = repo.branches.get(branch)
+            if head is None and repo.branches:
+                raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            if parent and parent != head:
+                raise HubError(412, f"Parent commit {parent} is not the head of {branch} ({head})")
+            files = dict(self.tree(repo, head)) if head else {}
+            for path in deletes:
+                if path.endswith("/"):
+                    gone = [p for p in files if p.startswith(path)]
+                else:
+                    gone = [path] if path in files else []
+                if not gone:
+                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+                for p in gone:
+                    del files[p]
+            files.update(adds)
+            canonical = json.dumps(files, sort_keys=True)
+            tree_id = hashlib.sha1(canonical.encode()).hexdigest()
+            if not (tree_path := self.root / "trees" / f"{tree_id}.json").exists():
+                self._write_json(tree_path, files)
+            date = _now()
+            sha = hashlib.sha1(f"{head}\n{tree_id}\n{author}\n{title}\n{time.time_ns()}".encode()).hexdigest()
+            record = {"parent": head, "tree": tree_id, "title": title, "message": message, "date": date,
+                      "author": author}
+            self._save(repo, commits={**repo.commits, sha: record}, branches={**repo.branches, branch: sha})
+            return sha
+
+    # ---- auth and faults (called by the handler) -------------------------------------------------------
+    def _identity(self, authorization: str | None) -> _Identity | None:
+        if not authorization:
+            return None
+        token = authorization.split(" ", 1)[-1].strip()
+        if token not in self._tokens:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        return self._tokens[token]
+
+    def _take_failure(self) -> int | None:
+        with self._lock:
+            return self._failures.pop(0) if self._failures else None
+
+    def _take_drop(self, kind: str) -> bool:
+        with self._lock:
+            if self._drop in ("any", kind):
+                self._drop = None
+                return True
+            return False
+
+
+_API = r"/api/(?P<t>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)"
+_WEB = r"/(?:(?P<p>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+?)"
+_ROUTES = [(method, re.compile(pattern), handler) for method, pattern, handler in [
+    ("GET", r"/api/whoami-v2", "whoami"),
+    ("POST", r"/api/repos/create", "create_repo"),
+    ("POST", r"/api/validate-yaml", "validate_yaml"),
+    ("GET", r"/api/agent-harnesses", "agent_harnesses"),
+    ("GET", _API + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+    ("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+    ("POST", _API + r"/paths-info/(?P<rev>[^/]+)", "paths_info"),
+    ("GET", _API + r"/refs", "refs"),
+    ("POST", _API + r"/branch/(?P<branch>[^/]+)", "create_branch"),
+    ("POST", _API + r"/tag/(?P<rev>[^/]+)", "create_tag"),
+    ("GET", _API + r"/commits/(?P<rev>[^/]+)", "commits"),
+    ("GET", _API + r"/auth-check(?P<write>/write)?", "auth_check"),
+    ("POST", _API + r"/preupload/(?P<rev>[^/]+)", "preupload"),
+    ("POST", _API + r"/commit/(?P<rev>[^/]+)", "commit"),
+    ("GET", _API + r"/xet-(?:read|write)-token/.*", "xet"),
+    ("POST", _WEB + r"\.git/info/lfs/objects/batch", "lfs_batch"),
+    ("PUT", r"/_lfs/(?P<oid>[0-9a-f]{64})", "lfs_put"),
+    ("POST", r"/_lfs/(?P<oid>[0-9a-f]{64})/verify", "lfs_verify"),
+    ("GET", _WEB + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One HTTP connection. Route handlers are the `_h_*` methods; they raise HubError for error replies."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real Hub; every reply carries Content-Length
+    timeout = 120  # a stalled client must not pin a thread forever
+
+    @property
+    def hub(self) -> HubServer:
+        return self.server.hub  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        super().setup()
+        self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.hub._connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format, *args) -> None:  # the request_log is the record; keep stderr quiet
+        pass
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        self.hub.request_log.append((self.command, url.path))
+        self.query = parse_qs(url.query)
+        self._body_started = False
+        try:
+            if url.path != "/api/agent-harnesses" and (status := self.hub._take_failure()):
+                raise HubError(status, f"Injected failure ({status})")
+            self.user = self.hub._identity(self.headers.get("Authorization"))
+            method = "GET" if self.command == "HEAD" else self.command
+            for route_method, pattern, name in _ROUTES:
+                if route_method == method and (m := pattern.fullmatch(url.path)):
+                    args = {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
+                    return getattr(self, f"_h_{name}")(**args)
+            raise HubError(404, f"No route for {self.command} {url.path}")
+        except HubError as err:
+            self._send_json(err.status, {"error": err.message},
+                            {**({"X-Error-Code": err.code} if err.code else {}),
+                             "X-Error-Message": err.message, **err.headers})
+        except (_Dropped, OSError):  # injected drop, or the client went away: end this connection
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    # ---- request and reply plumbing --------------------------------------------------------------------
+    def _chunks(self) -> Iterator[bytes]:
+        """The request body, plain or `Transfer-Encoding: chunked` (httpx2 streams unsized bodies)."""
+        self._body_started = True
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                yield self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                raise _Dropped("client closed the connection mid-body")
+            left -= len(chunk)
+            yield chunk
+
+    def _body(self) -> bytes:
+        return b"".join(self._chunks())
+
+    def _json_body(self) -> dict:
+        raw = self._body()
+        try:
+            return json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise HubError(400, "Request body is not valid JSON")
+
+    def _maybe_drop(self, kind: str) -> None:
+        """Fault injection: read about half of the body, then cut the connection."""
+        if self.hub._take_drop(kind):
+            self.rfile.read(int(self.headers.get("Content-Length") or 2) // 2)
+            raise _Dropped(kind)
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None, length: int | None = None) -> None:
+        if not self._body_started:  # drain an unread body so the kept-alive connection stays in sync
+            for _ in self._chunks():
+                pass
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, str(value))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, data, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+    @property
+    def _base(self) -> str:
+        """Our own origin as the client sees it, for absolute URLs in replies."""
+        return f"http://{self.headers.get('Host') or self.hub.url.split('://')[1]}"
+
+    def _repo(self, repo_type: str, ns: str, name: str, need: str = "read") -> _Repo:
+        """Look a repo up with the Hub's visibility rules; `need` is read | content | write."""
+        repo_id, user = f"{ns}/{name}", self.user
+        repo = self.hub._repos.get((repo_type, repo_id))
+        if repo is None or (repo.private and not _member(user, ns)):
+            # anonymous -> 401, authenticated -> 404: the client raises RepositoryNotFoundError for both
+            raise HubError(401 if user is None else 404, f"Repository not found: {repo_id}", "RepoNotFound")
+        allowed = user is not None and (user.acts_for(ns) or user.name in repo.allowed_users)
+        if need == "content" and repo.gated and not allowed:
+            if user is None:
+                raise HubError(401, f"Access to {repo_type} {repo_id} is restricted. You must have access to it "
+                                    "and be authenticated to access it. Please log in.", "GatedRepo")
+            raise HubError(403, f"Access to {repo_type} {repo_id} is restricted and you are not in the authorized "
+                                f"list. Visit {self._base}/{repo_id} to ask for access.", "GatedRepo")
+        if need == "write" and not (user and user.write and _member(user, ns)):
+            raise HubError(401 if user is None else 403, f"You don't have write access to {repo_id}")
+        return repo
+
+    @staticmethod
+    def _sha(repo: _Repo, rev: str) -> str:
+        if (sha := repo.resolve(rev)) is None:
+            raise HubError(404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        return sha
+
+    @staticmethod
+    def _file_json(path: str, entry: dict) -> dict:
+        out = {"type": "file", "oid": entry["oid"], "size": entry["size"], "path": path}
+        if entry["lfs"]:
+            pointer_size = len(_lfs_pointer(entry["sha256"], entry["size"]))
+            out["lfs"] = {"oid": entry["sha256"], "size": entry["size"], "pointerSize": pointer_size}
+        return out
+
+    @staticmethod
+    def _dirs(files: dict[str, dict]) -> dict[str, str]:
+        """Every folder of a revision -> a stable oid derived from what is inside it."""
+        dirs: dict[str, list[str]] = {}
+        for path, entry in sorted(files.items()):
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                dirs.setdefault("/".join(parts[:i]), []).append(f"{path}:{entry['oid']}")
+        return {d: hashlib.sha1("\n".join(items).encode()).hexdigest() for d, items in dirs.items()}
+
+    # ---- account and repo lifecycle --------------------------------------------------------------------
+    def _h_whoami(self) -> None:
+        if self.user is None:
+            raise HubError(401, "Invalid user token.")
+        role = "write" if self.user.write else "read"
+        self._send_json(200, {
+            "type": "user", "id": hashlib.sha1(self.user.name.encode()).hexdigest()[:24], "name": self.user.name,
+            "fullname": self.user.name, "email": f"{self.user.name}@localhost", "emailVerified": True,
+            "canPay": False, "isPro": False, "periodEnd": None, "avatarUrl": "",
+            "orgs": [{"type": "org", "name": org, "roleInOrg": "admin"} for org in self.user.orgs],
+            "auth": {"type": "access_token",
+                     "accessToken": {"displayName": "trainyard", "role": role, "createdAt": _now()}}})
+
+    def _h_create_repo(self) -> None:
+        body = self._json_body()
+        if self.user is None:
+            raise HubError(401, "You must be authenticated to create a repo")
+        ns, repo_type = body.get("organization") or self.user.name, body.get("type") or "model"
+        if repo_type not in REPO_TYPES or not re.fullmatch(r"[\w.-]+", str(body.get("name", ""))):
+            raise HubError(400, "Invalid repo name or type")
+        if not (self.user.write and self.user.acts_for(ns)):
+            raise HubError(403, f"You don't have the rights to create a repo under the namespace {ns}")
+        repo_id = f"{ns}/{body['name']}"
+        url = f"{self._base}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
+        private = body.get("visibility", "private" if body.get("private") else "public") != "public"
+        try:
+            self.hub.create_repo(repo_id, repo_type, private)
+        except HubError as err:
+            return self._send_json(err.status, {"error": err.message, "url": url}, {"X-Error-Message": err.message})
+        self._send_json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+    def _h_validate_yaml(self) -> None:
+        self._send_json(200, {"errors": [], "warnings": []})
+
+    def _h_agent_harnesses(self) -> None:
+        """2.x fetches this registry (best-effort telemetry) once a day; an empty one disables it."""
+        self._send_json(200, {"standardEnvVars": [], "harnesses": {}})
+
+    def _h_xet(self, **_) -> None:
+        raise HubError(501, "This local hub does not speak Xet: set HF_HUB_DISABLE_XET=1 in the client's env")
+
+    # ---- reading ---------------------------------------------------------------------------------------
+    def _h_repo_info(self, t: str, ns: str, name: str, rev: str = "main") -> None:
+        repo = self._repo(t[:-1], ns, name)
+        sha = self._sha(repo, rev)
+        files, commit = self.hub.tree(repo, sha), repo.commits[sha]
+        blobs = _is_true(self.query.get("blobs"))
+        siblings = []
+        for path, entry in sorted(files.items()):
+            sibling = {"rfilename": path}
+            if blobs:
+                sibling.update(size=entry["size"], blobId=entry["oid"])
+                if entry["lfs"]:
+                    pointer_size = len(_lfs_pointer(entry["sha256"], entry["size"]))
+                    sibling["lfs"] = {"sha256": entry["sha256"], "size": entry["size"], "pointerSize": pointer_size}
+            siblings.append(sibling)
+        info = {"_id": hashlib.sha1(repo.id.encode()).hexdigest()[:24], "id": repo.id, "author": repo.namespace,
+                "sha": sha, "lastModified": commit["date"], "createdAt": repo.created, "private": repo.private,
+                "gated": repo.gated, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+                "xetEnabled": False, "siblings": siblings, "usedStorage": sum(e["size"] for e in files.values())}
+        if repo.type == "model":
+            info["modelId"] = repo.id
+            params = self._safetensors_params(files)
+            if params:
+                info["safetensors"] = {"parameters": params, "total": sum(params.values())}
+        self._send_json(200, info)
+
+    def _safetensors_params(self, files: dict[str, dict]) -> dict[str, int]:
+        """Parameter counts per dtype, read from the safetensors headers (the Hub computes the same)."""
+        params: dict[str, int] = {}
+        for path, entry in files.items():
+            if not path.endswith(".safetensors"):
+                continue
+            try:
+                with open(self.hub.blob_path(entry["sha256"]), "rb") as f:
+                    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+                for key, tensor in header.items():
+                    if key != "__metadata__":
+                        params[tensor["dtype"]] = params.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
+            except (ValueError, KeyError, TypeError, struct.error, MemoryError):
+                continue  # not a safetensors file after all: the Hub just reports nothing for it
+        return params
+
+    def _h_tree(self, t: str, ns: str, name: str, rev: str, path: str = "") -> None:
+        repo = self._repo(t[:-1], ns, name)
+        files = self.hub.tree(repo, self._sha(repo, rev))
+        dirs, path = self._dirs(files), path.strip("/")
+        if path and path not in dirs:
+            raise HubError(404, f"Path {path} not found in {repo.id}", "EntryNotFound")
+        recursive, prefix = _is_true(self.query.get("recursive")), f"{path}/" if path else ""
+        entries = [{"type": "directory", "oid": oid, "size": 0, "path": d} for d, oid in dirs.items()]
+        entries += [self._file_json(p, e) for p, e in files.items()]
+        self._send_json(200, sorted(
+            (e for e in entries if e["path"].startswith(prefix) and (recursive or "/" not in e["path"][len(prefix):])),
+            key=lambda e: e["path"]))
+
+    def _h_paths_info(self, t: str, ns: str, name: str, rev: str) -> None:
+        repo = self._repo(t[:-1], ns, name, "content")
+        files = self.hub.tree(repo, self._sha(repo, rev))
+        dirs = self._dirs(files)
+        out = []
+        for path in parse_qs(self._body().decode()).get("paths", []):
+            if path in files:
+                out.append(self._file_json(path, files[path]))
+            elif path in dirs:
+                out.append({"type": "directory", "oid": dirs[path], "size": 0, "path": path})
+        self._send_json(200, out)
+
+    def _h_refs(self, t: str, ns: str, name: str) -> None:
+        repo = self._repo(t[:-1], ns, name)
+        refs = {kind: [{"name": n, "ref": f"refs/{folder}/{n}", "targetCommit": sha} for n, sha in table.items()]
+                for kind, folder, table in (("branches", "heads", repo.branches), ("tags", "tags", repo.tags))}
+        refs["converts"] = []
+        if _is_true(self.query.get("include_prs")):
+            refs["pullRequests"] = []
+        self._send_json(200, refs)
+
+    def _h_commits(self, t: str, ns: str, name: str, rev: str) -> None:
+        repo = self._repo(t[:-1], ns, name)
+        sha, out = self._sha(repo, rev), []
+        while sha:
+            c = repo.commits[sha]
+            out.append({"id": sha, "title": c["title"], "message": c["message"], "date": c["date"],
+                        "authors": [{"user": c["author"]}]})
+            sha = c["parent"]
+        self._send_json(200, out)
+
+    def _h_auth_check(self, t: str, ns: str, name: str, write: str = "") -> None:
+        self._repo(t[:-1], ns, name, "write" if write else "content")
+        self._send_json(200, {})
+
+    def _h_resolve(self, ns: str, name: str, rev: str, path: str, p: str = "") -> None:
+        repo = self._repo(p[:-1] if p else "model", ns, name, "content")
+        sha = self._sha(repo, rev)
+        entry = self.hub.tree(repo, sha).get(path)
+        if entry is None:  # X-Repo-Commit lets the client cache the miss
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": sha})
+        size = entry["size"]
+        headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if entry["lfs"]:
+            etag = f'"{entry["sha256"]}"'
+            headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": size})
+        else:
+            headers["ETag"] = f'"{entry["oid"]}"'
+        start, end, status = 0, size - 1, 200
+        if m := re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip()):
+            if m[1]:
+                start, end = int(m[1]), min(int(m[2]), size - 1) if m[2] else size - 1
+            elif m[2]:  # suffix range: the last N bytes
+                start = max(size - int(m[2]), 0)
+            if start >= size or start > end:
+                raise HubError(416, f"Range not satisfiable: {m[0]} (size {size})",
+                               headers={"Content-Range": f"bytes */{size}", "X-Repo-Commit": sha})
+            status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{size}"
+        self._send(status, b"", headers, length=end - start + 1)
+        if self.command == "HEAD":
+            return
+        with open(self.hub.blob_path(entry["sha256"]), "rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0 and (chunk := f.read(min(left, 1 << 20))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    def _h_create_branch(self, t: str, ns: str, name: str, branch: str) -> None:
+        repo, body = self._repo(t[:-1], ns, name, "write"), self._json_body()
+        sha = self._sha(repo, body.get("startingPoint") or "main")
+        with self.hub._lock:
+            if branch in repo.branches:
+                raise HubError(409, f"Branch {branch} already exists")
+            self.hub._save(repo, branches={**repo.branches, branch: sha})
+        self._send_json(200, {})
+
+    def _h_create_tag(self, t: str, ns: str, name: str, rev: str) -> None:
+        repo, body = self._repo(t[:-1], ns, name, "write"), self._json_body()
+        sha, tag = self._sha(repo, rev), str(body.get("tag", ""))
+        with self.hub._lock:
+            if not tag or tag in repo.tags:
+                raise HubError(409, f"Tag {tag!r} already exists" if tag else "Missing tag name")
+            self.hub._save(repo, tags={**repo.tags, tag: sha})
+        self._send_json(200, {})
+
+    def _h_preupload(self, t: str, ns: str, name: str, rev: str) -> None:
+        repo, body = self._repo(t[:-1], ns, name, "write"), self._json_body()
+        files = self.hub.tree(repo, self._sha(repo, rev))
+        out = []
+        for f in body.get("files", []):
+            lfs = _wants_lfs(f["path"], f["size"], base64.b64decode(f.get("sample", "")))
+            existing = files.get(f["path"])
+            # the client skips files whose oid matches: sha256 for LFS, git blob sha1 for regular files
+            oid = existing and (existing["sha256"] if existing["lfs"] else existing["oid"])
+            out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                        "oid": oid})
+        self._send_json(200, {"files": out})
+
+    def _h_lfs_batch(self, ns: str, name: str, p: str = "") -> None:
+        repo = self._repo(p[:-1] if p else "model", ns, name, "write")
+        body = self._json_body()
+        if body.get("operation") != "upload":
+            raise HubError(400, f"{repo.id}: only the LFS 'upload' operation is supported")
+        objects = []
+        for obj in body.get("objects", []):
+            item = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if not self.hub.blob_path(obj["oid"]).exists():  # no "actions" = already stored, client skips it
+                href = f"{self._base}/_lfs/{obj['oid']}"
+                item["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+            objects.append(item)
+        self._send_json(200, {"transfer": "basic", "hash_algo": "sha256", "objects": objects},
+                        {"Content-Type": "application/vnd.git-lfs+json"})
+
+    def _h_lfs_put(self, oid: str) -> None:
+        """The pre-signed upload URL: no auth, raw bytes, checked against the announced sha256."""
+        self._maybe_drop("lfs")
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=self.hub.root / "tmp", delete=False) as tmp:
+            try:
+                for chunk in self._chunks():
+                    tmp.write(chunk)
+                    digest.update(chunk)
+            except BaseException:  # a broken upload leaves no blob behind
+                os.unlink(tmp.name)
+                raise
+        if digest.hexdigest() != oid:
+            os.unlink(tmp.name)
+            raise HubError(400, f"Uploaded content does not match sha256 {oid}")
+        os.replace(tmp.name, self.hub.blob_path(oid))
+        self._send(200, b"", {"ETag": f'"{oid}"'})
+
+    def _h_lfs_verify(self, oid: str) -> None:
+        body = self._json_body()
+        path = self.hub.blob_path(oid)
+        if not path.exists() or path.stat().st_size != body.get("size", path.stat().st_size):
+            raise HubError(404, f"LFS object {oid} was not uploaded (or has the wrong size)")
+        self._send_json(200, {})
+
+    def _h_commit(self, t: str, ns: str, name: str, rev: str) -> None:
+        """Parse the whole ndjson body first: a commit cut short changes nothing."""
+        repo = self._repo(t[:-1], ns, name, "write")
+        if _is_true(self.query.get("create_pr")):
+            raise HubError(400, "Pull requests are not supported by the local hub")
+        self._maybe_drop("commit")
+        header, adds, deletes = {}, {}, []
+        for line in self._body().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item.get("key"), item.get("value", {})
+            if key == "header":
+                header = value
+            elif key == "file":
+                data = base64.b64decode(value["content"])
+                adds[value["path"]] = self.hub._entry(self.hub._put_bytes(data), len(data), lfs=False)
+            elif key == "lfsFile":
+                blob = self.hub.blob_path(value["oid"])
+                if not blob.exists() or value.get("size", blob.stat().st_size) != blob.stat().st_size:
+                    raise HubError(400, f"Your push was rejected because an LFS pointer pointed to a file "
+                                        f"that does not exist: {value['path']} ({value['oid']})")
+                adds[value["path"]] = self.hub._entry(value["oid"], blob.stat().st_size, lfs=True)
+            elif key in ("deletedFile", "deletedFolder"):
+                deletes.append(value["path"].rstrip("/") + ("/" if key == "deletedFolder" else ""))
+            else:
+                raise HubError(400, f"Unknown commit operation {key!r}")
+        sha = self.hub._commit(repo, rev, adds, deletes, header.get("summary") or "Upload files",
+                               header.get("description", ""), self.user.name, header.get("parentCommit"))
+        prefix = "" if repo.type == "model" else f"{repo.type}s/"
+        self._send_json(200, {"success": True, "commitOid": sha, "commitUrl": f"{self._base}/{prefix}{repo.id}/commit/{sha}",
+                              "hookOutput": "", "pullRequestUrl": None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local Hugging Face Hub for tests and rehearsals.")
+    parser.add_argument("--root", type=Path, required=True, help="where blobs, trees and repo state live")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--token", help="register this token (write access) ...")
+    parser.add_argument("--user", default="trainyard", help="... for this user")
+    args = parser.parse_args(argv)
+    hub = HubServer(args.root, args.host, args.port).start()
+    if args.token:
+        hub.add_token(args.token, args.user)
+    print(f"HF_ENDPOINT={hub.url}", flush=True)
+    print("# clients also need HF_HUB_DISABLE_XET=1; Ctrl-C stops", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        hub.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from helpers.runtime.run import main
+
+sys.exit(main())

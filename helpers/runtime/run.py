@@ -1,0 +1,304 @@
+"""The runtime's main program: environment, logins, train (or resume), sync, end — in that order.
+
+    python trainyard_runtime.pyz JOB.json [--mode auto|fresh|resume|resume_local] [--skip-setup]
+
+Everything it does is written to `runtime.log`, `events.jsonl` and `status.json` beside JOB.json, so a
+launcher on a laptop (or nobody at all) can follow it. Exit codes: 0 done, 1 trainer failed, 3 stopped early
+(time limit, budget or a signal; the checkpoint was synced first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from helpers.runtime import environment, machine
+from helpers.runtime.events import Events
+from helpers.runtime.job import JobDoc
+from helpers.runtime.progress import TQDM, loss_of, step_of
+from helpers.runtime.store import open_store
+from helpers.runtime.sync import CheckpointSync
+from helpers.runtime.trainers import runs_of, trainer_for
+from helpers.secrets import REDACTOR, SECRET_NAMES, redact
+
+EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (quotes optional); the host has no python-dotenv."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.removeprefix("export ").split("=", 1)
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+class Runtime:
+    def __init__(self, doc: JobDoc, workdir: Path, mode: str):
+        self.doc, self.workdir, self.mode = doc, workdir, mode
+        self.log_file = (workdir / "runtime.log").open("a", buffering=1)
+        notify = doc.section("notify")
+        self.events = Events(workdir / "events.jsonl", notify.get("webhook_url"), notify.get("project") or doc.run_id, doc.store)
+        self.status = {"state": "starting", "run_id": doc.run_id, "step": None, "total": None, "loss": None, "synced_step": None}
+        self.trainer_process: subprocess.Popen | None = None
+        self.stop_reason: str | None = None
+        self._stop = threading.Event()
+
+    # --- output -------------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        line = redact(f"[trainyard {time.strftime('%H:%M:%S')}] {message}")
+        print(line, flush=True)
+        self.log_file.write(line + "\n")
+
+    def set_status(self, **changes) -> None:
+        self.status.update(changes, updated=time.time())
+        tmp = self.workdir / ".status.json.tmp"
+        tmp.write_text(json.dumps(self.status))
+        os.replace(tmp, self.workdir / "status.json")
+
+    # --- the job ------------------------------------------------------------------------------------
+    def main(self, bin_dir: Path) -> int:
+        self.events.emit("start", f"run {self.doc.run_id} starting ({self.doc.framework})", stage="setup")
+        self.logins()
+        self.prepare_dataset()
+        self.watch_deadline()
+        store = open_store(self.doc.store, base=Path.cwd())
+        code = EXIT_DONE
+        for index, run in enumerate(runs_of(self.doc)):
+            trainer = trainer_for(self.doc, run, bin_dir, self.doc.gpu_count())
+            code = self.train_one(trainer, store, index)
+            if code != EXIT_DONE:
+                break
+        if code == EXIT_DONE:
+            self.push_policy(trainer)
+            self.events.emit("end", f"run {self.doc.run_id} finished", synced_step=self.status["synced_step"])
+        elif code == EXIT_STOPPED:
+            self.events.emit("stopped", f"stopped early: {self.stop_reason}", synced_step=self.status["synced_step"])
+        else:
+            self.events.emit("failure", f"trainer exited with an error (see runtime.log)", synced_step=self.status["synced_step"])
+        self.set_status(state={EXIT_DONE: "done", EXIT_STOPPED: "stopped", EXIT_FAILED: "failed"}[code], exit_code=code)
+        self.end_machine(code)
+        return code
+
+    def logins(self) -> None:
+        if os.environ.get("HF_TOKEN"):
+            os.environ.setdefault("HUGGINGFACE_HUB_TOKEN", os.environ["HF_TOKEN"])
+            self.log("Hugging Face: using HF_TOKEN from the environment")
+        else:
+            self.log("Hugging Face: no HF_TOKEN — public repos only, no Hub uploads")
+        if os.environ.get("WANDB_API_KEY"):
+            self.log("wandb: using WANDB_API_KEY from the environment")
+        elif self.doc.section("wandb").get("enable"):
+            os.environ["WANDB_MODE"] = "offline"
+            self.log("wandb: enabled but no WANDB_API_KEY — logging offline")
+
+    def prepare_dataset(self) -> None:
+        """`dataset.synthetic: true` builds a small LeRobot dataset at dataset.root once (demo, tests)."""
+        dataset = self.doc.section("dataset")
+        root = Path(dataset.get("root") or "")
+        if not dataset.get("synthetic") or (root / "meta" / "info.json").exists():
+            return
+        from helpers.runtime.synthetic_dataset import build
+
+        self.log(f"building synthetic dataset {dataset['repo_id']} at {root}")
+        build(str(root), dataset["repo_id"])
+
+    def train_one(self, trainer, store, index: int) -> int:
+        run = trainer.run
+        resume_step = self.prepare_checkpoint(trainer, store)
+        if resume_step is not None and resume_step >= run.steps:
+            self.log(f"run {index + 1}: checkpoint at step {resume_step} already reaches {run.steps} steps — nothing to train")
+            self.set_status(step=resume_step, total=run.steps, synced_step=store.latest_step())
+            return EXIT_DONE
+        trainer.prepare()
+        command = trainer.command(resume=resume_step is not None)
+        self.log(("resuming from step %d: " % resume_step if resume_step is not None else "starting: ") + " ".join(command))
+        self.set_status(state="training", step=resume_step or 0, total=run.steps, run_index=index)
+        sync = CheckpointSync(
+            trainer.checkpoints, store, keep=self.doc.section("checkpoint").get("keep", 1),
+            on_synced=self.on_synced, on_error=self.on_sync_error,
+            poll_seconds=min(float(self.doc.section("checkpoint").get("upload_poll_seconds", 60)), 2.0),
+            watch=self.doc.section("checkpoint").get("upload_every_save", True),
+        ).start(already_synced=store.latest_step())
+        env = {**os.environ, **trainer.environment(), "PYTHONUNBUFFERED": "1"}
+        run.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.trainer_process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+            cwd=self.doc.section("command").get("workdir") or None,
+        )
+        for line in self.trainer_process.stdout:
+            self.on_output(line.rstrip("\n"))
+        returncode = self.trainer_process.wait()
+        self.log(f"trainer exited with code {returncode}; final sync ...")
+        try:
+            synced = sync.finish(timeout=600)
+        except Exception as exc:  # the store is down: say so, keep the local checkpoint
+            self.log(f"final sync failed: {exc}")
+            synced = None
+        self.log(f"checkpoint in store {store.describe}: step {synced}")
+        if self.stop_reason:
+            return EXIT_STOPPED
+        return EXIT_DONE if returncode == 0 else EXIT_FAILED
+
+    def prepare_checkpoint(self, trainer, store) -> int | None:
+        """Find what to resume from (or nothing) according to the mode; rebuild the layout the trainer expects."""
+        local = trainer.checkpoints()
+        local_step = local[-1][0] if local else None
+        if self.mode == "fresh":
+            return None
+        if self.mode == "resume_local":
+            found = find_local_checkpoint(trainer)
+            if found is None:
+                raise SystemExit("resume_local: no checkpoints/last with training_state/training_step.json found")
+            return found
+        store_step = store.latest_step() if self.mode in ("auto", "resume") else None
+        if self.mode == "resume" and store_step is None and local_step is None:
+            raise SystemExit(f"resume: no checkpoint in {store.describe}")
+        if store_step is not None and (local_step is None or store_step > local_step):
+            target = trainer.restore_into(store_step)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.log(f"restoring step {store_step} from {store.describe} ...")
+            if target.exists():
+                import shutil
+
+                shutil.rmtree(target)
+            store.restore(target)
+            trainer.after_restore(store_step)
+            self.events.emit("restored", f"restored checkpoint step {store_step} from {store.describe}", step=store_step)
+            return store_step
+        return local_step
+
+    # --- callbacks ----------------------------------------------------------------------------------
+    def on_output(self, line: str) -> None:
+        line = TQDM.sub("", line).strip()  # progress bars: the step lines carry the same numbers
+        if not line:
+            return
+        self.log_file.write(redact(line) + "\n")
+        print(redact(line), flush=True)
+        if (step := step_of(line)) is not None:
+            loss = loss_of(line)
+            self.set_status(step=step, loss=loss if loss is not None else self.status["loss"])
+            self.events.emit("progress", f"step {step}/{self.status['total']}", step=step)
+
+    def on_synced(self, step: int, seconds: float) -> None:
+        self.set_status(synced_step=step)
+        self.log(f"synced checkpoint step {step} in {seconds:.1f}s")
+        self.events.emit("checkpoint", f"checkpoint step {step} synced", step=step)
+
+    def on_sync_error(self, step: int, exc: Exception) -> None:
+        self.log(f"sync of step {step} failed ({type(exc).__name__}: {exc}); will retry with the next checkpoint")
+
+    # --- limits and the end -------------------------------------------------------------------------
+    def watch_deadline(self) -> None:
+        deadline = self.doc.deadline
+        if deadline is None:
+            return
+
+        def wait() -> None:
+            if not self._stop.wait(max(0.0, deadline - time.time())):
+                self.stop_trainer("time limit or budget reached")
+
+        threading.Thread(target=wait, daemon=True).start()
+
+    def stop_trainer(self, reason: str) -> None:
+        """Stop cleanly: SIGINT, then SIGTERM, then SIGKILL; the final sync follows in train_one."""
+        self.stop_reason = self.stop_reason or reason
+        self.log(f"stopping the trainer: {reason}")
+        process = self.trainer_process
+        for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 15), (signal.SIGKILL, 0)):
+            if process is None or process.poll() is not None:
+                return
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                continue
+
+    def push_policy(self, trainer) -> None:
+        policy = self.doc.section("policy")
+        repo = trainer.run.policy_repo_id
+        if not (policy.get("push_to_hub") and repo and self.doc.framework == "lerobot"):
+            return
+        last = trainer.checkpoint_root() / "last" / "pretrained_model"
+        if not last.exists():
+            return
+        try:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(repo, private=policy.get("private", True), exist_ok=True)
+            api.upload_folder(repo_id=repo, folder_path=str(last), commit_message="Trainyard: trained policy")
+            self.log(f"pushed the trained policy to {repo}")
+        except Exception as exc:
+            self.log(f"policy push to {repo} failed: {exc}")
+
+    def end_machine(self, code: int) -> None:
+        limits = self.doc.section("limits")
+        if code == EXIT_STOPPED and self.stop_reason and self.stop_reason.startswith("signal"):
+            return  # a scheduler asked us to stop (SLURM pre-timeout, Ctrl-C): it owns what happens next
+        if limits.get("end_when_done", True) or self.stop_reason:
+            self.log(machine.end_machine(self.doc.machine))
+
+
+def find_local_checkpoint(trainer) -> int | None:
+    """resume_local: the configured output_dir first, then outputs/train/**/checkpoints/last; highest step wins."""
+    candidates = [trainer.checkpoint_root() / "last"] + sorted(Path("outputs/train").glob("**/checkpoints/last"))
+    best: tuple[int, Path] | None = None
+    for last in candidates:
+        try:
+            step = int(json.loads((last / "training_state" / "training_step.json").read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            continue
+        if best is None or step > best[0]:
+            best = (step, last)
+    if best is None:
+        return None
+    trainer.run.output_dir = best[1].parent.parent
+    return best[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainyard-runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", type=Path)
+    parser.add_argument("--mode", choices=["auto", "fresh", "resume", "resume_local"], default="auto")
+    parser.add_argument("--skip-setup", action="store_true", help="use the Python running this (a prebuilt image)")
+    parser.add_argument("--in-env", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    doc = JobDoc.load(args.job)
+    workdir = args.job.resolve().parent
+    dotenv = workdir / ".env"
+    if dotenv.exists():
+        for key, value in read_dotenv(dotenv).items():
+            os.environ.setdefault(key, value)
+    REDACTOR.add(*(os.environ.get(n, "") for names in SECRET_NAMES.values() for n in names))
+    if not (args.in_env or args.skip_setup or doc.config.get("runpod", {}).get("skip_setup")):
+        bin_dir = environment.ensure(doc.config, log=lambda m: print(f"[trainyard] {m}", flush=True))
+        python = bin_dir / "python"
+        if Path(sys.prefix).resolve() != bin_dir.parent.resolve():  # not yet running inside the trainer's venv
+            if sys.argv[0].endswith(".pyz"):
+                entry = [str(Path(sys.argv[0]).resolve())]
+            else:  # run from a checkout: python -m helpers.runtime
+                entry = ["-m", "helpers.runtime"]
+                os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+            os.execv(str(python), [str(python), *entry, *(argv if argv is not None else sys.argv[1:]), "--in-env"])
+    bin_dir = Path(sys.executable).parent
+    runtime = Runtime(doc, workdir, args.mode)
+
+    def on_signal(signum, _frame):
+        threading.Thread(target=runtime.stop_trainer, args=(f"signal {signal.Signals(signum).name}",), daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    return runtime.main(bin_dir)

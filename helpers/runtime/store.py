@@ -1,0 +1,144 @@
+"""Checkpoint stores: a directory (the embedded default) or a private Hub model repo (`hf://org/repo`).
+
+Both are atomic: a reader sees a whole checkpoint or the previous one, never half of one.
+- Directory: copy into a hidden staging dir, rename into place, then replace `latest.json`.
+- Hub: every file of the checkpoint plus the manifest `trainyard.json` go up in ONE commit.
+The repo layout is seed 001's (`pretrained_model/`, `training_state/` at the root), so its resume still works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MANIFEST = "trainyard.json"
+
+
+def open_store(spec: str, base: Path | None = None) -> "DirectoryStore | HubStore":
+    if spec.startswith("hf://"):
+        return HubStore(spec.removeprefix("hf://").strip("/"))
+    path = Path(spec)
+    return DirectoryStore(path if path.is_absolute() or base is None else base / path)
+
+
+def checkpoint_files(step_dir: Path) -> list[tuple[Path, str]]:
+    """(absolute file, relative path) for every file under a checkpoint, following symlinks."""
+    root = Path(os.path.realpath(step_dir))
+    files = []
+    for dirpath, _dirs, names in os.walk(root, followlinks=True):
+        for name in sorted(names):
+            path = Path(dirpath) / name
+            files.append((path, path.relative_to(root).as_posix()))
+    return files
+
+
+class DirectoryStore:
+    def __init__(self, root: Path):
+        self.root = root
+        self.describe = str(root)
+
+    def publish(self, step_dir: Path, step: int, keep: int = 1) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "checkpoints").mkdir(exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".partial-{step}-", dir=self.root))
+        for source, rel in checkpoint_files(step_dir):
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        (staging / MANIFEST).write_text(json.dumps({"step": step}))
+        final = self.root / "checkpoints" / f"{step:06d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        _write_atomic(self.root / "latest.json", json.dumps({"step": step, "path": f"checkpoints/{step:06d}"}))
+        self._prune(keep, step)
+
+    def _prune(self, keep: int, newest: int) -> None:
+        steps = sorted(int(p.name) for p in (self.root / "checkpoints").iterdir() if p.name.isdigit())
+        for old in [s for s in steps if s != newest][: max(0, len(steps) - keep)]:
+            shutil.rmtree(self.root / "checkpoints" / f"{old:06d}", ignore_errors=True)
+
+    def latest_step(self) -> int | None:
+        try:
+            return int(json.loads((self.root / "latest.json").read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def restore(self, dest: Path) -> int | None:
+        """Copy the newest complete checkpoint into `dest` (which must not exist); return its step."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        shutil.copytree(self.root / "checkpoints" / f"{step:06d}", dest)
+        (dest / MANIFEST).unlink(missing_ok=True)
+        return step
+
+
+class HubStore:
+    def __init__(self, repo_id: str):
+        self.repo_id = repo_id
+        self.describe = f"hf://{repo_id}"
+        self._created = False
+
+    def _api(self):
+        from huggingface_hub import HfApi
+
+        return HfApi()
+
+    def publish(self, step_dir: Path, step: int, keep: int = 1) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        api = self._api()
+        if not self._created:
+            api.create_repo(self.repo_id, repo_type="model", private=True, exist_ok=True)
+            self._created = True
+        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for path, rel in checkpoint_files(step_dir)]
+        operations.append(CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=json.dumps({"step": step}).encode()))
+        api.create_commit(self.repo_id, operations=operations, commit_message=f"Trainyard checkpoint step {step}", repo_type="model")
+
+    def latest_step(self) -> int | None:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            path = hf_hub_download(self.repo_id, MANIFEST, repo_type="model")
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return None
+        return int(json.loads(Path(path).read_text())["step"])
+
+    def restore(self, dest: Path) -> int | None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.utils import RepositoryNotFoundError
+
+        staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=dest.parent))
+        try:
+            snapshot_download(self.repo_id, repo_type="model", local_dir=str(staging))
+        except RepositoryNotFoundError:
+            shutil.rmtree(staging)
+            return None
+        shutil.rmtree(staging / ".cache", ignore_errors=True)
+        step = _step_of(staging)
+        if step is None:
+            shutil.rmtree(staging)
+            return None
+        (staging / MANIFEST).unlink(missing_ok=True)
+        os.rename(staging, dest)
+        return step
+
+
+def _step_of(checkpoint: Path) -> int | None:
+    for name in (MANIFEST, "training_state/training_step.json"):
+        try:
+            return int(json.loads((checkpoint / name).read_text())["step"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,389 @@
+"""Per-GPU memory estimate for a training or inference job, calibrated never to fall below published figures.
+
+Units: 1 GB = 1e9 bytes. Cards are sold by a nominal size ("80GB") that is really about 80 GiB (an H100 80GB
+reports 81559 MiB = 85.5e9 bytes), so comparing a GB estimate with the nominal size leaves ~6% headroom on top of
+the allowances below.
+
+Rules (GPU_FACTS.md §1):
+- Mixed precision (bf16/fp16) AdamW = 18 B/param (HF "model training anatomy", EleutherAI calculator):
+  weights 2 (half-precision working copy) + gradients 4 (fp32) + optimizer 12 (fp32 master copy 4 + Adam m, v 8).
+  8-bit AdamW keeps 2 B of state instead of 8; SGD with momentum 4. fp32 training: weights 4 + gradients 4 +
+  states (8 | 2 | 4) = 16 B/param for AdamW (Accelerate's fp32 peak). The fp32 master copy is filed under
+  "optimizer" because DeepSpeed ZeRO partitions it with the optimizer states.
+- LoRA: frozen base at 2 B/param (bf16/fp16; 4 for fp32) plus adapters; the adapter budget is `lora_fraction`
+  (default 2% of the base, about rank 64 on every linear layer) at 16 B/param (fp32 weight, gradient, AdamW).
+  QLoRA: 4-bit base at 0.6 B/param (0.5 B plus quantisation constants and layers kept in 16 bit), same adapters.
+- Inference: weights x 1.2 (the 20% rule quoted by Accelerate from Transformer Math 101), the 20% growing
+  linearly beyond batch 8.
+- GRPO: full training of the policy, plus a frozen reference model (16-bit weights; TRL 0.18, which Open R1
+  pins, keeps one while beta > 0) and the generation engine: `vllm_colocate` holds a second 16-bit copy of the
+  weights, a KV cache for the batch and ~1.5 GB of engine state on every training GPU; `vllm_server` puts the same
+  on one extra GPU (gpu_count includes it, as Open R1's "8 GPUs = 7 train + 1 vLLM"); "none" keeps only the KV cache.
+- Sharding divides per-GPU state by the number of training GPUs: ZeRO-2 divides gradients and optimizer,
+  ZeRO-3/FSDP also the weights (plus an allowance for the layer being gathered). "none" is plain DDP.
+- CUDA/overhead: 2.0 GB (CUDA context, cuBLAS/cuDNN workspaces, kernels - HF measured ~1.3 GB of kernels alone),
+  +0.5 GB for NCCL buffers when gpu_count > 1, +5% of everything else for allocator fragmentation.
+
+Activations, in order of preference:
+1. `activation_gb_per_sample` (the presets below carry one, calibrated against published figures) x batch;
+2. with `hidden_size` and `layers`: per token per layer 34*h bytes at 16 bit (Korthikanti et al., flash
+   attention assumed, so no s^2 term), or with gradient checkpointing 2*h (stored layer input) plus one layer
+   recomputed (34*h); x2 in fp32; plus logits at 8 B per (token, vocab entry) when `vocab_size` is known
+   (16-bit logits, their fp32 log-softmax and the gradient);
+3. the coarse heuristic when no hidden size is known: h*L ~= 0.2 * params**0.6 and h ~= 1.6 * params**0.35
+   (a fit that lies at or above Qwen2.5 0.5B-7B, Llama 7B-70B and Gemma 2B), seq_len 1024 when unknown, and
+   logits for a 152,064-entry vocabulary (Qwen2.5's; only Gemma's 256k is larger among common LLMs). This errs
+   high for models without a language head; robot policies should come with a preset.
+
+Calibration (tests/test_vram.py, table in the module's report): the estimate is at or above every published
+figure we found and stays within 2x of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass
+
+from helpers.errors import ConfigError
+
+GB = 1e9
+METHODS = ("full", "lora", "qlora", "inference", "grpo")
+PRECISIONS = ("bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
+SHARDINGS = ("none", "zero2", "zero3", "fsdp")
+GENERATION_ENGINES = ("none", "vllm_colocate", "vllm_server")
+
+CUDA_CONTEXT_GB = 2.0
+NCCL_GB = 0.5
+FRAGMENTATION = 0.05
+QLORA_BYTES = 0.6
+ADAPTER_BYTES = 16.0
+ENGINE_OVERHEAD_GB = 1.5
+DEFAULT_SEQ_LEN = 1024
+COARSE_VOCAB = 152_064
+LOGIT_BYTES = 8.0
+SHARDING_LABEL = {"none": "DDP", "zero2": "ZeRO-2", "zero3": "ZeRO-3", "fsdp": "FSDP"}
+
+_OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "sgd": 4.0}
+
+
+def _check(value: object, allowed: tuple[str, ...], key: str, what: str) -> str:
+    if value in allowed:
+        return str(value)
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(key=key, problem=f"unknown {what} '{value}'", fix=f"{hint}use one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-GPU memory in GB, by part. `total_gb` is what one GPU must hold."""
+
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    cuda_overhead_gb: float
+    generation_gb: float
+    total_gb: float
+    server_gb: float  # the vLLM server GPU (vllm_server only), else 0
+    inputs: dict
+    notes: tuple[str, ...] = ()
+
+    def parts(self) -> dict[str, float]:
+        return {
+            "weights": self.weights_gb, "gradients": self.gradients_gb, "optimizer": self.optimizer_gb,
+            "activations": self.activations_gb, "cuda_overhead": self.cuda_overhead_gb,
+            "generation": self.generation_gb,
+        }
+
+    def replace(self, **changes) -> "Estimate":
+        """The same estimate with some inputs changed (e.g. gpu_count=2, sharding="zero3")."""
+        return estimate(**{**self.inputs, **changes})
+
+    def explain(self) -> str:
+        i = self.inputs
+        shown = " + ".join(f"{name.replace('_', ' ')} {gb:.1f}" for name, gb in self.parts().items() if gb >= 0.05)
+        setup = f"{i['params'] / 1e9:.3g}B params, {i['method']} {i['precision']}"
+        if i["method"] not in ("inference",):
+            setup += f" {i['optimizer']}"
+        setup += f", batch {i['batch_size']}"
+        if i["gradient_checkpointing"]:
+            setup += ", grad-ckpt"
+        setup += f", {i['gpu_count']} GPU" + ("s" if i["gpu_count"] > 1 else "")
+        if i["gpu_count"] > 1:
+            setup += f" {SHARDING_LABEL[i['sharding']]}"
+        if i["generation_engine"] != "none" and i["method"] == "grpo":
+            setup += f", {i['generation_engine']}"
+        server = f"; vLLM server GPU ~{self.server_gb:.0f} GB" if self.server_gb else ""
+        return f"~{self.total_gb:.0f} GB per GPU = {shown} ({setup}){server}"
+
+
+def estimate(
+    params: float,
+    method: str = "full",
+    precision: str = "bf16",
+    optimizer: str = "adamw",
+    batch_size: int = 1,
+    gradient_checkpointing: bool = False,
+    gpu_count: int = 1,
+    sharding: str = "none",
+    generation_engine: str = "none",
+    seq_len: int | None = None,
+    hidden_size: int | None = None,
+    layers: int | None = None,
+    *,
+    vocab_size: int | None = None,
+    activation_gb_per_sample: float | None = None,
+    lora_fraction: float = 0.02,
+) -> Estimate:
+    """Per-GPU memory for `params` parameters trained (or served) as described. See the module docstring."""
+    method = _check(method, METHODS, "model.method", "method")
+    precision = _check(precision, PRECISIONS, "model.precision", "precision")
+    optimizer = _check(optimizer, OPTIMIZERS, "model.optimizer", "optimizer")
+    sharding = _check(sharding, SHARDINGS, "sharding", "sharding")
+    generation_engine = _check(generation_engine, GENERATION_ENGINES, "open_r1.vllm_mode", "generation engine")
+    if not params or params <= 0:
+        raise ConfigError(key="model.params", problem=f"parameter count must be positive, got {params!r}",
+                          fix="set model.params (e.g. 3.3e9) or a model repo_id with safetensors weights")
+    if batch_size < 1:
+        raise ConfigError(key="training.batch_size", problem=f"batch size must be >= 1, got {batch_size}")
+    if gpu_count < 1:
+        raise ConfigError(key="resources.gpu_count", problem=f"gpu_count must be >= 1, got {gpu_count}")
+    inputs = dict(
+        params=params, method=method, precision=precision, optimizer=optimizer, batch_size=batch_size,
+        gradient_checkpointing=gradient_checkpointing, gpu_count=gpu_count, sharding=sharding,
+        generation_engine=generation_engine, seq_len=seq_len, hidden_size=hidden_size, layers=layers,
+        vocab_size=vocab_size, activation_gb_per_sample=activation_gb_per_sample, lora_fraction=lora_fraction,
+    )
+    notes: list[str] = []
+    engine = generation_engine if method == "grpo" else "none"
+    train_gpus = gpu_count
+    if engine == "vllm_server":
+        if gpu_count < 2:
+            raise ConfigError(key="resources.gpu_count", problem="vllm_server needs a GPU of its own for vLLM",
+                              fix="use gpu_count >= 2, or open_r1.vllm_mode colocate")
+        train_gpus = gpu_count - 1
+    n = train_gpus if sharding != "none" else 1
+    half = precision in ("bf16", "fp16")
+    wbytes = 2.0 if half else 4.0
+    p = float(params)
+
+    seq = seq_len or DEFAULT_SEQ_LEN
+    h_l, h, coarse = _shape(p, hidden_size, layers)
+    gather = _gathered_layer(p * wbytes, layers) if sharding in ("zero3", "fsdp") and n > 1 else 0.0
+
+    weights = grads = optim = acts = generation = server = 0.0
+    if method in ("full", "grpo"):
+        state = _OPTIMIZER_STATE_BYTES[optimizer]
+        weights = p * wbytes
+        grads = p * 4.0
+        optim = p * ((4.0 if half else 0.0) + state)
+        if sharding in ("zero3", "fsdp"):
+            weights /= n
+        if sharding != "none":
+            grads /= n
+            optim /= n
+        weights += gather
+        if method == "grpo":
+            weights += p * 2.0 / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
+            notes.append("weights include a frozen reference model")
+    elif method in ("lora", "qlora"):
+        base = p * (QLORA_BYTES if method == "qlora" else wbytes)
+        adapters = p * lora_fraction
+        weights = (base / n if sharding in ("zero3", "fsdp") else base) + adapters * 4.0 + gather
+        grads = adapters * 4.0 / n
+        optim = adapters * (ADAPTER_BYTES - 8.0) * _OPTIMIZER_STATE_BYTES[optimizer] / 8.0 / n
+    else:  # inference
+        weights = p * wbytes / n + gather
+
+    if method == "inference":
+        acts = 0.2 * (p * wbytes) / n * max(1.0, batch_size / 8.0)
+    elif activation_gb_per_sample is not None:
+        acts = activation_gb_per_sample * GB * batch_size
+        notes.append(f"activations {activation_gb_per_sample:g} GB/sample (preset)")
+    else:
+        act_bytes = 2.0 if half else 4.0
+        per_token = (2.0 * h_l + 34.0 * h) if gradient_checkpointing else 34.0 * h_l
+        per_token *= act_bytes / 2.0
+        vocab = vocab_size if vocab_size is not None else (COARSE_VOCAB if coarse else 0)
+        per_token += vocab * LOGIT_BYTES
+        acts = per_token * seq * batch_size
+        if coarse:
+            notes.append("activations: coarse heuristic (hidden size unknown)")
+        if seq_len is None:
+            notes.append(f"seq_len assumed {DEFAULT_SEQ_LEN}")
+
+    if method == "grpo":
+        kv = 4.0 * h_l * seq * batch_size  # K and V, 16 bit, every layer, full-width heads (MHA: errs high for GQA)
+        if engine == "vllm_colocate":
+            generation = p * 2.0 + kv + ENGINE_OVERHEAD_GB * GB
+        elif engine == "vllm_server":
+            server = p * 2.0 + kv + (ENGINE_OVERHEAD_GB + CUDA_CONTEXT_GB) * GB
+        else:
+            generation = kv
+
+    subtotal = weights + grads + optim + acts + generation
+    overhead = (CUDA_CONTEXT_GB + (NCCL_GB if gpu_count > 1 else 0.0)) * GB + FRAGMENTATION * subtotal
+    total = subtotal + overhead
+    return Estimate(
+        weights_gb=weights / GB, gradients_gb=grads / GB, optimizer_gb=optim / GB, activations_gb=acts / GB,
+        cuda_overhead_gb=overhead / GB, generation_gb=generation / GB, total_gb=max(total, server) / GB,
+        server_gb=server / GB, inputs=inputs, notes=tuple(notes),
+    )
+
+
+def _shape(params: float, hidden_size: int | None, layers: int | None) -> tuple[float, float, bool]:
+    """(hidden*layers, hidden, coarse?) - the real shape when known, else the conservative fit."""
+    if hidden_size and layers:
+        return float(hidden_size * layers), float(hidden_size), False
+    h = float(hidden_size) if hidden_size else 1.6 * params**0.35
+    h_l = h * layers if layers else 0.2 * params**0.6
+    return max(h_l, h), h, True
+
+
+def _gathered_layer(weight_bytes: float, layers: int | None) -> float:
+    """ZeRO-3/FSDP materialise the layer being computed (and prefetch the next): 2 layers, or 5% without a count."""
+    return 2.0 * weight_bytes / layers if layers else 0.05 * weight_bytes
+
+
+# --------------------------------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model Trainyard knows: parameter count and a calibrated activation allowance at the trainer's defaults."""
+
+    name: str
+    params: int
+    activation_gb_per_sample: float
+    batch_size: int  # the trainer's default batch
+    framework: str  # lerobot | openpi
+    method: str = "full"
+    precision: str = "bf16"
+    basis: str = ""
+
+    def estimate(self, **overrides) -> Estimate:
+        kw = dict(params=self.params, method=self.method, precision=self.precision, batch_size=self.batch_size,
+                  activation_gb_per_sample=self.activation_gb_per_sample)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return estimate(**kw)
+
+
+# Parameter counts: ACT with ResNet-18 ~52M and SmolVLA ~450M (LeRobot); diffusion 263M (LeRobot default
+# U-Net with down_dims 512/1024/2048 + ResNet-18); LeRobot's pi0/pi05 checkpoint lerobot/pi0 is 14 GB of fp32
+# (3.5B; openpi's own count is ~3.3B: SigLIP 0.4B + Gemma 2B 2.5B + 0.3B action expert); lerobot/pi0fast_base is
+# 11.7 GB of fp32 (2.9B); GR00T N1.5 is "3B"; X-VLA 0.9B (Hub metadata of lerobot/xvla-*).
+# Activation allowances (GB per sample, at the trainer's default precision and checkpointing) are set so that
+# the estimate at LeRobot's batch 8 reaches the top of LeRobot's published "Peak VRAM (BS 8, AdamW)" envelope
+# (hardware_guide: light BC 2-6, diffusion 8-14, small VLA 10-16, large VLA / multimodal 24-40 GB), and for
+# openpi so that batch 32 clears the README's ">22.5 GB LoRA" and ">70 GB full" (see tests/test_vram.py).
+_LEROBOT_ENVELOPE = "LeRobot hardware guide, BS 8 AdamW"
+PRESETS: dict[str, Preset] = {
+    "act": Preset("act", 52_000_000, 0.45, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: light BC ~2-6 GB"),
+    "diffusion": Preset("diffusion", 263_000_000, 1.0, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: diffusion ~8-14 GB"),
+    "smolvla": Preset("smolvla", 450_000_000, 0.75, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: small VLA ~10-16 GB"),
+    "pi0": Preset("pi0", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+    "pi05": Preset("pi05", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+    "pi0_fast": Preset("pi0_fast", 2_900_000_000, 0.60, 8, "lerobot",
+                       basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB (+257k-vocab logits)"),
+    "groot": Preset("groot", 3_000_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: multimodal ~24-40 GB"),
+    "xvla": Preset("xvla", 900_000_000, 2.50, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+    "openpi/pi0": Preset("openpi/pi0", 3_300_000_000, 0.40, 32, "openpi",
+                         basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
+    "openpi/pi05": Preset("openpi/pi05", 3_300_000_000, 0.40, 32, "openpi",
+                          basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
+    "openpi/pi0_fast": Preset("openpi/pi0_fast", 2_900_000_000, 0.55, 32, "openpi",
+                              basis="openpi README (same table; + 257k-vocab logits)"),
+}
+
+# openpi's training configs (src/openpi/training/config.py `_CONFIGS`); each maps to its base model,
+# and the *_low_mem_finetune ones train LoRA adapters.
+OPENPI_CONFIGS = (
+    "pi0_aloha", "pi05_aloha", "pi0_aloha_towel", "pi0_aloha_tupperware", "pi0_droid", "pi0_fast_droid",
+    "pi05_droid", "pi0_libero", "pi0_libero_low_mem_finetune", "pi0_fast_libero", "pi0_fast_libero_low_mem_finetune",
+    "pi05_libero", "pi0_aloha_pen_uncap", "pi05_aloha_pen_uncap", "pi0_fast_full_droid_finetune",
+    "pi05_full_droid_finetune", "pi05_droid_finetune", "pi0_aloha_sim",
+)
+
+
+def _openpi_preset(config_name: str) -> Preset:
+    base = "pi0_fast" if config_name.startswith("pi0_fast") else "pi05" if config_name.startswith("pi05") else "pi0"
+    p = PRESETS[f"openpi/{base}"]
+    method = "lora" if "low_mem_finetune" in config_name else "full"
+    return dataclasses.replace(p, name=f"openpi/{config_name}", method=method)
+
+
+for _name in OPENPI_CONFIGS:
+    PRESETS[f"openpi/{_name}"] = _openpi_preset(_name)
+
+PRESET_PARAMS: dict[str, int] = {name: p.params for name, p in PRESETS.items()}
+
+# The seeds' spellings (seed 000's !MODEL_TYPE values) and a few common ones.
+_PRESET_ALIASES = {"pi0.5": "pi05", "pi0fast": "pi0_fast", "gr00t": "groot", "x-vla": "xvla", "x_vla": "xvla"}
+
+
+def preset(name: str, key: str = "policy.type") -> Preset:
+    """A preset by name: "act", "ACT", "SmolVLA", "pi0_fast", "GROOT", "openpi/pi05_libero" or "pi05_libero"."""
+    text = str(name).strip()
+    low = text.lower()
+    low = _PRESET_ALIASES.get(low, low)
+    if low in PRESETS:
+        return PRESETS[low]
+    if f"openpi/{low}" in PRESETS:
+        return PRESETS[f"openpi/{low}"]
+    if low.startswith("openpi/") and re.fullmatch(r"openpi/pi0(5|_fast)?[a-z0-9_]*", low):
+        return _openpi_preset(low.split("/", 1)[1])
+    close = difflib.get_close_matches(low, list(PRESETS), n=1)
+    fix = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(key=key, problem=f"unknown model preset '{name}'",
+                      fix=f"{fix}or set model.params (parameter count) instead")
+
+
+# ------------------------------------------------------------------------------------------- Hub param count
+
+
+def params_from_hub(repo_id: str, token: str | None, endpoint: str | None = None) -> int | None:
+    """Parameter count from a Hub repo's safetensors headers (a few KB of range requests, no weights downloaded).
+
+    None when the Hub cannot be reached or the repo has no safetensors weights; a gated or missing repo raises
+    ConfigError, since no GPU choice can fix that.
+    """
+    from huggingface_hub import HfApi  # lazy: keeps `import helpers.vram` fast and offline
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        NotASafetensorsRepoError,
+        RepositoryNotFoundError,
+        SafetensorsParsingError,
+    )
+
+    try:
+        meta = HfApi(endpoint=endpoint, token=token).get_safetensors_metadata(repo_id)
+    except GatedRepoError as exc:
+        raise ConfigError(
+            key="model.repo_id", problem=f"'{repo_id}' is gated and this token has no access",
+            fix=f"accept the licence on the Hub page of {repo_id} with the account of HF_TOKEN, or set model.params",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ConfigError(
+            key="model.repo_id", problem=f"no Hub repo '{repo_id}' (or it is private to another account)",
+            fix="check the repo id and that HF_TOKEN can read it, or set model.params",
+        ) from exc
+    except (NotASafetensorsRepoError, SafetensorsParsingError):
+        return None
+    except Exception as exc:  # noqa: BLE001 - network failures come as OSError or httpx/requests errors
+        if _is_network_error(exc):
+            return None
+        raise
+    counts = getattr(meta, "parameter_count", None) or {}
+    total = sum(int(v) for v in counts.values())
+    return total or None
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
+        return True
+    root = type(exc).__module__.split(".")[0]
+    return root in {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"}

@@ -1,0 +1,34 @@
+"""A stand-in trainer for the `command` framework: LeRobot's checkpoint layout, resumes from `last`.
+
+Reads TRAINYARD_CHECKPOINT_DIR / TRAINYARD_STEPS / TRAINYARD_SAVE_FREQ (set by the runtime) and
+TOY_STEP_SECONDS (pace). Prints LeRobot-style `step:N loss:X` lines.
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+root = Path(os.environ["TRAINYARD_CHECKPOINT_DIR"])
+steps = int(os.environ["TRAINYARD_STEPS"])
+save_freq = int(os.environ["TRAINYARD_SAVE_FREQ"])
+pace = float(os.environ.get("TOY_STEP_SECONDS", "0.01"))
+payload_kb = int(os.environ.get("TOY_PAYLOAD_KB", "4"))
+
+start = 0
+if (root / "last").exists():
+    start = json.loads((root / "last" / "training_state" / "training_step.json").read_text())["step"]
+    print(f"resumed from step {start}", flush=True)
+for step in range(start + 1, steps + 1):
+    time.sleep(pace)
+    print(f"step:{step} loss:{1.0 / step:.4f}", flush=True)
+    if step % save_freq == 0 or step == steps:
+        ckpt = root / f"{step:06d}"
+        (ckpt / "pretrained_model").mkdir(parents=True)
+        (ckpt / "training_state").mkdir()
+        (ckpt / "pretrained_model" / "model.safetensors").write_bytes(os.urandom(payload_kb * 1024))
+        (ckpt / "training_state" / "training_step.json").write_text(json.dumps({"step": step}))
+        tmp = root / ".last.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(ckpt.name)
+        os.replace(tmp, root / "last")
