@@ -1,0 +1,180 @@
+"""The runtime as a host runs it: sync while training, kill, resume, atomic stores, limits, webhook, commands."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers.bundle import render_commands
+from helpers.config import validate
+from helpers.runtime.job import JobDoc
+from helpers.runtime.store import DirectoryStore
+from helpers.runtime.trainers import OpenR1Trainer, runs_of, trainer_for
+from tests.runtime_harness import RuntimeRun, toy_job
+
+
+def test_kill_mid_run_then_resume_continues_from_the_synced_step(tmp_path):
+    data = toy_job(steps=300, save_freq=20)
+    first = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0.03"})
+    first.read_until(lambda line: "synced checkpoint step" in line and int(line.split("step ")[1].split()[0]) >= 100)
+    first.kill_everything()
+    synced = DirectoryStore(tmp_path / "runs/toy/store").latest_step()
+    assert synced is not None and 100 <= synced < 300
+    shutil.rmtree(tmp_path / "outputs")  # the machine is gone, and its disk with it
+
+    second = RuntimeRun(tmp_path, data, mode="resume", env={"TOY_STEP_SECONDS": "0"})
+    assert second.wait() == 0, second.output
+    assert f"restoring step {synced}" in second.output and f"resumed from step {synced}" in second.output
+    assert "step:1 " not in second.output  # not from zero
+    assert second.status()["synced_step"] == 300
+    assert [e["event"] for e in second.events()][-1] == "end"
+
+
+def test_auto_mode_resumes_from_local_checkpoints_when_restarted(tmp_path):
+    data = toy_job(steps=80, save_freq=10)
+    first = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0.02"})
+    first.read_until(lambda line: "synced checkpoint step" in line and int(line.split("step ")[1].split()[0]) >= 30)
+    first.kill_everything()
+    second = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0"})  # e.g. a SLURM requeue on the same disk
+    assert second.wait() == 0, second.output
+    assert "resuming from step" in second.output and "restoring" not in second.output
+
+
+def test_interrupted_directory_publish_leaves_the_previous_checkpoint(tmp_path):
+    store = DirectoryStore(tmp_path / "store")
+    small = tmp_path / "c1"
+    (small / "training_state").mkdir(parents=True)
+    (small / "training_state/training_step.json").write_text('{"step": 1}')
+    store.publish(small, 1)
+    big = tmp_path / "c2"
+    (big / "pretrained_model").mkdir(parents=True)
+    for i in range(400):
+        (big / "pretrained_model" / f"shard{i}.bin").write_bytes(os.urandom(64 * 1024))
+    # Publish in a child process and kill it mid-copy; retry until the kill lands inside the copy.
+    code = f"from helpers.runtime.store import DirectoryStore; from pathlib import Path; DirectoryStore(Path('{tmp_path}/store')).publish(Path('{big}'), 2, keep=2)"
+    for delay in (0.3, 0.2, 0.1, 0.05, 0.5):
+        child = subprocess.Popen([os.sys.executable, "-c", code], cwd=Path(__file__).parents[1])
+        try:
+            child.wait(delay)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        if list((tmp_path / "store").glob(".partial-2-*")):
+            break
+        shutil.rmtree(tmp_path / "store/checkpoints/000002", ignore_errors=True)
+        (tmp_path / "store/latest.json").write_text('{"step": 1, "path": "checkpoints/000001"}')
+    assert list((tmp_path / "store").glob(".partial-2-*")), "could not interrupt the copy"
+    assert store.latest_step() == 1
+    restored = tmp_path / "restored"
+    assert store.restore(restored) == 1
+    assert json.loads((restored / "training_state/training_step.json").read_text()) == {"step": 1}
+
+
+def test_time_limit_stops_cleanly_with_a_final_sync(tmp_path):
+    data = toy_job(steps=100000, save_freq=25, limits={"time_limit": 4})
+    run = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0.005"})
+    assert run.wait(timeout=90) == 3, run.output
+    assert "time limit or budget reached" in run.output
+    status = run.status()
+    assert status["state"] == "stopped" and status["synced_step"] is not None and status["synced_step"] >= 25
+    assert DirectoryStore(tmp_path / "runs/toy/store").latest_step() == status["synced_step"]
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_gets_seed_payload_and_never_a_secret(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    canary = "hf_" + "C4nary" * 6
+    data = toy_job(steps=20, save_freq=10, notify={"webhook_url": f"http://127.0.0.1:{server.server_port}/hook"},
+                   command={"run": f"echo token is $HF_TOKEN && {toy_job()['command']['run']}"})
+    run = RuntimeRun(tmp_path, data, secrets={"HF_TOKEN": canary}, env={"TOY_STEP_SECONDS": "0"})
+    assert run.wait() == 0, run.output
+    server.shutdown()
+    events = [p["event"] for p in Hook.received]
+    assert events[0] == "start" and "checkpoint" in events and events[-1] == "end"
+    assert set(Hook.received[0]) >= {"event", "message", "timestamp", "stage", "project", "repo_id"}
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "runs").rglob("*") if p.is_file() and p.name != ".env")
+    assert canary not in json.dumps(Hook.received) and canary not in run.output and canary not in written
+    assert "token is ***" in run.output
+    assert oct((tmp_path / "runs/toy/.env").stat().st_mode & 0o777) == "0o600"
+
+
+def doc_for(data: dict, machine=None) -> JobDoc:
+    from helpers.bundle import job_document
+
+    document = job_document(validate(data), machine or {"kind": "runpod"})
+    return JobDoc(document["config"], document["derived"], document["machine"])
+
+
+def test_multi_gpu_goes_through_accelerate_with_omp_threads():
+    doc = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "act"}, "accelerate": {"mixed_precision": "bf16"}})
+    trainer = trainer_for(doc, runs_of(doc)[0], Path("/env/bin"), gpus=4)
+    command = trainer.command(resume=False)
+    assert command[:5] == ["/env/bin/accelerate", "launch", "--multi_gpu", "--num_processes=4", "--mixed_precision=bf16"]
+    assert command[5] == "/env/bin/lerobot-train"
+    assert trainer.environment()["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))
+    single = trainer_for(doc, runs_of(doc)[0], Path("/env/bin"), gpus=1).command(resume=False)
+    assert single[0] == "/env/bin/lerobot-train"
+    forced_off = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "act"}, "accelerate": {"use": False}})
+    assert trainer_for(forced_off, runs_of(forced_off)[0], Path("/b"), gpus=8).command(False)[0] == "/b/lerobot-train"
+
+
+def test_pi0_preset_and_resume_command():
+    job = validate({"dataset": {"repo_id": "a/b"}, "policy": {"type": "pi0"}})
+    (command,) = render_commands(job, gpus=1, bin_dir="/e/bin")
+    for expected in ("--policy.type=pi0", "--policy.pretrained_path=lerobot/pi0_base", "--policy.compile_model=true",
+                     "--policy.gradient_checkpointing=true", "--policy.dtype=bfloat16", "--policy.push_to_hub=false"):
+        assert expected in command
+    doc = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "pi0"}, "training": {"steps": 500}})
+    resume = trainer_for(doc, runs_of(doc)[0], Path("/e/bin"), 1).command(resume=True)
+    assert "--resume=true" in resume and "--steps=500" in resume
+    assert any(a.startswith("--config_path=") and a.endswith("checkpoints/last/pretrained_model/train_config.json") for a in resume)
+
+
+def test_openpi_resumes_instead_of_overwrite(tmp_path):
+    data = {"framework": "openpi", "openpi": {"config_name": "pi05_libero", "exp_name": "e1", "checkpoint_base_dir": str(tmp_path)}}
+    doc = doc_for(data)
+    trainer = trainer_for(doc, runs_of(doc)[0], Path("/b"), 1)
+    assert "--resume" not in trainer.command(resume=False) and "--overwrite" not in trainer.command(resume=False)
+    (tmp_path / "pi05_libero/e1/1000").mkdir(parents=True)
+    (tmp_path / "pi05_libero/e1/2000.orbax-checkpoint-tmp-1").mkdir()
+    assert trainer.checkpoints() == [(1000, tmp_path / "pi05_libero/e1/1000")]
+    assert "--resume" in trainer.command(resume=True)
+
+
+@pytest.mark.parametrize("tags, rewards", [
+    ({}, ["accuracy"]),
+    ({"answer_tag": "<answer>", "answer_end_tag": "</answer>"}, ["accuracy", "format", "tag_count"]),
+    ({"reasoning_tag": "<reason>", "reasoning_end_tag": "</reason>", "answer_tag": "<a>", "answer_end_tag": "</a>"}, ["accuracy", "reasoning_steps"]),
+])
+def test_open_r1_recipe_rewards_follow_the_tags(tmp_path, tags, rewards):
+    import yaml
+
+    doc = doc_for({"framework": "open_r1", "open_r1": {"model": "unsloth/gemma-2b", "dataset_name": "openai/gsm8k",
+                                                        "hub_model_id": "me/gemma-grpo", **tags},
+                   "job": {"output_dir": str(tmp_path / "out")}, "resources": {"gpu_count": 2}})
+    trainer = trainer_for(doc, runs_of(doc)[0], Path("/b"), gpus=2)
+    assert isinstance(trainer, OpenR1Trainer)
+    trainer.prepare()
+    recipe = yaml.safe_load(trainer.recipe_path().read_text())
+    assert recipe["reward_funcs"] == rewards and recipe["hub_model_id"] == "me/gemma-grpo"
+    assert recipe["model_name_or_path"] == "unsloth/gemma-2b" and recipe["output_dir"] == str(tmp_path / "out")
+    assert tags.get("reasoning_tag", "<think>") in recipe["system_prompt"]
+    command = trainer.command(resume=False)
+    assert command[:2] == ["/b/accelerate", "launch"] and "--num_processes=2" in command and command[-1].startswith("--config=")
