@@ -144,3 +144,19 @@ def test_fuzzed_configs_never_escape_as_tracebacks(tmp_path, tree):
         load_job(path, environ={})
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(path) in str(exc)
+
+
+def test_every_key_is_documented_in_configs_readme():
+    from pydantic import BaseModel
+
+    from helpers.config import JobConfig
+
+    readme = (REPO / "configs/README.md").read_text()
+    missing = []
+    for section, field in JobConfig.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            missing += [f"{section}.{key}" for key in model.model_fields if f"{section}.{key}" not in readme and f"`{key}`" not in readme and f", {key}" not in readme]
+        elif f"`{section}`" not in readme:
+            missing.append(section)
+    assert not missing, f"undocumented keys: {missing}"
