@@ -19,11 +19,7 @@ from pathlib import Path
 
 import pytest
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # `helpers` is not installed in .venv; pytest only puts tests/ on sys.path
-    sys.path.insert(0, str(_REPO))
-
-from helpers.emulators.hub_server import HubServer  # noqa: E402
+from helpers.emulators.hub_server import HubServer
 
 HUB_TOKEN = "hf_test_token_writer"
 HUB_USER = "trainyard-tests"

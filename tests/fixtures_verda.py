@@ -1,29 +1,38 @@
 """Fixtures for the Verda REST API emulator (helpers/emulators/verda_api.py).
 
-`verda_emulator`  a started VerdaEmulator (instances are real sshd hosts) under tmp_path, stopped afterwards
-`verda_client`    the REAL `verda.VerdaClient` pointed at it
-`verda_ssh_key`   (private key path, public key text) of a fresh ed25519 pair
+`verda_emulator`           a started VerdaEmulator under tmp_path whose instances are real sshd hosts (root, sshd)
+`verda_client`             the REAL `verda.VerdaClient` pointed at `verda_emulator`
+`verda_emulator_api_only`  the same emulator with `ssh=False`: instances go through every state but run nothing
+`verda_ssh_key`            (private key path, public key text) of a fresh ed25519 pair
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # `helpers` is not installed in .venv; pytest only puts tests/ on sys.path
-    sys.path.insert(0, str(_REPO))
+from helpers.emulators.sshhost import generate_keypair
+from helpers.emulators.verda_api import VerdaEmulator
 
-from helpers.emulators.sshhost import generate_keypair  # noqa: E402
-from helpers.emulators.verda_api import VerdaEmulator  # noqa: E402
+
+def _started(root: Path, ssh: bool) -> VerdaEmulator:
+    return VerdaEmulator(root, boot_delay_s=0.3, order_delay_s=0.1, ssh=ssh).start()
 
 
 @pytest.fixture
 def verda_emulator(tmp_path: Path) -> Iterator[VerdaEmulator]:
-    emu = VerdaEmulator(tmp_path / "verda", boot_delay_s=0.3, order_delay_s=0.1).start()
+    emu = _started(tmp_path / "verda", ssh=True)
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def verda_emulator_api_only(tmp_path: Path) -> Iterator[VerdaEmulator]:
+    emu = _started(tmp_path / "verda-api", ssh=False)
     try:
         yield emu
     finally:

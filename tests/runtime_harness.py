@@ -33,13 +33,13 @@ class RuntimeRun:
     """One runtime process started from a staged run folder (bundle + job.json + .env)."""
 
     def __init__(self, workdir: Path, data: dict, mode: str = "auto", env: dict | None = None, secrets: dict | None = None,
-                 machine: dict | None = None, price_per_hour: float | None = None):
+                 machine: dict | None = None, price_per_hour: float | None = None, python: str | None = None):
         self.workdir = workdir
         job = validate(data)
         self.job = job
         self.run_dir = stage_run(job, machine or {"kind": "local"}, secrets or {}, price_per_hour, runs_dir=workdir / "runs")
         self.process = subprocess.Popen(
-            [sys.executable, str(self.run_dir / BUNDLE_NAME), str(self.run_dir / "job.json"), f"--mode={mode}", "--skip-setup"],
+            [python or sys.executable, str(self.run_dir / BUNDLE_NAME), str(self.run_dir / "job.json"), f"--mode={mode}", "--skip-setup"],
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )

@@ -1,4 +1,7 @@
-"""The Verda REST emulator, driven by the REAL `verda` 1.25 SDK; instances are real sshd hosts on loopback."""
+"""The Verda REST emulator, driven by the REAL `verda` 1.25 SDK; instances are real sshd hosts on loopback.
+
+Tests marked `slow` boot real sshd instances (root + openssh-server); the others check API semantics with
+`ssh=False` instances, which go through the same state machine without running anything."""
 
 from __future__ import annotations
 
@@ -14,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from verda import VerdaClient
 from verda.exceptions import APIException
 from verda.instances import OSVolume
 
 from helpers.emulators.sshhost import ssh_command
 from helpers.emulators.verda_api import VerdaEmulator
+from verda import VerdaClient
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_TYPE = "1H100.80S.30V"
@@ -30,7 +33,7 @@ GPU_IMAGE = "ubuntu-24.04-cuda-12.8-open-docker"
 # ----------------------------------------------------------------------------------------------- helpers
 
 def ssh(emu: VerdaEmulator, key: Path, instance_id: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(ssh_command(emu.ssh_port(instance_id), key, command), capture_output=True, text=True,
+    return subprocess.run(ssh_command(emu.ssh_port(instance_id), key, command), check=False, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -90,6 +93,14 @@ def key_id(verda_client: VerdaClient, verda_ssh_key) -> str:
     return verda_client.ssh_keys.create("test-key", verda_ssh_key[1]).id
 
 
+@pytest.fixture
+def api(verda_emulator_api_only: VerdaEmulator, verda_ssh_key):
+    """(emulator without sshd, its client, an ssh key id): for tests of API semantics only."""
+    emu = verda_emulator_api_only
+    client = VerdaClient(emu.client_id, emu.client_secret, base_url=emu.base_url)
+    return emu, client, client.ssh_keys.create("test-key", verda_ssh_key[1]).id
+
+
 # --------------------------------------------------------------------------------------------------- auth
 
 def test_auth_client_credentials_refresh_and_rejections(verda_emulator: VerdaEmulator):
@@ -144,7 +155,8 @@ def test_instance_types_send_string_prices(verda_emulator: VerdaEmulator, verda_
     assert GPU_IMAGE not in cpu_images and "ubuntu-24.04" in cpu_images
 
 
-def test_availability_is_per_location_and_pool(verda_emulator: VerdaEmulator, verda_client: VerdaClient, key_id):
+def test_availability_is_per_location_and_pool(api):
+    verda_emulator, verda_client, key_id = api
     verda_emulator.set_capacity(GPU_TYPE, 0, location="FIN-02", is_spot=True)
     verda_emulator.set_capacity(CPU_TYPE, 1, location="ICE-01", is_spot=False)
 
@@ -182,6 +194,7 @@ def test_availability_is_per_location_and_pool(verda_emulator: VerdaEmulator, ve
 
 # ------------------------------------------------------------------------------------- create / ssh / spend
 
+@pytest.mark.slow  # boots real sshd instances
 def test_create_spot_and_on_demand_then_ssh_in(verda_emulator: VerdaEmulator, verda_client: VerdaClient,
                                                 verda_ssh_key, key_id):
     key, _ = verda_ssh_key
@@ -246,6 +259,7 @@ def test_create_spot_and_on_demand_then_ssh_in(verda_emulator: VerdaEmulator, ve
 
 # ------------------------------------------------------------------------------- spot preemption / resume_local
 
+@pytest.mark.slow  # boots real sshd instances
 def test_preempt_kills_everything_and_os_volume_boots_again(verda_emulator: VerdaEmulator,
                                                              verda_client: VerdaClient, verda_ssh_key, key_id):
     key, _ = verda_ssh_key
@@ -301,7 +315,8 @@ def test_preempt_kills_everything_and_os_volume_boots_again(verda_emulator: Verd
         verda_emulator.preempt(od.id)
 
 
-def test_preempt_move_to_trash_policy(verda_emulator: VerdaEmulator, verda_client: VerdaClient, key_id):
+def test_preempt_move_to_trash_policy(api):
+    verda_emulator, verda_client, key_id = api
     inst = verda_client.instances.create(CPU_TYPE, "ubuntu-24.04", "h", "d", ssh_key_ids=[key_id], is_spot=True,
                                          os_volume={"name": "os", "size": 50, "on_spot_discontinue": "move_to_trash"})
     inst = wait_running(verda_client, inst.id)
@@ -312,7 +327,8 @@ def test_preempt_move_to_trash_policy(verda_emulator: VerdaEmulator, verda_clien
 
 # ---------------------------------------------------------------------------------- actions / volume semantics
 
-def test_delete_volume_semantics(verda_emulator: VerdaEmulator, verda_client: VerdaClient, key_id):
+def test_delete_volume_semantics(api):
+    verda_emulator, verda_client, key_id = api
     verda_emulator.boot_delay_s = 2.0
     ids = [verda_client.instances.create(CPU_TYPE, "ubuntu-24.04", f"h{n}", "d", ssh_key_ids=[key_id],
                                          volumes=[{"type": "NVMe", "name": f"data{n}", "size": 10}]).id
@@ -360,6 +376,7 @@ def test_delete_volume_semantics(verda_emulator: VerdaEmulator, verda_client: Ve
     assert verda_emulator.live_instances() == []
 
 
+@pytest.mark.slow  # boots real sshd instances
 def test_shutdown_start_keeps_disk_and_stops_billing(verda_emulator: VerdaEmulator, verda_client: VerdaClient,
                                                      verda_ssh_key, key_id):
     key, _ = verda_ssh_key
@@ -390,7 +407,8 @@ def test_shutdown_start_keeps_disk_and_stops_billing(verda_emulator: VerdaEmulat
 
 # ------------------------------------------------------------------------------------------ fault injection
 
-def test_429_and_500_surface_as_api_exceptions(verda_emulator: VerdaEmulator, verda_client: VerdaClient, key_id):
+def test_429_and_500_surface_as_api_exceptions(api):
+    verda_emulator, verda_client, key_id = api
     verda_emulator.fail_next(1, status=429)
     with pytest.raises(APIException) as err:
         verda_client.instances.get()
@@ -426,6 +444,7 @@ def test_429_and_500_surface_as_api_exceptions(verda_emulator: VerdaEmulator, ve
 
 # ----------------------------------------------------------------------------------- the instance ends itself
 
+@pytest.mark.slow  # boots real sshd instances
 def test_instance_token_can_only_end_its_own_instance(verda_emulator: VerdaEmulator, verda_client: VerdaClient,
                                                       verda_ssh_key, key_id):
     key, _ = verda_ssh_key
@@ -495,6 +514,7 @@ def test_ssh_keys_scripts_and_volume_endpoints(verda_emulator: VerdaEmulator, ve
 
 # ------------------------------------------------------------------------------------------ stop / CLI
 
+@pytest.mark.slow  # boots real sshd instances
 def test_stop_leaves_no_process_and_no_instance(tmp_path: Path, verda_ssh_key):
     key, pub = verda_ssh_key
     emu = VerdaEmulator(tmp_path / "v", boot_delay_s=0.2, order_delay_s=0.05).start()
@@ -511,15 +531,17 @@ def test_stop_leaves_no_process_and_no_instance(tmp_path: Path, verda_ssh_key):
     booting = client.instances.create(CPU_TYPE, "ubuntu-24.04", "late", "d", ssh_key_ids=[key_id])
     assert booting.status == "provisioning"
 
+    base_url = emu.base_url
+    disks = str(tmp_path / "v")
+    assert len([pid for pid in marker_pids(disks) if pid != os.getpid()]) >= 3  # each host's unshare names its disk
     emu.stop()
     assert all(marker_pids(m) == [] for m in markers)
     assert not any(port_open(p) for p in ports)
     assert emu.live_instances() == []
     assert all(emu.instance(i)["status"] == "discontinued" for i in ids + [booting.id])
-    sshd_on_disk = [pid for pid in marker_pids(str(tmp_path / "v")) if pid != os.getpid()]
-    assert sshd_on_disk == []  # no process anywhere still refers to the emulator's disks
+    assert [pid for pid in marker_pids(disks) if pid != os.getpid()] == []  # nothing refers to its disks any more
     with pytest.raises(requests.ConnectionError):
-        requests.get(emu.base_url + "/locations", timeout=2)
+        requests.get(base_url + "/locations", timeout=2)
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path):

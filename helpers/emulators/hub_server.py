@@ -90,17 +90,13 @@ class _Identity:
         return namespace == self.name or namespace in self.orgs
 
 
-def _member(user: _Identity | None, namespace: str) -> bool:
-    return user is not None and user.acts_for(namespace)
-
-
 @dataclass
 class _Repo:
     type: str
     id: str
     private: bool
     created: str
-    gated: Literal[False, "auto", "manual"] = False
+    gated: Literal[False, "manual"] = False
     allowed_users: list[str] = field(default_factory=list)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -144,7 +140,8 @@ class HubServer:
         self._server = ThreadingHTTPServer((self.host, self.port), _Handler)
         self._server.daemon_threads = True
         self._server.hub = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._server.serve_forever, name="hub-server", daemon=True).start()
+        serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-server", daemon=True)
+        serve.start()  # a short poll interval keeps stop() fast
         return self
 
     @property
@@ -183,10 +180,8 @@ class HubServer:
 
     def set_gated(self, repo_id: str, repo_type: str = "model", allowed_users=()) -> None:
         """Gate a repo: metadata stays public, file access needs the owner or an allowed user."""
-        repo = self._repos[(repo_type, repo_id)]
         with self._lock:
-            repo.gated, repo.allowed_users = "manual", list(allowed_users)
-            self._save(repo)
+            self._save(self._repos[(repo_type, repo_id)], gated="manual", allowed_users=list(allowed_users))
 
     def fail_next(self, n: int, status: int = 500) -> None:
         """Answer the next `n` requests (any endpoint but 2.x's telemetry fetch) with `status`."""
@@ -414,6 +409,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        except Exception as exc:  # a bug here, or input we did not expect: say so instead of hanging up
+            self.close_connection = True
+            self._send_json(500, {"error": f"local hub failed: {exc!r}"}, {"X-Error-Message": "local hub failed"})
 
     do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
@@ -476,17 +474,17 @@ class _Handler(BaseHTTPRequestHandler):
         """Look a repo up with the Hub's visibility rules; `need` is read | content | write."""
         repo_id, user = f"{ns}/{name}", self.user
         repo = self.hub._repos.get((repo_type, repo_id))
-        if repo is None or (repo.private and not _member(user, ns)):
+        member = user is not None and user.acts_for(ns)
+        if repo is None or (repo.private and not member):
             # anonymous -> 401, authenticated -> 404: the client raises RepositoryNotFoundError for both
             raise HubError(401 if user is None else 404, f"Repository not found: {repo_id}", "RepoNotFound")
-        allowed = user is not None and (user.acts_for(ns) or user.name in repo.allowed_users)
-        if need == "content" and repo.gated and not allowed:
+        if need == "content" and repo.gated and not (member or user and user.name in repo.allowed_users):
             if user is None:
                 raise HubError(401, f"Access to {repo_type} {repo_id} is restricted. You must have access to it "
                                     "and be authenticated to access it. Please log in.", "GatedRepo")
             raise HubError(403, f"Access to {repo_type} {repo_id} is restricted and you are not in the authorized "
                                 f"list. Visit {self._base}/{repo_id} to ask for access.", "GatedRepo")
-        if need == "write" and not (user and user.write and _member(user, ns)):
+        if need == "write" and not (member and user.write):
             raise HubError(401 if user is None else 403, f"You don't have write access to {repo_id}")
         return repo
 
@@ -582,10 +580,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, info)
 
     def _safetensors_params(self, files: dict[str, dict]) -> dict[str, int]:
-        """Parameter counts per dtype, read from the safetensors headers (the Hub computes the same)."""
+        """Parameter counts per dtype from the top-level safetensors headers (the repo's own weights, not the
+        copies under checkpoints/), as the Hub reports them."""
         params: dict[str, int] = {}
         for path, entry in files.items():
-            if not path.endswith(".safetensors"):
+            if "/" in path or not path.endswith(".safetensors"):
                 continue
             try:
                 with open(self.hub.blob_path(entry["sha256"]), "rb") as f:
@@ -606,9 +605,10 @@ class _Handler(BaseHTTPRequestHandler):
         recursive, prefix = _is_true(self.query.get("recursive")), f"{path}/" if path else ""
         entries = [{"type": "directory", "oid": oid, "size": 0, "path": d} for d, oid in dirs.items()]
         entries += [self._file_json(p, e) for p, e in files.items()]
-        self._send_json(200, sorted(
-            (e for e in entries if e["path"].startswith(prefix) and (recursive or "/" not in e["path"][len(prefix):])),
-            key=lambda e: e["path"]))
+        inside = [e for e in entries if e["path"].startswith(prefix)]
+        if not recursive:
+            inside = [e for e in inside if "/" not in e["path"][len(prefix):]]
+        self._send_json(200, sorted(inside, key=lambda e: e["path"]))  # one page: no `Link` header needed
 
     def _h_paths_info(self, t: str, ns: str, name: str, rev: str) -> None:
         repo = self._repo(t[:-1], ns, name, "content")
@@ -779,9 +779,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(400, f"Unknown commit operation {key!r}")
         sha = self.hub._commit(repo, rev, adds, deletes, header.get("summary") or "Upload files",
                                header.get("description", ""), self.user.name, header.get("parentCommit"))
-        prefix = "" if repo.type == "model" else f"{repo.type}s/"
-        self._send_json(200, {"success": True, "commitOid": sha, "commitUrl": f"{self._base}/{prefix}{repo.id}/commit/{sha}",
-                              "hookOutput": "", "pullRequestUrl": None})
+        url = f"{self._base}/{'' if repo.type == 'model' else repo.type + 's/'}{repo.id}/commit/{sha}"
+        self._send_json(200, {"success": True, "commitOid": sha, "commitUrl": url, "hookOutput": "",
+                              "pullRequestUrl": None})
 
 
 def main(argv: list[str] | None = None) -> None:

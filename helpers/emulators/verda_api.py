@@ -36,7 +36,8 @@ EMULATOR-ONLY differences (not in the real API):
     on port 22.  The port is in the instance object as `emulator_ssh_port` (raw JSON only; the SDK's
     `Instance` drops unknown keys - read it with `client._http_client.get("/instances/{id}",
     path_params={"id": id}).json()`), from `VerdaEmulator.ssh_port(id)`, and from
-    `GET /_emulator/instances/{id}/ssh-port`.  Volumes carry `emulator_disk_path`.
+    `GET /_emulator/instances/{id}/ssh-port`.  Volumes carry `emulator_disk_path`; an instance whose sshd
+    could not start goes to status `error` with the reason in `emulator_error`.
   * Inside each instance the environment has VERDA_INSTANCE_ID, VERDA_API_BASE (this emulator's `/v1`
     base URL) and VERDA_INSTANCE_TOKEN, a bearer token scoped to that one instance.  With it the instance
     may `GET {VERDA_API_BASE}/instances/{VERDA_INSTANCE_ID}` and
@@ -73,10 +74,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
@@ -210,6 +211,7 @@ LONG_TERM_PERIODS: list[dict[str, Any]] = [
 _LIVE = ("ordered", "provisioning", "running", "offline", "error")
 _SELF_ACTIONS = ("delete", "discontinue", "shutdown", "force_shutdown", "hibernate")
 _DEFAULT_OS_VOLUME_GB = 50
+_MAX_CALLS = 50_000  # the calls log drops its oldest tenth beyond this (long --rehearse runs)
 
 
 class ApiError(Exception):
@@ -226,7 +228,7 @@ def _bad(message: str) -> ApiError:
 
 
 def _now_iso() -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
@@ -309,6 +311,7 @@ class VerdaEmulator:
         self._stop_event = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
+        self._bound_port: int | None = None
         self._instances: dict[str, _Instance] = {}
         self._volumes: dict[str, _Volume] = {}
         self._ssh_keys: dict[str, dict[str, Any]] = {}
@@ -322,7 +325,7 @@ class VerdaEmulator:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "VerdaEmulator":
+    def start(self) -> VerdaEmulator:
         """Start serving; returns self. `.url` / `.base_url` are valid afterwards."""
         if self._server is not None:
             return self
@@ -332,6 +335,7 @@ class VerdaEmulator:
         server.daemon_threads = True
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
+        self._bound_port = server.server_address[1]
         self._serve_thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                               name="verda-emulator-http", daemon=True)
         self._serve_thread.start()
@@ -370,17 +374,19 @@ class VerdaEmulator:
             self._serve_thread.join(timeout=10)
             self._serve_thread = None
 
-    def __enter__(self) -> "VerdaEmulator":
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        """The bound port (kept after stop(), so URLs taken earlier still compare equal)."""
+        if self._bound_port is None:
             raise RuntimeError("emulator not started")
-        return self._server.server_address[1]
+        return self._bound_port
 
     @property
     def url(self) -> str:
@@ -411,6 +417,8 @@ class VerdaEmulator:
                    500: ("server_error", "Internal server error"),
                    502: ("server_error", "Bad gateway"),
                    503: ("service_unavailable", "Service unavailable")}.get(status, ("server_error", "Injected error"))
+        if path is not None and (path == "/v1" or path.startswith("/v1/")):
+            path = path[3:]
         with self._lock:
             self._failures.append({"remaining": n, "status": status, "path": path,
                                    "method": method.upper() if method else None,
@@ -621,6 +629,7 @@ class VerdaEmulator:
             "volume_ids": [v.id for v in self._volumes_of(inst)],
             "tags": [],
             "emulator_ssh_port": inst.port if inst.status == "running" else None,
+            "emulator_error": inst.error,
         }
 
     def _volume_view(self, vol: _Volume) -> dict[str, Any]:
@@ -763,6 +772,8 @@ class VerdaEmulator:
             extra = {}
         if not path.startswith("/_emulator"):
             with self._lock:
+                if len(self._calls) >= _MAX_CALLS:
+                    del self._calls[: _MAX_CALLS // 10]
                 self._calls.append({"t": time.time(), "method": method, "path": path, "query": query,
                                     "body": _redact(parsed), "status": status, "auth": auth_kind,
                                     "user_agent": headers.get("user-agent")})
@@ -772,6 +783,8 @@ class VerdaEmulator:
 
     def _api(self, method: str, rel: str, query: dict[str, str], body: Any, headers: dict[str, str]
              ) -> tuple[tuple[int, str, bytes, dict[str, str]], str | None]:
+        if self._stop_event.is_set():
+            raise ApiError(503, "service_unavailable", "The emulator is shutting down")
         self._rate_limit()
         failure = self._take_failure(method, rel)
         if failure is not None and not failure["after_effect"]:
@@ -1455,7 +1468,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 

@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     dotenv = workdir / ".env"
     if dotenv.exists():
         for key, value in read_dotenv(dotenv).items():
-            os.environ.setdefault(key, value)
+            if not os.environ.get(key):  # the launcher's .env fills what the host's environment lacks
+                os.environ[key] = value
     REDACTOR.add(*(os.environ.get(n, "") for names in SECRET_NAMES.values() for n in names))
     if not (args.in_env or args.skip_setup or doc.config.get("runpod", {}).get("skip_setup")):
         bin_dir = environment.ensure(doc.config, log=lambda m: print(f"[trainyard] {m}", flush=True))

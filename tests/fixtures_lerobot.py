@@ -1,0 +1,28 @@
+"""The real LeRobot 0.4.4 trainer environment (built once, cached outside the clone) and a synthetic dataset."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers.runtime import environment
+
+DEMO = {"framework": "lerobot", "policy": {"type": "act"}, "dataset": {"repo_id": "local/synthetic"}}
+TINY_ACT = {"type": "act", "device": "cpu", "options": {"dim_model": 64, "n_heads": 2, "dim_feedforward": 128,
+            "n_encoder_layers": 1, "n_decoder_layers": 1, "chunk_size": 10, "n_action_steps": 10}}
+
+
+@pytest.fixture(scope="session")
+def lerobot_bin() -> Path:
+    """bin/ of the cached LeRobot environment (the same one `make demo` uses)."""
+    return environment.ensure(DEMO, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(lerobot_bin, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lerobot") / "synthetic"
+    script = Path(environment.__file__).with_name("synthetic_dataset.py")
+    subprocess.run([str(lerobot_bin / "python"), str(script), str(root)], check=True, capture_output=True)
+    return root
