@@ -43,8 +43,7 @@ class Gpu:
 
     def names(self) -> tuple[str, ...]:
         """Every spelling that resolves to this GPU."""
-        extra = tuple(n for n in (self.runpod_id, self.name) if n)
-        return (self.key, *extra, *self.aliases)
+        return tuple(n for n in (self.name, self.key, self.runpod_id, *self.aliases) if n)
 
 
 def _g(key, name, mem, cc, aliases=(), runpod=None, verda=None, chtc=None, verda_prefix=None) -> Gpu:

@@ -15,8 +15,8 @@ Rules (GPU_FACTS.md §1):
   QLoRA: 4-bit base at 0.6 B/param (0.5 B plus quantisation constants and layers kept in 16 bit), same adapters.
 - Inference: weights x 1.2 (the 20% rule quoted by Accelerate from Transformer Math 101), the 20% growing
   linearly beyond batch 8.
-- GRPO: full training of the policy, plus a frozen reference model (16-bit weights; TRL 0.18, which Open R1
-  pins, keeps one while beta > 0) and the generation engine: `vllm_colocate` holds a second 16-bit copy of the
+- GRPO: full training of the policy, plus a frozen reference model (weights at the training precision; TRL 0.18,
+  which Open R1 pins, keeps one while beta > 0) and the generation engine: `vllm_colocate` holds a second 16-bit copy of the
   weights, a KV cache for the batch and ~1.5 GB of engine state on every training GPU; `vllm_server` puts the same
   on one extra GPU (gpu_count includes it, as Open R1's "8 GPUs = 7 train + 1 vLLM"); "none" keeps only the KV cache.
 - Sharding divides per-GPU state by the number of training GPUs: ZeRO-2 divides gradients and optimizer,
@@ -28,15 +28,19 @@ Activations, in order of preference:
 1. `activation_gb_per_sample` (the presets below carry one, calibrated against published figures) x batch;
 2. with `hidden_size` and `layers`: per token per layer 34*h bytes at 16 bit (Korthikanti et al., flash
    attention assumed, so no s^2 term), or with gradient checkpointing 2*h (stored layer input) plus one layer
-   recomputed (34*h); x2 in fp32; plus logits at 8 B per (token, vocab entry) when `vocab_size` is known
-   (16-bit logits, their fp32 log-softmax and the gradient);
-3. the coarse heuristic when no hidden size is known: h*L ~= 0.2 * params**0.6 and h ~= 1.6 * params**0.35
-   (a fit that lies at or above Qwen2.5 0.5B-7B, Llama 7B-70B and Gemma 2B), seq_len 1024 when unknown, and
-   logits for a 152,064-entry vocabulary (Qwen2.5's; only Gemma's 256k is larger among common LLMs). This errs
-   high for models without a language head; robot policies should come with a preset.
+   recomputed (34*h); x2 in fp32; plus logits when `vocab_size` is known, over `logit_tokens` tokens per
+   sample (default seq_len; GRPO trainers keep only the completion's): 10 B per (token, vocab entry) for
+   supervised losses (16-bit logits, the fp32 copy HF's causal-LM loss makes, its fp32 gradient), 6 B for GRPO
+   (TRL: 16-bit logits, the temperature-scaled copy, the gradient; log-softmax is taken row by row);
+3. the coarse heuristic when no hidden size is known: h*L ~= 0.21 * params**0.6 and h ~= 1.6 * params**0.35
+   (a fit that lies at or above Qwen2.5 0.5B-7B, Llama 2/3 7B-70B, SmolLM2 1.7B and Gemma 2B), seq_len 1024
+   when unknown, and logits for a 262,144-entry vocabulary (Gemma 3's, the largest common one). Checked in
+   tests/test_vram.py against the known shapes of those models; it errs high (up to ~4.5x on activations) and
+   very high for models without a language head, so robot policies come with a preset.
 
-Calibration (tests/test_vram.py, table in the module's report): the estimate is at or above every published
-figure we found and stays within 2x of it.
+Calibration: tests/test_vram.py lists the published figures (openpi README, LeRobot hardware guide,
+LLaMA-Factory README, Accelerate docs, Open R1 recipes) and asserts the estimate is at or above each published
+minimum and below twice it, and that configurations published as running on a GPU fit that GPU.
 """
 
 from __future__ import annotations
@@ -59,11 +63,11 @@ CUDA_CONTEXT_GB = 2.0
 NCCL_GB = 0.5
 FRAGMENTATION = 0.05
 QLORA_BYTES = 0.6
-ADAPTER_BYTES = 16.0
 ENGINE_OVERHEAD_GB = 1.5
 DEFAULT_SEQ_LEN = 1024
-COARSE_VOCAB = 152_064
-LOGIT_BYTES = 8.0
+COARSE_VOCAB = 262_144
+LOGIT_BYTES = 10.0
+LOGIT_BYTES_GRPO = 6.0
 SHARDING_LABEL = {"none": "DDP", "zero2": "ZeRO-2", "zero3": "ZeRO-3", "fsdp": "FSDP"}
 
 _OPTIMIZER_STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0, "sgd": 4.0}
@@ -79,7 +83,8 @@ def _check(value: object, allowed: tuple[str, ...], key: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Per-GPU memory in GB, by part. `total_gb` is what one GPU must hold."""
+    """Per-GPU memory in GB, by part. `total_gb` is what one GPU must hold: the sum of the parts, or the vLLM
+    server GPU's `server_gb` if that is larger (vllm_server only)."""
 
     weights_gb: float
     gradients_gb: float
@@ -99,7 +104,7 @@ class Estimate:
             "generation": self.generation_gb,
         }
 
-    def replace(self, **changes) -> "Estimate":
+    def replace(self, **changes) -> Estimate:
         """The same estimate with some inputs changed (e.g. gpu_count=2, sharding="zero3")."""
         return estimate(**{**self.inputs, **changes})
 
@@ -118,7 +123,7 @@ class Estimate:
         if i["generation_engine"] != "none" and i["method"] == "grpo":
             setup += f", {i['generation_engine']}"
         server = f"; vLLM server GPU ~{self.server_gb:.0f} GB" if self.server_gb else ""
-        return f"~{self.total_gb:.0f} GB per GPU = {shown} ({setup}){server}"
+        return f"~{sum(self.parts().values()):.0f} GB per GPU = {shown} ({setup}){server}"
 
 
 def estimate(
@@ -136,6 +141,7 @@ def estimate(
     layers: int | None = None,
     *,
     vocab_size: int | None = None,
+    logit_tokens: int | None = None,
     activation_gb_per_sample: float | None = None,
     lora_fraction: float = 0.02,
 ) -> Estimate:
@@ -156,7 +162,8 @@ def estimate(
         params=params, method=method, precision=precision, optimizer=optimizer, batch_size=batch_size,
         gradient_checkpointing=gradient_checkpointing, gpu_count=gpu_count, sharding=sharding,
         generation_engine=generation_engine, seq_len=seq_len, hidden_size=hidden_size, layers=layers,
-        vocab_size=vocab_size, activation_gb_per_sample=activation_gb_per_sample, lora_fraction=lora_fraction,
+        vocab_size=vocab_size, logit_tokens=logit_tokens, activation_gb_per_sample=activation_gb_per_sample,
+        lora_fraction=lora_fraction,
     )
     notes: list[str] = []
     engine = generation_engine if method == "grpo" else "none"
@@ -188,14 +195,14 @@ def estimate(
             optim /= n
         weights += gather
         if method == "grpo":
-            weights += p * 2.0 / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
+            weights += p * wbytes / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
             notes.append("weights include a frozen reference model")
     elif method in ("lora", "qlora"):
         base = p * (QLORA_BYTES if method == "qlora" else wbytes)
         adapters = p * lora_fraction
         weights = (base / n if sharding in ("zero3", "fsdp") else base) + adapters * 4.0 + gather
         grads = adapters * 4.0 / n
-        optim = adapters * (ADAPTER_BYTES - 8.0) * _OPTIMIZER_STATE_BYTES[optimizer] / 8.0 / n
+        optim = adapters * _OPTIMIZER_STATE_BYTES[optimizer] / n  # fp32 adapters: 4 + 4 + state = 16 B
     else:  # inference
         weights = p * wbytes / n + gather
 
@@ -209,8 +216,8 @@ def estimate(
         per_token = (2.0 * h_l + 34.0 * h) if gradient_checkpointing else 34.0 * h_l
         per_token *= act_bytes / 2.0
         vocab = vocab_size if vocab_size is not None else (COARSE_VOCAB if coarse else 0)
-        per_token += vocab * LOGIT_BYTES
-        acts = per_token * seq * batch_size
+        logit_bytes = vocab * (LOGIT_BYTES_GRPO if method == "grpo" else LOGIT_BYTES)
+        acts = (per_token * seq + logit_bytes * min(logit_tokens or seq, seq)) * batch_size
         if coarse:
             notes.append("activations: coarse heuristic (hidden size unknown)")
         if seq_len is None:
@@ -240,7 +247,7 @@ def _shape(params: float, hidden_size: int | None, layers: int | None) -> tuple[
     if hidden_size and layers:
         return float(hidden_size * layers), float(hidden_size), False
     h = float(hidden_size) if hidden_size else 1.6 * params**0.35
-    h_l = h * layers if layers else 0.2 * params**0.6
+    h_l = h * layers if layers else 0.21 * params**0.6
     return max(h_l, h), h, True
 
 
@@ -290,12 +297,12 @@ PRESETS: dict[str, Preset] = {
     "pi0_fast": Preset("pi0_fast", 2_900_000_000, 0.60, 8, "lerobot",
                        basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB (+257k-vocab logits)"),
     "groot": Preset("groot", 3_000_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: multimodal ~24-40 GB"),
-    "xvla": Preset("xvla", 900_000_000, 2.50, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+    "xvla": Preset("xvla", 900_000_000, 2.60, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
     "openpi/pi0": Preset("openpi/pi0", 3_300_000_000, 0.40, 32, "openpi",
                          basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
     "openpi/pi05": Preset("openpi/pi05", 3_300_000_000, 0.40, 32, "openpi",
                           basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
-    "openpi/pi0_fast": Preset("openpi/pi0_fast", 2_900_000_000, 0.55, 32, "openpi",
+    "openpi/pi0_fast": Preset("openpi/pi0_fast", 2_900_000_000, 0.42, 32, "openpi",
                               basis="openpi README (same table; + 257k-vocab logits)"),
 }
 
@@ -359,21 +366,32 @@ def params_from_hub(repo_id: str, token: str | None, endpoint: str | None = None
         SafetensorsParsingError,
     )
 
+    api = HfApi(endpoint=endpoint, token=token)
+    missing = ConfigError(
+        key="model.repo_id", problem=f"no Hub repo '{repo_id}' (or it is private to another account)",
+        fix="check the repo id and that HF_TOKEN can read it, or set model.params",
+    )
     try:
-        meta = HfApi(endpoint=endpoint, token=token).get_safetensors_metadata(repo_id)
+        meta = api.get_safetensors_metadata(repo_id)
     except GatedRepoError as exc:
         raise ConfigError(
             key="model.repo_id", problem=f"'{repo_id}' is gated and this token has no access",
             fix=f"accept the licence on the Hub page of {repo_id} with the account of HF_TOKEN, or set model.params",
         ) from exc
     except RepositoryNotFoundError as exc:
-        raise ConfigError(
-            key="model.repo_id", problem=f"no Hub repo '{repo_id}' (or it is private to another account)",
-            fix="check the repo id and that HF_TOKEN can read it, or set model.params",
-        ) from exc
+        raise missing from exc
     except (NotASafetensorsRepoError, SafetensorsParsingError):
+        # The client reports a missing repo as "no safetensors file" (file_exists swallows the 404): ask.
+        try:
+            exists = api.repo_exists(repo_id)
+        except Exception as exc:
+            if _is_network_error(exc):
+                return None
+            raise
+        if not exists:
+            raise missing from None
         return None
-    except Exception as exc:  # noqa: BLE001 - network failures come as OSError or httpx/requests errors
+    except Exception as exc:
         if _is_network_error(exc):
             return None
         raise

@@ -4,6 +4,7 @@ Reads TRAINYARD_CHECKPOINT_DIR / TRAINYARD_STEPS / TRAINYARD_SAVE_FREQ (set by t
 TOY_STEP_SECONDS (pace). Prints LeRobot-style `step:N loss:X` lines.
 """
 
+import hashlib
 import json
 import os
 import time
@@ -14,13 +15,18 @@ steps = int(os.environ["TRAINYARD_STEPS"])
 save_freq = int(os.environ["TRAINYARD_SAVE_FREQ"])
 pace = float(os.environ.get("TOY_STEP_SECONDS", "0.01"))
 payload_kb = int(os.environ.get("TOY_PAYLOAD_KB", "4"))
+work = int(os.environ.get("TOY_STEP_WORK", "0"))  # CPU work per step (sha256 rounds over 64 KiB), for benchmarks
 
 start = 0
 if (root / "last").exists():
     start = json.loads((root / "last" / "training_state" / "training_step.json").read_text())["step"]
     print(f"resumed from step {start}", flush=True)
+began = time.perf_counter()
+block = os.urandom(64 * 1024)
 for step in range(start + 1, steps + 1):
     time.sleep(pace)
+    for _ in range(work):
+        block = hashlib.sha256(block).digest() * 2048
     print(f"step:{step} loss:{1.0 / step:.4f}", flush=True)
     if step % save_freq == 0 or step == steps:
         ckpt = root / f"{step:06d}"
@@ -32,3 +38,4 @@ for step in range(start + 1, steps + 1):
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(ckpt.name)
         os.replace(tmp, root / "last")
+print(f"train_seconds={time.perf_counter() - began:.4f}", flush=True)

@@ -7,6 +7,7 @@ runs replaces any still-waiting one, so a slow store never builds a queue.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ class CheckpointSync:
             self.check_now()
 
     def _upload(self) -> None:
+        try:  # Linux threads have their own niceness: the trainer keeps the CPU when both want it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while True:
             with self._wake:
                 while self._pending is None and not self._stopping.is_set():

@@ -1,0 +1,6 @@
+import importlib
+import sys
+
+NAMES = ["cold_start", "sync"]
+for name in sys.argv[1:] or NAMES:
+    importlib.import_module(f"bench.{name}").main()
