@@ -178,3 +178,20 @@ def test_open_r1_recipe_rewards_follow_the_tags(tmp_path, tags, rewards):
     assert tags.get("reasoning_tag", "<think>") in recipe["system_prompt"]
     command = trainer.command(resume=False)
     assert command[:2] == ["/b/accelerate", "launch"] and "--num_processes=2" in command and command[-1].startswith("--config=")
+
+
+def test_several_runs_in_one_machine_like_seed000(tmp_path):
+    same = toy_job(steps=40, save_freq=10)
+    same["runs"] = [{"steps": 20, "output_dir": "outputs/train/a"}, {"steps": 40, "output_dir": "outputs/train/a"}]
+    run = RuntimeRun(tmp_path, same, env={"TOY_STEP_SECONDS": "0"})
+    assert run.wait() == 0, run.output
+    assert "resumed from step 20" in run.output  # the second TRAIN continues the first
+    assert DirectoryStore(tmp_path / "runs/toy/store").latest_step() == 40
+
+    apart = toy_job(run_id="two", steps=40, save_freq=10)
+    apart["runs"] = [{"steps": 20, "output_dir": "outputs/train/x"}, {"steps": 30, "output_dir": "outputs/train/y"}]
+    run = RuntimeRun(tmp_path, apart, env={"TOY_STEP_SECONDS": "0"})
+    assert run.wait() == 0, run.output
+    assert "resumed from" not in run.output  # different trainings never share a checkpoint
+    assert DirectoryStore(tmp_path / "runs/two/store/x").latest_step() == 20
+    assert DirectoryStore(tmp_path / "runs/two/store/y").latest_step() == 30

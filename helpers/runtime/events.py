@@ -6,6 +6,7 @@ The payload is seed 004's: event, message, timestamp, stage, project, repo_id. S
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import urllib.request
@@ -18,6 +19,10 @@ class Events:
     def __init__(self, log_path: Path, webhook_url: str | None, project: str, repo_id: str | None):
         self.log_path, self.webhook_url, self.project, self.repo_id = log_path, webhook_url, project, repo_id
         self._lock = threading.Lock()
+        self._outbox: queue.Queue[str | None] = queue.Queue()
+        self._sender = threading.Thread(target=self._send_all, daemon=True)
+        if webhook_url:
+            self._sender.start()
 
     def emit(self, event: str, message: str, stage: str = "train", **extra) -> dict:
         payload = {
@@ -33,12 +38,20 @@ class Events:
         with self._lock, self.log_path.open("a") as log:
             log.write(body + "\n")
         if self.webhook_url:
-            threading.Thread(target=self._post, args=(body,), daemon=True).start()
+            self._outbox.put(body)
         return payload
 
-    def _post(self, body: str) -> None:
-        request = urllib.request.Request(self.webhook_url, data=body.encode(), headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=10).close()
-        except OSError:
-            pass  # a webhook that is down must never stop training
+    def _send_all(self) -> None:
+        """One sender, so the receiver sees events in order; training never waits for it."""
+        while (body := self._outbox.get()) is not None:
+            request = urllib.request.Request(self.webhook_url, data=body.encode(), headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(request, timeout=10).close()
+            except OSError:
+                pass  # a webhook that is down must never stop training
+
+    def close(self, timeout: float = 15) -> None:
+        """Deliver what is queued (the final event matters most), for at most `timeout` seconds."""
+        if self._sender.is_alive():
+            self._outbox.put(None)
+            self._sender.join(timeout)

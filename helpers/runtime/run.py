@@ -71,9 +71,11 @@ class Runtime:
         self.logins()
         self.prepare_dataset()
         self.watch_deadline()
-        store = open_store(self.doc.store, base=Path.cwd())
+        runs = runs_of(self.doc)
+        separate = len({run.output_dir for run in runs}) > 1  # different trainings: one store folder each
         code = EXIT_DONE
-        for index, run in enumerate(runs_of(self.doc)):
+        for index, run in enumerate(runs):
+            store = open_store(self.doc.store, base=Path.cwd(), prefix=run.output_dir.name if separate else "")
             trainer = trainer_for(self.doc, run, bin_dir, self.doc.gpu_count())
             code = self.train_one(trainer, store, index)
             if code != EXIT_DONE:
@@ -86,6 +88,7 @@ class Runtime:
         else:
             self.events.emit("failure", f"trainer exited with an error (see runtime.log)", synced_step=self.status["synced_step"])
         self.set_status(state={EXIT_DONE: "done", EXIT_STOPPED: "stopped", EXIT_FAILED: "failed"}[code], exit_code=code)
+        self.events.close()
         self.end_machine(code)
         return code
 

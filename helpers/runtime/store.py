@@ -17,11 +17,13 @@ from pathlib import Path
 MANIFEST = "trainyard.json"
 
 
-def open_store(spec: str, base: Path | None = None) -> "DirectoryStore | HubStore":
+def open_store(spec: str, base: Path | None = None, prefix: str = "") -> "DirectoryStore | HubStore":
+    """`prefix` keeps the runs of one job apart when they train different things into one store."""
     if spec.startswith("hf://"):
-        return HubStore(spec.removeprefix("hf://").strip("/"))
+        return HubStore(spec.removeprefix("hf://").strip("/"), prefix)
     path = Path(spec)
-    return DirectoryStore(path if path.is_absolute() or base is None else base / path)
+    path = path if path.is_absolute() or base is None else base / path
+    return DirectoryStore(path / prefix if prefix else path)
 
 
 def checkpoint_files(step_dir: Path) -> list[tuple[Path, str]]:
@@ -78,9 +80,10 @@ class DirectoryStore:
 
 
 class HubStore:
-    def __init__(self, repo_id: str):
+    def __init__(self, repo_id: str, prefix: str = ""):
         self.repo_id = repo_id
-        self.describe = f"hf://{repo_id}"
+        self.prefix = f"{prefix.strip('/')}/" if prefix else ""
+        self.describe = f"hf://{repo_id}/{self.prefix}".rstrip("/")
         self._created = False
 
     def _api(self):
@@ -95,8 +98,9 @@ class HubStore:
         if not self._created:
             api.create_repo(self.repo_id, repo_type="model", private=True, exist_ok=True)
             self._created = True
-        operations = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(path)) for path, rel in checkpoint_files(step_dir)]
-        operations.append(CommitOperationAdd(path_in_repo=MANIFEST, path_or_fileobj=json.dumps({"step": step}).encode()))
+        operations = [CommitOperationAdd(path_in_repo=self.prefix + rel, path_or_fileobj=str(path)) for path, rel in checkpoint_files(step_dir)]
+        manifest = json.dumps({"step": step}).encode()
+        operations.append(CommitOperationAdd(path_in_repo=self.prefix + MANIFEST, path_or_fileobj=manifest))
         api.create_commit(self.repo_id, operations=operations, commit_message=f"Trainyard checkpoint step {step}", repo_type="model")
 
     def latest_step(self) -> int | None:
@@ -104,7 +108,7 @@ class HubStore:
         from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
 
         try:
-            path = hf_hub_download(self.repo_id, MANIFEST, repo_type="model")
+            path = hf_hub_download(self.repo_id, self.prefix + MANIFEST, repo_type="model")
         except (EntryNotFoundError, RepositoryNotFoundError):
             return None
         return int(json.loads(Path(path).read_text())["step"])
@@ -115,17 +119,20 @@ class HubStore:
 
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=dest.parent))
         try:
-            snapshot_download(self.repo_id, repo_type="model", local_dir=str(staging))
+            snapshot_download(self.repo_id, repo_type="model", local_dir=str(staging),
+                              allow_patterns=[self.prefix + "*"] if self.prefix else None)
         except RepositoryNotFoundError:
             shutil.rmtree(staging)
             return None
         shutil.rmtree(staging / ".cache", ignore_errors=True)
-        step = _step_of(staging)
+        found = staging / self.prefix if self.prefix else staging
+        step = _step_of(found)
         if step is None:
             shutil.rmtree(staging)
             return None
-        (staging / MANIFEST).unlink(missing_ok=True)
-        os.rename(staging, dest)
+        (found / MANIFEST).unlink(missing_ok=True)
+        os.rename(found, dest)
+        shutil.rmtree(staging, ignore_errors=True)
         return step
 
 
