@@ -5,4 +5,5 @@ pytest_plugins = [
     "fixtures_slurm",
     "fixtures_verda",
     "fixtures_hub",
+    "fixtures_runpod",
 ]

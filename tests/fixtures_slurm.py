@@ -2,7 +2,8 @@
 
 The fixture runs `tests/slurm/cluster.sh install` (apt-get, only if slurm is missing) and `start`, yields a
 `SlurmCluster`, and runs `cluster.sh stop` when the session ends (set TRAINYARD_SLURM_KEEP=1 to leave it up for
-poking at by hand: `eval "$(tests/slurm/cluster.sh env)"; sinfo`).
+poking at by hand: `eval "$(tests/slurm/cluster.sh env)"; sinfo`). Concurrent pytest sessions on one machine share
+the cluster; the last one to finish stops it.
 
 Nothing is written under /etc: every slurm command needs SLURM_CONF, which is in `slurm_cluster.env`
 (os.environ plus SLURM_CONF). Pass that env to anything that shells out to sbatch/squeue/scontrol, e.g.
@@ -16,11 +17,14 @@ Daemons run as root, so the fixture needs root (CI is root); otherwise it skips,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +45,7 @@ class SlurmCluster:
     conf: Path
     node: str
     env: dict[str, str] = field(repr=False)
+    submitted: list[int] = field(default_factory=list, repr=False)
 
     @property
     def jobcomp_log(self) -> Path:
@@ -57,7 +62,17 @@ class SlurmCluster:
     def sbatch(self, *args: str, cwd: str | os.PathLike | None = None) -> int:
         """`sbatch --parsable ARGS...`; returns the job id."""
         out = self.run("sbatch", "--parsable", *args, cwd=cwd).stdout.strip()
-        return int(out.split(";")[0])
+        job_id = int(out.split(";")[0])
+        self.submitted.append(job_id)
+        return job_id
+
+    def cancel_unfinished(self) -> list[int]:
+        """scancel the jobs this object submitted that have not ended (other sessions' jobs are left alone)."""
+        live = [j for j in self.submitted if self.job_state(j) not in FINAL_STATES]
+        if live:
+            self.run("scancel", *map(str, live), check=False)
+        self.submitted.clear()
+        return live
 
     def job_info(self, job_id: int) -> dict[str, str] | None:
         """`scontrol show job` as a dict (JobState, Restarts, ExitCode, ...), None once the controller forgot it."""
@@ -128,25 +143,66 @@ def _cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess[str
     return subprocess.run(["bash", str(CLUSTER_SH), command], capture_output=True, text=True, timeout=timeout)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> SlurmCluster:
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """The cluster for this session; shared with any other pytest session on this machine using the same state dir.
+
+    Sessions register under <state dir>.users/<pid>; start and stop run under <state dir>.lock, and only the last
+    live session stops the cluster, so two engineers' runs (or a run and a hand-started cluster) don't pull the
+    cluster from under each other.
+    """
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
         pytest.skip("slurm is not installed and there is no apt-get to install it with")
     if os.geteuid() != 0:
         pytest.skip("the test SLURM cluster runs its daemons as root (tests/slurm/cluster.sh); run the suite as root")
-    for command, timeout in (("install", 900), ("start", 120)):
-        proc = _cluster_sh(command, timeout)
-        if proc.returncode != 0:
-            pytest.fail(f"tests/slurm/cluster.sh {command} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}",
-                        pytrace=False)
-    state_dir = Path(os.environ.get("TRAINYARD_SLURM_DIR", "/tmp/trainyard-slurm"))
-    conf = state_dir / "etc" / "slurm.conf"
+    # `cluster.sh env` prints `export SLURM_CONF=<state dir>/etc/slurm.conf` (the state dir honours TRAINYARD_SLURM_DIR).
+    conf = Path(_cluster_sh("env", 30).stdout.strip().split("=", 1)[1])
+    state_dir = conf.parent.parent
+    users = Path(f"{state_dir}.users")
+    lock = Path(f"{state_dir}.lock")
+    me = users / str(os.getpid())
+    with _locked(lock):
+        for command, timeout in (("install", 900), ("start", 120)):
+            proc = _cluster_sh(command, timeout)
+            if proc.returncode != 0:
+                pytest.fail(f"tests/slurm/cluster.sh {command} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}",
+                            pytrace=False)
+        users.mkdir(exist_ok=True)
+        me.touch()
     env = dict(os.environ, SLURM_CONF=str(conf))
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True, check=True).stdout.strip()
+    cluster = SlurmCluster(state_dir=state_dir, conf=conf, node=node, env=env)
     try:
-        yield SlurmCluster(state_dir=state_dir, conf=conf, node=node, env=env)
+        yield cluster
     finally:
-        if os.environ.get("TRAINYARD_SLURM_KEEP") != "1":
-            proc = _cluster_sh("stop", 120)
-            if proc.returncode != 0:
-                print(f"tests/slurm/cluster.sh stop failed ({proc.returncode}): {proc.stderr}")
+        with _locked(lock):
+            me.unlink(missing_ok=True)
+            others = [p for p in users.iterdir() if p.name.isdigit() and _pid_alive(int(p.name))]
+            for stale in set(users.iterdir()) - set(others):
+                stale.unlink(missing_ok=True)
+            if others:
+                print(f"slurm cluster left running for pytest session(s) {', '.join(p.name for p in others)}")
+            elif os.environ.get("TRAINYARD_SLURM_KEEP") != "1":
+                proc = _cluster_sh("stop", 120)
+                if proc.returncode != 0:
+                    print(f"tests/slurm/cluster.sh stop failed ({proc.returncode}): {proc.stderr}")

@@ -179,7 +179,7 @@ cmd_start() {
     local ctld_up=0 slurmd_up=0
     pid_alive "$DIR/run/slurmctld.pid" && ctld_up=1
     pid_alive "$DIR/run/slurmd.pid" && slurmd_up=1
-    if (( ctld_up && slurmd_up )); then
+    if (( ctld_up && slurmd_up )) && pid_alive "$DIR/run/munged.pid"; then
         case "$(node_state)" in idle|mixed|allocated) return 0 ;; esac   # already running
     fi
     if (( ! ctld_up && ! slurmd_up )); then
