@@ -278,7 +278,7 @@ class SlurmSection(Section):
     account: str | None = None
     partition: str | None = None
     requeue: bool = True
-    signal: str = "USR1@90"
+    signal: str = "B:USR1@90"
     set_path: str | None = None
     container: str | None = None
     overlay: str | None = None
