@@ -512,6 +512,8 @@ class SshHost:
                     self.init_pid = kids[0]
                     self.pidns = _ns_of(self.init_pid)
             if proc.poll() is not None:
+                if self.exit_with_command and self.command_returncode is not None:
+                    return  # the start command was over before sshd said hello: booted and already ended
                 text = log.read_text(errors="replace") if log.exists() else ""
                 text += (self.run_dir / "unshare.log").read_text(errors="replace")
                 if "Address already in use" in text or "Cannot bind" in text:

@@ -1,0 +1,43 @@
+"""Fixtures for the RunPod GraphQL emulator (helpers/emulators/runpod_api.py).
+
+`runpod_emulator`   a started RunPodEmulator under tmp_path whose pods are real sshd hosts (root, sshd)
+`runpod_sdk`        the REAL `runpod` SDK module pointed at `runpod_emulator`: HOME isolated before import,
+                    RUNPOD_API_BASE_URL set, `runpod.api_key` = the emulator's key (all undone afterwards)
+`runpod_ssh_key`    (private key path, public key text) of a fresh ed25519 pair
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.emulators.runpod_api import RunPodEmulator
+from helpers.emulators.sshhost import generate_keypair
+
+
+@pytest.fixture
+def runpod_emulator(tmp_path: Path) -> Iterator[RunPodEmulator]:
+    emu = RunPodEmulator(tmp_path / "runpod").start()
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture
+def runpod_sdk(runpod_emulator: RunPodEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))  # before the first import: the SDK reads ~/.runpod/config.toml then
+    monkeypatch.setenv("RUNPOD_API_BASE_URL", runpod_emulator.api_base)  # read on every call
+    import runpod
+
+    monkeypatch.setattr(runpod, "api_key", runpod_emulator.api_key)
+    return runpod
+
+
+@pytest.fixture
+def runpod_ssh_key(tmp_path: Path) -> tuple[Path, str]:
+    return generate_keypair(tmp_path / "runpod-keys")
