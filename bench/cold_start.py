@@ -1,8 +1,14 @@
-"""CLI cold start: `invoke --list` against `python -c pass` (and `sky --help` / `dstack --help` when installed)."""
+"""CLI cold start: `invoke --list` against `python -c pass`, and `sky --help` / `dstack --help` from throwaway venvs.
+
+`python -m bench cold_start` uses SkyPilot and dstack when they are installed in ~/.cache/trainyard/bench-venvs/<tool>;
+with BENCH_INSTALL_COMPETITORS=1 it creates those venvs first (pip install skypilot / dstack; a few minutes).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +16,17 @@ from bench.common import table, time_command, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 0.25
+COMPETITORS = {"sky": "skypilot", "dstack": "dstack"}
+VENVS = Path.home() / ".cache" / "trainyard" / "bench-venvs"
+
+
+def competitor(tool: str) -> str | None:
+    """The tool's executable: on PATH, or in its throwaway venv (created on request)."""
+    exe = VENVS / tool / "bin" / tool
+    if not exe.exists() and os.environ.get("BENCH_INSTALL_COMPETITORS") == "1":
+        subprocess.run([sys.executable, "-m", "venv", str(VENVS / tool)], check=True)
+        subprocess.run([str(VENVS / tool / "bin" / "pip"), "install", "-q", COMPETITORS[tool]], check=True)
+    return str(exe) if exe.exists() else shutil.which(tool)
 
 
 def main(runs: int = 15) -> None:
@@ -19,8 +36,8 @@ def main(runs: int = 15) -> None:
     rows = [["python -c pass", f"{baseline:.3f}", "1.0x"]]
     ours = time_command([invoke, "--list"], runs, cwd=REPO)
     rows.append(["invoke --list (Trainyard)", f"{ours:.3f}", f"{ours / baseline:.1f}x"])
-    for tool in ("sky", "dstack"):
-        exe = shutil.which(tool) or shutil.which(tool, path=str(Path(python).parent))
+    for tool in COMPETITORS:
+        exe = competitor(tool)
         if exe:
             other = time_command([exe, "--help"], max(3, runs // 3))
             rows.append([f"{tool} --help", f"{other:.3f}", f"{other / baseline:.1f}x"])
