@@ -167,6 +167,23 @@ class Resources(Section):
     location: str | None = None
     max_price_per_hour: float | None = Field(default=None, gt=0)
 
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu_number(cls, value: Any) -> Any:
+        # `gpu: 4090` is a YAML integer; it names a GPU like "4090" does.
+        number = lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # noqa: E731
+        return [number(v) for v in value] if isinstance(value, list) else number(value)
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpus(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """Every name must mean a GPU of the catalog (any alias); the user's spelling is kept."""
+        from helpers import gpus
+
+        for name in [value] if isinstance(value, str) else value or []:
+            gpus.resolve(name, key="resources.gpu")  # unknown: ConfigError with "did you mean"
+        return value
+
 
 class Limits(Section):
     time_limit: float | None = Field(default=None, gt=0)
@@ -250,6 +267,9 @@ class RunpodSection(Section):
     skip_setup: bool = False
     remote_dir: str = "/workspace/trainyard"
     poll_seconds: float = Field(default=10, gt=0)
+    python: str = "python3"
+    ssh_private_key: str | None = None
+    time_limit_grace_s: float = Field(default=300, ge=0)
 
 
 class VerdaSection(Section):
@@ -262,6 +282,8 @@ class VerdaSection(Section):
     hostname: str | None = None
     remote_dir: str = "/root/lerobot_run"
     poll_seconds: float = Field(default=10, gt=0)
+    python: str = "python3"
+    skip_setup: bool = False
 
 
 class SlurmSection(Section):

@@ -1,17 +1,588 @@
-"""What a launch will do, shown before it does it (`--dry-run`, `invoke plan`)."""
+"""What a launch will do, shown before it does it (`--dry-run`, `invoke plan`).
+
+`plan_gpu(job, provider, offers)` is what every cloud or cluster backend's `plan()` calls. In order, cheapest
+check first, so nothing that costs money happens for a job that cannot start:
+
+1. the GPUs named in `resources.gpu` must exist at that provider (`B300` on CHTC is refused here, no network);
+2. the Hub check (seed 004): the model and dataset repos exist and HF_TOKEN may read them (gated, private);
+   an unreachable Hub is a warning, not an error; `offline=True` skips it and makes no network call at all;
+3. the parameter count: the Hub's safetensors metadata, else `model.params`, else the preset of the policy
+   type / openpi config (`helpers.vram.PRESETS`);
+4. the per-GPU memory estimate (`helpers.vram.estimate`) from the config: method, precision, batch, gradient
+   checkpointing, GPU count and sharding, Open R1's generation engine and prompt/completion lengths;
+5. `helpers.offers.choose`: the cheapest offer that holds the estimate and meets every `resources.*`
+   constraint; nothing fits -> one line with the smallest change that would.
+
+`plan_for(job, backend)` is what `invoke plan` runs: the backend module's own `plan()` when it exists (so live
+prices are used), else `plan_gpu` on the dated price tables plus the rendered command.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from helpers.console import say, table
-from helpers.secrets import required_secrets
+from helpers import gpus as gpu_catalog
+from helpers import offers as offers_mod
+from helpers import vram
+from helpers.console import say, table, warn
+from helpers.errors import ConfigError
+from helpers.secrets import redact, required_secrets
+
+HUB_TIMEOUT = 10.0  # seconds per Hub request; the Hub answers in well under one
+TABLE_ROWS = 12  # candidate rows in the table output (`--json` has them all)
+_DTYPES = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "float32": "fp32", "fp32": "fp32"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+# ------------------------------------------------------------------------------------------- 1. provider GPUs
+
+
+def check_offered(job, provider: str) -> list[str]:
+    """Refuse GPUs the provider never offers (before any API call); warnings for the ones of a list it lacks."""
+    names = _gpu_names(job)
+    if not names:
+        return []
+    offered = gpu_catalog.for_provider(provider)
+    keys = {g.key for g in offered}
+    missing = [n for n in names if gpu_catalog.resolve(n).key not in keys]
+    if len(missing) == len(names):
+        listed = ", ".join(g.name for g in sorted(offered, key=lambda g: (g.memory_gb, g.name)))
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError("resources.gpu", f"{', '.join(missing)} {verb} not offered on {provider}",
+                          f"{provider} offers: {listed}")
+    return [f"resources.gpu: {n} is not offered on {provider}; choosing among the others" for n in missing]
+
+
+def _gpu_names(job) -> list[str]:
+    gpu = job.resources.gpu
+    return [gpu] if isinstance(gpu, str) else list(gpu or [])
+
+
+# --------------------------------------------------------------------------------------------- 2. Hub check
+
+
+@dataclass
+class HubReport:
+    """What the Hub said about the job's repos. `checked` is empty when offline or unreachable."""
+
+    checked: list[str] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)  # model repo -> parameter count
+    configs: dict[str, dict] = field(default_factory=dict)  # model repo -> its config.json
+    warnings: list[str] = field(default_factory=list)
+    status: str = "not needed"  # "checked", "offline", "unreachable", "not needed"
+
+
+def is_hub_id(value: str | None) -> bool:
+    """`org/name`, and not a folder on this machine."""
+    if not value or not _HUB_ID.fullmatch(value) or value.startswith((".", "~")):
+        return False
+    return not Path(value).exists()
+
+
+def hub_repos(job) -> list[tuple[str, str, str]]:
+    """(config key, repo id, "model" | "dataset") for every Hub repo the job downloads, models first."""
+    out: list[tuple[str, str, str]] = []
+
+    def add(key: str, repo: str | None, kind: str) -> None:
+        if is_hub_id(repo) and not any(r == repo and k == kind for _, r, k in out):
+            out.append((key, repo, kind))
+
+    add("model.repo_id", job.model.repo_id, "model")
+    if job.framework == "open_r1":
+        add("open_r1.model", job.open_r1.model, "model")
+    if job.framework == "lerobot":
+        add("policy.path", job.policy.path, "model")
+        for ptype in _policy_types(job):
+            add("policy.pretrained_path", _pretrained(job, ptype), "model")
+    # datasets
+    if job.framework == "lerobot" and not (job.dataset.root or job.dataset.synthetic):
+        add("dataset.repo_id", job.dataset.repo_id, "dataset")
+        for i, run in enumerate(job.runs):
+            add(f"runs[{i}].dataset_repo_id", run.dataset_repo_id, "dataset")
+    if job.framework == "open_r1":
+        key = "open_r1.dataset_name" if job.open_r1.dataset_name else "dataset.repo_id"
+        add(key, job.open_r1.dataset_name or job.dataset.repo_id, "dataset")
+    return out
+
+
+def check_hub(job, token: str | None = None, offline: bool = False) -> HubReport:
+    """Seed 004's gated check, for every model and dataset repo; parameter counts and config.json of models.
+
+    Gated without access, missing or private -> ConfigError (no GPU can fix it). Unreachable Hub or a Hub
+    error (5xx) -> a warning, and the plan goes on with what the config says."""
+    repos = hub_repos(job)
+    report = HubReport()
+    if not repos:
+        return report
+    if offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        report.status = "offline"
+        return report
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    api = HfApi(token=token) if token else HfApi()
+    endpoint = constants.ENDPOINT.rstrip("/")
+    for key, repo, kind in repos:
+        page = f"{endpoint}/{'datasets/' if kind == 'dataset' else ''}{repo}"
+        try:
+            info = (api.model_info if kind == "model" else api.dataset_info)(repo, timeout=HUB_TIMEOUT)
+            if getattr(info, "gated", False):
+                api.auth_check(repo, repo_type=kind)
+        except GatedRepoError:
+            who = "the account of HF_TOKEN" if token else "an account, then put its token in .env as HF_TOKEN"
+            raise ConfigError(key, f"{kind} '{repo}' is gated and {'HF_TOKEN has' if token else 'you have'} no access",
+                              f"accept the license at {page} with {who}") from None
+        except RepositoryNotFoundError:
+            readable = " and that HF_TOKEN can read it" if token else " (a private repo needs HF_TOKEN in .env)"
+            raise ConfigError(key, f"no Hub {kind} '{repo}' (missing, or private to another account)",
+                              f"check the repo id{readable}") from None
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if _is_network_error(exc) or (isinstance(exc, HfHubHTTPError) and (status or 0) in (429, *range(500, 600))):
+                # network down or Hub failing: say so, and plan from what the config says
+                why = f"HTTP {status}" if status else type(exc).__name__
+                unchecked = [r for _, r, _ in repos if not any(c.endswith(f" {r}") for c in report.checked)]
+                report.warnings.append(f"could not reach the Hub at {endpoint} ({why}): gated/missing check of "
+                                       f"{', '.join(unchecked)} skipped; sizing from the config")
+                report.status = "unreachable"
+                return report
+            if isinstance(exc, HfHubHTTPError):  # 401 bad token, 400 bad id, ...: a fix for the user, not a traceback
+                said = (str(exc).splitlines() or [""])[0][:200]
+                raise ConfigError(key, f"the Hub refused {kind} '{repo}' (HTTP {status}: {said})",
+                                  "check HF_TOKEN (valid, not expired) and the repo id") from None
+            raise
+        report.checked.append(f"{kind} {repo}")
+        if kind == "model":
+            count = _hub_params(repo, token) or getattr(getattr(info, "safetensors", None), "total", None)
+            if count:
+                report.params[repo] = int(count)
+            siblings = {s.rfilename for s in (info.siblings or [])}
+            if "config.json" in siblings:
+                cfg = _hub_config(api, repo)
+                if cfg:
+                    report.configs[repo] = cfg
+    report.status = "checked"
+    return report
+
+
+def _hub_params(repo: str, token: str | None) -> int | None:
+    try:
+        return vram.params_from_hub(repo, token)
+    except ConfigError:
+        raise
+    except Exception:  # a Hub hiccup on the metadata: the count falls back to the model info / the config
+        return None
+
+
+def _hub_config(api, repo: str) -> dict | None:
+    """The repo's config.json (a few KB): hidden size, layers and vocabulary, or a LeRobot policy's `type`."""
+    try:
+        path = api.hf_hub_download(repo, "config.json", etag_timeout=HUB_TIMEOUT)
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else None
+    except Exception:
+        return None
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    return vram._is_network_error(exc) or type(exc).__name__ in ("OfflineModeIsEnabled",)
+
+
+# ------------------------------------------------------------------------------------------ 3-4. the estimate
+
+
+@dataclass
+class Sizing:
+    """The estimate for the job's largest model, and where each input came from."""
+
+    estimate: vram.Estimate | None
+    params: float | None = None
+    params_source: str = ""
+    model: str = ""  # what is sized: "pi05 (lerobot/pi05_base)", "unsloth/gemma-2b", ...
+    preset: str | None = None
+    basis: str = ""
+
+    def as_dict(self) -> dict | None:
+        e = self.estimate
+        if e is None:
+            return None
+        i = e.inputs
+        return {
+            "total_gb": round(e.total_gb, 1),
+            "parts": {name: round(gb, 2) for name, gb in e.parts().items()},
+            "server_gb": round(e.server_gb, 1) if e.server_gb else None,
+            "explain": e.explain(),
+            "notes": list(e.notes),
+            "model": self.model,
+            "params": int(self.params) if self.params else None,
+            "params_source": self.params_source,
+            "preset": self.preset,
+            "basis": self.basis or None,
+            **{k: i[k] for k in ("method", "precision", "optimizer", "batch_size", "gradient_checkpointing",
+                                 "gpu_count", "sharding", "generation_engine", "seq_len")},
+        }
+
+
+def _policy_types(job) -> list[str]:
+    types = [job.policy.type] if job.policy.type else []
+    types += [r.policy_type for r in job.runs if r.policy_type]
+    return list(dict.fromkeys(types))
+
+
+def _lerobot_preset(ptype: str | None) -> dict:
+    from helpers.runtime.trainers import LEROBOT_PRESETS  # stdlib-only module
+
+    return LEROBOT_PRESETS.get(ptype or "", {})
+
+
+def _pretrained(job, ptype: str | None) -> str | None:
+    return job.policy.pretrained_path or _lerobot_preset(ptype).get("pretrained_path")
+
+
+def _preset(name: str | None, key: str) -> vram.Preset | None:
+    if not name:
+        return None
+    try:
+        return vram.preset(name, key=key)
+    except ConfigError:
+        return None
+
+
+def _explicit(section, name: str) -> bool:
+    return name in section.model_fields_set
+
+
+def _params(job, hub: HubReport, repo: str | None, pre: vram.Preset | None, what: str, offline: bool,
+            required: bool) -> tuple[float | None, str]:
+    """Hub safetensors metadata -> model.params -> preset -> ConfigError (or None when not required)."""
+    if repo and repo in hub.params:
+        return float(hub.params[repo]), f"Hub safetensors metadata of {repo}"
+    if job.model.params:
+        return float(job.model.params), "model.params"
+    if pre is not None:
+        return float(pre.params), f"preset {pre.name}"
+    if not required:
+        return None, ""
+    hint = " (or plan without --offline to read it from the Hub)" if offline and repo else ""
+    raise ConfigError("model.params", f"unknown parameter count for {what}",
+                      f"set model.params, e.g. 2.5e9{hint}")
+
+
+def _common(job, gpu_count: int) -> dict[str, Any]:
+    return {"optimizer": job.model.optimizer, "gpu_count": gpu_count, "seq_len": job.model.seq_len}
+
+
+def size_job(job, hub: HubReport | None = None, offline: bool = False, required: bool = True) -> Sizing:
+    """The per-GPU estimate for the job (the largest of its runs). `required=False`: Sizing(None) instead of
+    a ConfigError when nothing tells the parameter count."""
+    hub = hub or HubReport()
+    n = job.resources.gpu_count
+    if job.framework == "lerobot":
+        return max((_size_lerobot(job, hub, ptype, n, offline, required) for ptype in _policy_types(job) or [None]),
+                   key=lambda s: s.estimate.total_gb if s.estimate else -1)
+    if job.framework == "openpi":
+        return _size_openpi(job, hub, n, offline, required)
+    if job.framework == "open_r1":
+        return _size_open_r1(job, hub, n, offline, required)
+    repo = job.model.repo_id if is_hub_id(job.model.repo_id) else None
+    params, source = _params(job, hub, repo, None, "framework 'command'", offline, required=False)
+    if params is None:
+        if required and not (job.resources.gpu or job.resources.min_vram_gb):
+            raise ConfigError("model.params", "cannot size a GPU for framework 'command' without a model",
+                              "set model.params (parameter count), resources.min_vram_gb or resources.gpu")
+        return Sizing(None)
+    method = job.model.method
+    est = vram.estimate(params, method=method, precision=job.model.precision, batch_size=job.training.batch_size,
+                        **_shape(hub.configs.get(repo or "")), **_common(job, n))
+    return Sizing(est, params, source, repo or "the command's model")
+
+
+def _size_lerobot(job, hub, ptype, n, offline, required) -> Sizing:
+    repo = None
+    if is_hub_id(job.model.repo_id):
+        repo = job.model.repo_id
+    elif is_hub_id(job.policy.path):
+        repo = job.policy.path
+        ptype = ptype or (hub.configs.get(repo) or {}).get("type")  # a saved policy names its type
+    elif is_hub_id(_pretrained(job, ptype)):
+        repo = _pretrained(job, ptype)
+    pre = _preset(ptype, "policy.type")
+    what = f"policy {ptype or job.policy.path}"
+    params, source = _params(job, hub, repo, pre, what, offline, required)
+    if params is None:
+        return Sizing(None)
+    lp = _lerobot_preset(ptype)
+    if _explicit(job.model, "precision"):
+        precision = job.model.precision
+    else:
+        precision = _DTYPES.get(str(job.policy.dtype or lp.get("dtype") or "").lower(), pre.precision if pre else "bf16")
+    checkpointing = job.policy.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = bool(lp.get("gradient_checkpointing", False))
+    method = job.model.method if _explicit(job.model, "method") else (pre.method if pre else "full")
+    kw = dict(params=params, method=method, precision=precision, batch_size=job.training.batch_size,
+              gradient_checkpointing=checkpointing, **_common(job, n))
+    if pre is not None:
+        est = pre.estimate(**kw)
+    else:
+        est = vram.estimate(**kw, **_shape(hub.configs.get(repo or "")))
+    label = f"{ptype or 'policy'}" + (f" ({repo})" if repo else "")
+    return Sizing(est, params, source, label, pre.name if pre else None, pre.basis if pre else "")
+
+
+def _size_openpi(job, hub, n, offline, required) -> Sizing:
+    name = job.openpi.config_name
+    pre = _preset(f"openpi/{name}", "openpi.config_name")
+    repo = job.model.repo_id if is_hub_id(job.model.repo_id) else None
+    params, source = _params(job, hub, repo, pre, f"openpi config '{name}'", offline, required)
+    if params is None:
+        return Sizing(None)
+    # *_low_mem_finetune configs train LoRA adapters (the preset says so); model.method, when given, wins.
+    method = job.model.method if _explicit(job.model, "method") else (pre.method if pre else "full")
+    kw = dict(params=params, method=method, precision=job.model.precision, batch_size=job.training.batch_size,
+              **_common(job, n))
+    est = pre.estimate(**kw) if pre else vram.estimate(**kw)
+    return Sizing(est, params, source, f"openpi {name}", pre.name if pre else None, pre.basis if pre else "")
+
+
+def _size_open_r1(job, hub, n, offline, required) -> Sizing:
+    r1 = job.open_r1
+    recipe = r1.recipe_options or {}
+    repo = next((r for r in (job.model.repo_id, r1.model) if is_hub_id(r)), None)
+    params, source = _params(job, hub, repo, None, f"model {r1.model or job.model.repo_id}", offline, required)
+    if params is None:
+        return Sizing(None)
+    method = job.model.method if _explicit(job.model, "method") else "grpo"
+    if method == "full":
+        method = "grpo"  # full fine-tuning with GRPO: + reference model + generation engine
+    if not _explicit(job.model, "method") and recipe.get("use_peft"):
+        method = "lora"
+    use_vllm = recipe.get("use_vllm", r1.use_vllm)
+    engine = f"vllm_{recipe.get('vllm_mode', r1.vllm_mode)}" if use_vllm else "none"
+    prompt = int(recipe.get("max_prompt_length", r1.max_prompt_length))
+    completion = int(recipe.get("max_completion_length", r1.max_completion_length))
+    config_file = str(job.accelerate.config_file or "recipes/accelerate_configs/zero2.yaml").lower()
+    sharding = "zero3" if "zero3" in config_file else "fsdp" if "fsdp" in config_file else \
+        "none" if "ddp" in config_file else "zero2"  # the runtime's default is Open R1's zero2.yaml
+    common = _common(job, n)
+    common["seq_len"] = job.model.seq_len or prompt + completion
+    est = vram.estimate(
+        params, method=method, precision=job.model.precision,
+        batch_size=int(recipe.get("per_device_train_batch_size", job.training.batch_size)),
+        gradient_checkpointing=bool(recipe.get("gradient_checkpointing", True)),  # the runtime's recipe turns it on
+        sharding=sharding if n > 1 else "none", generation_engine=engine, logit_tokens=completion,
+        **_shape(hub.configs.get(repo or "")), **common,
+    )
+    return Sizing(est, params, source, repo or str(r1.model))
+
+
+def _shape(config: dict | None) -> dict[str, int]:
+    """hidden_size / layers / vocab_size from a transformers config.json (or its text_config)."""
+    if not config:
+        return {}
+    c = config.get("text_config") if isinstance(config.get("text_config"), dict) and "hidden_size" not in config else config
+    out = {"hidden_size": c.get("hidden_size") or c.get("n_embd") or c.get("d_model"),
+           "layers": c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers"),
+           "vocab_size": c.get("vocab_size")}
+    return {k: int(v) for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
+# ----------------------------------------------------------------------------------------------- 5. choice
+
+
+def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | None = None, token: str | None = None,
+             offline: bool = False) -> dict:
+    """Hub check, memory estimate and the cheapest offer that fits, for `provider` ("runpod", "verda", "chtc",
+    "slurm", "local"). `offers`: the provider's live offers (None: `offers.fallback_offers(provider)`).
+    `token`: HF_TOKEN (None: from .env / the environment). `offline`: no network call at all.
+
+    Returns the plan dict (`plan_document` turns it into JSON): backend, gpu {id, name, memory_gb,
+    provider_id}, gpu_count, vram_estimate_gb (per GPU), estimate {total_gb, parts, explain, params,
+    params_source, method, ...}, price_per_hour, spot, cloud, location, instance_type, price_source, why,
+    candidates [{gpu, gpu_id, memory_gb, gpu_count, price_per_hour, spot, cloud, location, instance_type,
+    in_stock, fits, chosen, reason}], warnings, hub {status, checked}, offer (the chosen `Offer`, to launch).
+    A job that fits nothing, a gated/missing repo or a GPU the provider lacks raise ConfigError (one line)."""
+    warnings = check_offered(job, provider)
+    if token is None and not offline:
+        token = hf_token()
+    hub = check_hub(job, token, offline)
+    warnings += hub.warnings
+    sizing = size_job(job, hub, offline)
+    est = sizing.estimate
+    offers = offers_mod.fallback_offers(provider) if offers is None else list(offers)
+    _check_priced(job, provider, offers)
+    r = job.resources
+    location = r.location or (job.verda.location if provider == "verda" else None)
+    choice = offers_mod.choose(
+        offers, est if est is not None else (r.min_vram_gb or 0.0), gpu_count=r.gpu_count,
+        allowed_gpus=_gpu_names(job) or None, min_vram_gb=r.min_vram_gb, spot_allowed=r.spot, cloud=r.cloud,
+        location=location, max_price_per_hour=r.max_price_per_hour,
+    )
+    chosen, rows = _prefer_smallest_free(choice.offer, list(choice.candidates))
+    fitting = sum(1 for c in rows if c.fits)
+    o = chosen
+    where = f"{o.gpu_count}x {o.gpu.label} on {o.provider}{' ' + o.cloud if o.cloud else ''}{' spot' if o.spot else ''}"
+    if o.location:
+        where += f" {o.location}"
+    if o.price_per_hour:
+        why = f"{where} at ${o.price_per_hour:.2f}/h ({o.source}): the cheapest of {fitting} offers that fit"
+    else:
+        why = f"{where}, free ({o.source}): the smallest of {fitting} GPUs that fit"
+    why += f" ~{math.ceil(est.total_gb - 1e-9)} GB per GPU" if est is not None else \
+        " (no memory estimate: set model.params for one)"
+    return {
+        "backend": provider,
+        "gpu": {"id": o.gpu.key, "name": o.gpu.label, "memory_gb": o.gpu.memory_gb,
+                "provider_id": o.gpu_type_id or o.instance_type},
+        "gpu_count": o.gpu_count,
+        "vram_estimate_gb": round(est.total_gb, 1) if est is not None else None,
+        "estimate": sizing.as_dict(),
+        "price_per_hour": o.price_per_hour,
+        "spot": o.spot,
+        "cloud": o.cloud,
+        "location": o.location,
+        "instance_type": o.instance_type,
+        "price_source": o.source,
+        "why": why,
+        "candidates": [_row(c, o) for c in rows],
+        "warnings": warnings,
+        "hub": {"status": hub.status, "checked": hub.checked},
+        "offer": o,
+    }
+
+
+def _check_priced(job, provider: str, offers: list[offers_mod.Offer]) -> None:
+    """resources.gpu names GPUs the provider has, but none of them has an offer (price table or live list)."""
+    names = _gpu_names(job)
+    if not names or not offers:
+        return
+    allowed = {gpu_catalog.resolve(n).key for n in names}
+    if allowed & {o.gpu.key for o in offers}:
+        return
+    priced = sorted({o.gpu for o in offers}, key=lambda g: (g.memory_gb, g.name))
+    where = "in the dated price table" if all(o.source.startswith("fallback") for o in offers) else "right now"
+    raise ConfigError("resources.gpu", f"no {provider} offer for {', '.join(names)} {where}",
+                      f"use one of {', '.join(g.name for g in priced)}")
+
+
+def _prefer_smallest_free(offer, rows):
+    """On free machines (CHTC, SLURM, local) the cheapest is a tie: take the smallest GPU that fits, so a small
+    job does not wait for (or hold) an H200."""
+    if offer.price_per_hour != 0:
+        return offer, rows
+    free = [c for c in rows if c.fits and c.offer.price_per_hour == 0]
+    best = min(free, key=lambda c: (c.offer.gpu.memory_gb, c.offer.spot, c.offer.gpu.key)).offer
+    relabel = [offers_mod.Candidate(c.offer, c.fits, ("smallest free GPU that fits" if c.offer is best else "fits; free, larger")
+                                    if c.fits and c.offer.price_per_hour == 0 else c.reason) for c in rows]
+    relabel.sort(key=lambda c: (not c.fits, c.offer is not best, c.offer.gpu.memory_gb if c.fits else 0))
+    return best, relabel
+
+
+def _row(c: offers_mod.Candidate, chosen) -> dict:
+    o = c.offer
+    return {"gpu": o.gpu.label, "gpu_id": o.gpu.key, "memory_gb": o.gpu.memory_gb, "gpu_count": o.gpu_count,
+            "price_per_hour": o.price_per_hour, "spot": o.spot, "cloud": o.cloud, "location": o.location,
+            "instance_type": o.instance_type, "in_stock": o.in_stock, "fits": c.fits, "chosen": o is chosen,
+            "reason": c.reason}
+
+
+def hf_token() -> str | None:
+    from helpers.secrets import load_secrets
+
+    return load_secrets(".env").get("HF_TOKEN")
+
+
+# ------------------------------------------------------------------------------------------ `invoke plan`
+
+
+def backend_module(backend: str):
+    """helpers.backends.<backend>, or None while that module does not exist yet."""
+    from helpers.backends import MODULES
+
+    name = MODULES[backend]
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            return None
+        raise
+
+
+def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
+    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` when it has one (live prices),
+    else `plan_gpu` on the price tables. With `offline`, a backend whose plan cannot promise that is bypassed."""
+    offered_warnings = check_offered(job, backend)  # a GPU the backend never has: refused here, whoever plans
+    module = backend_module(backend)
+    plan_fn = getattr(module, "plan", None)
+    accepts = set(inspect.signature(plan_fn).parameters) if plan_fn else set()
+    if plan_fn is not None and ("offline" in accepts or backend == "local" or not offline):
+        the_plan = plan_fn(job, offline=offline) if "offline" in accepts else plan_fn(job)
+    else:
+        the_plan = plan_from_tables(job, backend, offline=offline, token=token)
+    the_plan.setdefault("backend", backend)
+    warned = list(the_plan.get("warnings") or [])
+    the_plan["warnings"] = warned + [w for w in offered_warnings if w not in warned]
+    if "vram_estimate_gb" not in the_plan:  # e.g. the local backend: add the estimate and check this machine
+        the_plan = with_estimate(job, the_plan, token=token, offline=offline)
+    elif "hub" not in the_plan:  # a backend plan without the Hub check: `invoke plan` still does it
+        hub = check_hub(job, token if token is not None or offline else hf_token(), offline)
+        the_plan = {**the_plan, "hub": {"status": hub.status, "checked": hub.checked},
+                    "warnings": list(the_plan.get("warnings") or []) + hub.warnings}
+    return the_plan
+
+
+def plan_from_tables(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
+    """`plan_gpu` with the dated price table, plus the command and files, for a backend without a module."""
+    from helpers.bundle import BUNDLE_NAME, render_commands
+
+    the_plan = plan_gpu(job, backend, None, token=token, offline=offline)
+    the_plan["commands"] = render_commands(job, the_plan["gpu_count"])
+    the_plan["files"] = [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env"]
+    return the_plan
+
+
+def with_estimate(job, the_plan: dict, token: str | None = None, offline: bool = False) -> dict:
+    """Add the Hub check and the memory estimate to a plan that has none (this machine: no offers to choose)."""
+    if token is None and not offline:
+        token = hf_token()
+    hub = check_hub(job, token, offline)
+    sizing = size_job(job, hub, offline, required=False)
+    est = sizing.estimate
+    warnings = list(the_plan.get("warnings", [])) + hub.warnings
+    gpu = dict(the_plan["gpu"]) if the_plan.get("gpu") else None
+    known = gpu_catalog.find(str(gpu.get("name") or gpu.get("id") or "")) if gpu else None
+    if gpu and known and not gpu.get("memory_gb"):
+        gpu["memory_gb"] = known.memory_gb
+    backend = the_plan.get("backend")
+    where = "this machine's" if backend == "local" else f"{backend}'s"
+    if est is not None and known and gpu.get("memory_gb") and gpu["memory_gb"] < est.total_gb:
+        warnings.append(f"{where} {gpu['name']} has {gpu['memory_gb']:g} GB; the job needs ~"
+                        f"{math.ceil(est.total_gb)} GB per GPU and will likely run out of memory")
+    if backend == "local" and not gpu and est is not None and (job.policy.device or "").lower() != "cpu":
+        warnings.append(f"no CUDA GPU on this machine: the job (~{math.ceil(est.total_gb)} GB per GPU) would train "
+                        "on the CPU; plan another backend with --backend")
+    return {**the_plan, "gpu": gpu, "vram_estimate_gb": round(est.total_gb, 1) if est is not None else None,
+            "estimate": sizing.as_dict(), "warnings": warnings, "hub": {"status": hub.status, "checked": hub.checked}}
+
+
+# ---------------------------------------------------------------------------------------------- output
 
 
 def plan_document(job, backend: str, the_plan: dict) -> dict:
     """The plan as one JSON-ready object (what `invoke plan --json` prints)."""
     hours = (job.time_limit_seconds or 0) / 3600
     price = the_plan.get("price_per_hour")
+    budget = job.limits.budget_usd
+    commands = the_plan.get("commands") or []
     return {
         "backend": backend,
         "run_id": job.run_id,
@@ -21,13 +592,23 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "estimate": the_plan.get("estimate"),
         "price_per_hour": price,
         "spot": the_plan.get("spot", False),
+        "cloud": the_plan.get("cloud"),
+        "location": the_plan.get("location"),
+        "instance_type": the_plan.get("instance_type"),
+        "price_source": the_plan.get("price_source"),
+        "time_limit_hours": round(hours, 2) if hours else None,
         "estimated_cost_usd": round(price * hours, 2) if price is not None and hours else None,
+        "budget_usd": budget,
+        "budget_hours": round(budget / price, 1) if budget and price else None,
         "why": the_plan.get("why"),
         "candidates": the_plan.get("candidates", []),
-        "command": the_plan["commands"][0] if len(the_plan["commands"]) == 1 else the_plan["commands"],
+        "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.get("files", []),
         "secrets_required": sorted(required_secrets(job, backend)),
+        "secrets_missing": the_plan.get("secrets_missing"),
         "store": job.store,
+        "hub": the_plan.get("hub"),
+        "warnings": the_plan.get("warnings", []),
     }
 
 
@@ -35,19 +616,55 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
     doc = plan_document(job, the_plan["backend"], the_plan)
     if as_json:
         print(json.dumps(doc, indent=2))
+        for line in doc["warnings"]:  # stdout stays one JSON object; people still see these
+            print(f"warning: {redact(line)}", file=sys.stderr)
         return doc
-    if doc["candidates"]:
-        table("offers", ["gpu", "count", "price/h", "spot", "fits?", "why"],
-              [[c["gpu"], c["gpu_count"], c["price_per_hour"], c["spot"], "yes" if c["fits"] else "no", c["reason"]] for c in doc["candidates"]])
+    rows = doc["candidates"]
+    if rows:
+        shown = rows[:TABLE_ROWS]
+        count = doc["gpu_count"] or 1
+        table(f"{doc['backend']} offers for {count} GPU{'s' if count > 1 else ''} (cheapest that fits first)",
+              ["", "gpu", "$/h", "spot", "where", "fits", "why"],
+              [["→" if c.get("chosen") else "", c["gpu"], f"{c['price_per_hour']:.2f}", "spot" if c["spot"] else "",
+                c.get("instance_type") or c.get("cloud") or c.get("location") or "", "yes" if c["fits"] else "no",
+                re.sub(r" \([^)]*\)", "", c["reason"])] for c in shown])  # details are in --json
+        if len(rows) > len(shown):
+            say(f"  ... {len(rows) - len(shown)} more offers (`invoke plan --json` lists them all, with reasons in full)")
     gpu = doc["gpu"]
-    say(f"plan for {job.run_id} on {doc['backend']}: " + (f"{doc['gpu_count']} x {gpu['name']}" if gpu else "no GPU") + f" — {doc['why']}")
-    if doc["vram_estimate_gb"]:
-        say(f"  memory estimate: {doc['vram_estimate_gb']} GB per GPU ({doc.get('estimate') or ''})")
-    if doc["price_per_hour"]:
-        cost = f", up to ${doc['estimated_cost_usd']} for the time limit" if doc["estimated_cost_usd"] else ""
-        say(f"  price: ${doc['price_per_hour']}/h{' (spot)' if doc['spot'] else ''}{cost}")
-    for command in the_plan["commands"]:
+    what = f"{doc['gpu_count']} x {gpu['name']}" if gpu else "no GPU"
+    say(f"plan for {job.run_id} on {doc['backend']}: {what} — {doc['why']}")
+    est = doc.get("estimate")
+    if isinstance(est, dict):
+        say(f"  memory: {est['explain']}")
+        say(f"  params: {est['params'] / 1e9:.3g}B from {est['params_source']}" + (f"; preset basis: {est['basis']}" if est.get("basis") else ""))
+        for note in est.get("notes") or []:
+            say(f"  note: {note}")
+    elif doc["vram_estimate_gb"]:
+        say(f"  memory estimate: {doc['vram_estimate_gb']} GB per GPU")
+    price = doc["price_per_hour"]
+    if price:
+        line = f"  price: ${price:.2f}/h{' (spot: may be interrupted, resumes from the last checkpoint)' if doc['spot'] else ''}"
+        if doc["estimated_cost_usd"] is not None:
+            line += f"; up to ${doc['estimated_cost_usd']:.2f} for the {doc['time_limit_hours']:g} h time limit"
+        else:
+            off = " (limits.timeout is false)" if job.limits.time_limit else " (set limits.time_limit)"
+            line += f"; no time limit{off}: it bills until the job ends"
+        if doc["budget_hours"]:
+            line += f"; budget ${doc['budget_usd']:g} stops it after {doc['budget_hours']:g} h"
+        say(line)
+    elif price == 0 and gpu:
+        say("  price: free (no charge on this backend)")
+    for command in the_plan.get("commands") or []:
         say(f"  command: {command}")
     say(f"  files: {', '.join(doc['files']) or '-'}")
-    say(f"  secrets: {', '.join(doc['secrets_required']) or 'none'}; checkpoints to {doc['store']}")
+    missing = doc.get("secrets_missing") or []
+    secrets = ", ".join(f"{s} (missing)" if s in missing else s for s in doc["secrets_required"]) or "none"
+    say(f"  secrets: {secrets}; checkpoints to {doc['store']}")
+    hub = doc.get("hub") or {}
+    if hub.get("checked"):
+        say(f"  Hub: readable with this token: {', '.join(hub['checked'])}")
+    elif hub.get("status") == "offline":
+        say("  Hub: not checked (--offline)")
+    for line in doc["warnings"]:
+        warn(f"  warning: {line}")
     return doc

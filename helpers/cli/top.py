@@ -12,13 +12,30 @@ from helpers.cli.common import CONFIG_HELP, friendly, load, parse_sets
 })
 @friendly
 def plan(c, config, backend=None, json=False, offline=False, set_=None):
-    """What a launch would do: GPU and why, memory estimate, price, cost for the time limit, command, secrets."""
-    from helpers.backends import backend as backend_module
-    from helpers.planning import print_plan
+    """What a launch would do: GPU and why, memory estimate, price, cost for the time limit, command, secrets.
+
+    Nothing is created. A job that cannot start (gated model, GPU the backend lacks, nothing fits) exits 2
+    with one line saying what to change."""
+    import sys
+
+    from helpers.console import console
+    from helpers.errors import ConfigError
+    from helpers.planning import plan_for, print_plan
+    from helpers.secrets import load_secrets, required_secrets
 
     job = load(config, backend=backend, **{k.replace(".", "__"): v for k, v in parse_sets(set_).items()})
-    module = backend_module(job.backend)
-    the_plan = module.plan(job, offline=offline) if "offline" in module.plan.__code__.co_varnames else module.plan(job)
+    secrets = load_secrets(".env")  # no network; HF_TOKEN for the Hub check
+    out = console()
+    saved = out.file
+    if json:  # stdout carries exactly one JSON object: whatever planning says goes to stderr
+        out.file = sys.stderr
+    try:
+        the_plan = plan_for(job, job.backend, offline=offline, token=secrets.get("HF_TOKEN"))
+    except ConfigError as exc:
+        raise (exc if exc.source or not config else exc.with_source(config)) from None
+    finally:
+        out.file = saved
+    the_plan["secrets_missing"] = sorted(n for n in required_secrets(job, job.backend) if not secrets.get(n))
     print_plan(job, the_plan, as_json=json)
 
 
