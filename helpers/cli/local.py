@@ -61,3 +61,57 @@ def demo(c, config="configs/demo_act_cpu.yaml"):
     from helpers.demo import run_demo
 
     run_demo(config)
+
+
+def serve_command(checkpoint: str, config_name: str | None, repo_dir: str, port: int | None = None):
+    """(argv, cwd) of openpi's policy server for a checkpoint; the checkpoint path is made absolute (cwd changes)."""
+    from pathlib import Path
+
+    from helpers.errors import ConfigError
+
+    step_dir = Path(checkpoint).expanduser().resolve()
+    steps = sorted((int(p.name), p) for p in step_dir.iterdir() if p.name.isdigit()) if step_dir.is_dir() else []
+    if steps and not (step_dir / "params").exists():  # the exp folder: serve its newest step
+        step_dir = steps[-1][1]
+    if not config_name:  # checkpoints/<config>/<exp>/<step>
+        if not step_dir.name.isdigit() or len(step_dir.parts) < 4:
+            raise ConfigError("--config-name", f"cannot tell the openpi config from {checkpoint}",
+                              "pass --config-name, e.g. pi05_libero")
+        config_name = step_dir.parent.parent.name
+    argv = ["uv", "run", "scripts/serve_policy.py"]
+    if port:
+        argv.append(f"--port={port}")
+    argv += ["policy:checkpoint", f"--policy.config={config_name}", f"--policy.dir={step_dir}"]
+    return argv, Path(repo_dir).expanduser().resolve()
+
+
+@task(help={
+    "checkpoint": "an openpi checkpoint step folder, checkpoints/<config>/<exp>/<step> (or the exp folder: newest step)",
+    "config_name": "openpi train config (default: read from the checkpoint path, checkpoints/<config>/...)",
+    "config": "job config YAML, for openpi.repo_dir (optional)",
+    "repo_dir": "openpi checkout to run in (default: openpi.repo_dir, else ./openpi)",
+    "port": "websocket port (openpi's default 8000)",
+    "dry_run": "print the command and stop",
+})
+@friendly
+def serve(c, checkpoint, config_name=None, config=None, repo_dir=None, port=None, dry_run=False):
+    """Serve a trained openpi policy here: openpi's serve_policy.py policy:checkpoint (seed 003, step 5)."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from helpers.cli.common import load
+    from helpers.console import say
+    from helpers.errors import ConfigError
+
+    repo = repo_dir or (load(config).openpi.repo_dir if config else "openpi")
+    argv, cwd = serve_command(checkpoint, config_name, repo, int(port) if port else None)
+    say(f"cd {shlex.quote(str(cwd))} && {shlex.join(argv)}")
+    if dry_run:
+        return
+    if not cwd.is_dir() or not shutil.which("uv"):
+        raise ConfigError("--repo-dir", f"needs uv and an openpi checkout at {cwd}",
+                          "install uv and clone openpi (uv sync there), or pass --repo-dir")
+    code = subprocess.run(argv, cwd=cwd).returncode
+    if code:
+        raise Exit(code=code)
