@@ -87,8 +87,6 @@ if cfg["framework"] == "openpi":
         here = os.path.join(sandbox, repo)
         repo = here if os.path.isdir(here) or not os.environ.get("OPENPI_DIR") else os.environ["OPENPI_DIR"]
     o["repo_dir"] = repo
-    # openpi's scripts and ./assets (norm stats) are relative to its checkout: the trainer runs there.
-    cfg.setdefault("command", {})["workdir"] = cfg["command"].get("workdir") or repo
     exp_dir = os.path.join(o["checkpoint_base_dir"], o["config_name"], o["exp_name"])
     steps = sorted(int(n) for n in os.listdir(exp_dir) if n.isdigit()) if os.path.isdir(exp_dir) else []
     if steps:

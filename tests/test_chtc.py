@@ -275,7 +275,7 @@ def test_plan_is_free_and_names_the_gpus(tmp_path):
     plan = chtc_condor.plan(load_job(REPO / "configs" / "openpi_pi05_lora.yaml", environ={}))
     assert plan["price_per_hour"] == 0.0 and plan["backend"] == "chtc"
     assert "H100" in plan["gpu"]["name"] and "L40S" in plan["gpu"]["name"]
-    assert plan["commands"][0].startswith("uv run --project openpi scripts/train.py pi05_collab --exp-name=my_run")
+    assert plan["commands"][0].startswith("uv run scripts/train.py pi05_collab --exp-name=my_run")
     assert plan["submit"]["gpus_minimum_memory"] == 24576
 
 
@@ -365,18 +365,18 @@ def test_invoke_render_output_parses(tmp_path):
 # --- the wrapper ----------------------------------------------------------------------------------------------
 
 FAKE_UV = '''#!{python}
-"""Stands in for `uv run --project <openpi> scripts/train.py <config> ...`: openpi's checkpoint layout and its rules
+"""Stands in for `uv run scripts/train.py <config> ...` (run inside the openpi checkout): openpi's checkpoint layout and its rules
 (a step folder is written under a temporary name and renamed when whole; an existing experiment folder needs
 --resume or --overwrite)."""
 import json, os, shutil, sys, time
 argv = sys.argv[1:]
 with open(os.environ["FAKE_UV_LOG"], "a") as log:
     log.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "pid": os.getpid()}}) + "\\n")
-assert argv[:3] == ["run", "--project", os.environ["OPENPI_DIR"]] and argv[3] == "scripts/train.py", argv
-assert os.path.exists("scripts/train.py"), "openpi runs from its checkout"
-config = argv[4]
-opts = dict(a[2:].split("=", 1) for a in argv[5:] if "=" in a)
-flags = {{a for a in argv[5:] if "=" not in a}}
+assert argv[:2] == ["run", "scripts/train.py"], argv
+assert os.path.realpath(os.getcwd()) == os.path.realpath(os.environ["OPENPI_DIR"]), "openpi runs from its checkout"
+config = argv[2]
+opts = dict(a[2:].split("=", 1) for a in argv[3:] if "=" in a)
+flags = {{a for a in argv[3:] if "=" not in a}}
 exp_dir = os.path.join(opts["checkpoint-base-dir"], config, opts["exp-name"])
 if os.path.isdir(exp_dir) and not flags & {{"--resume", "--overwrite"}}:
     print(f"FileExistsError: {{exp_dir}} exists. Use --overwrite or --resume", flush=True)

@@ -136,7 +136,7 @@ class Runtime:
         run.output_dir.parent.mkdir(parents=True, exist_ok=True)
         self.trainer_process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
-            cwd=self.doc.section("command").get("workdir") or None,
+            cwd=trainer.workdir(),
         )
         for line in self.trainer_process.stdout:
             self.on_output(line.rstrip("\n"))

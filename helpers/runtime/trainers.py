@@ -125,6 +125,10 @@ class Trainer:
     def prepare(self) -> None:
         """Write what the command refers to (Open R1's recipe); nothing for the others."""
 
+    def workdir(self) -> str | None:
+        """Where the trainer runs (None: where the runtime runs)."""
+        return self.cfg["command"].get("workdir")
+
     def environment(self) -> dict[str, str]:
         cores = os.cpu_count() or 1
         return {"OMP_NUM_THREADS": str(max(1, cores // max(1, self.gpus)))}
@@ -203,7 +207,11 @@ class OpenPITrainer(Trainer):
 
     def checkpoint_root(self) -> Path:
         o = self.cfg["openpi"]
-        return Path(o["checkpoint_base_dir"]) / o["config_name"] / self.exp_name
+        return Path(o["checkpoint_base_dir"]).absolute() / o["config_name"] / self.exp_name
+
+    def workdir(self) -> str | None:
+        # openpi's scripts/ and ./assets (norm stats) are relative to its checkout.
+        return self.cfg["command"].get("workdir") or self.cfg["openpi"]["repo_dir"]
 
     @property
     def exp_name(self) -> str:
@@ -222,8 +230,8 @@ class OpenPITrainer(Trainer):
 
     def command(self, resume: bool) -> list[str]:
         o = self.cfg["openpi"]
-        args = ["uv", "run", "--project", o["repo_dir"], "scripts/train.py", o["config_name"], f"--exp-name={self.exp_name}"]
-        args.append(f"--checkpoint-base-dir={o['checkpoint_base_dir']}")
+        args = ["uv", "run", "scripts/train.py", o["config_name"], f"--exp-name={self.exp_name}"]
+        args.append(f"--checkpoint-base-dir={Path(o['checkpoint_base_dir']).absolute()}")
         if resume:
             args.append("--resume")
         elif o.get("overwrite"):
