@@ -128,7 +128,7 @@ def test_multi_gpu_goes_through_accelerate_with_omp_threads():
     command = trainer.command(resume=False)
     assert command[:5] == ["/env/bin/accelerate", "launch", "--multi_gpu", "--num_processes=4", "--mixed_precision=bf16"]
     assert command[5] == "/env/bin/lerobot-train"
-    assert trainer.environment()["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 4))
+    assert trainer.environment()["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 4))
     single = trainer_for(doc, runs_of(doc)[0], Path("/env/bin"), gpus=1).command(resume=False)
     assert single[0] == "/env/bin/lerobot-train"
     forced_off = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "act"}, "accelerate": {"use": False}})

@@ -130,7 +130,7 @@ class Trainer:
         return self.cfg["command"].get("workdir")
 
     def environment(self) -> dict[str, str]:
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))  # the CPUs this job may use (a SLURM allocation), not the whole node
         return {"OMP_NUM_THREADS": str(max(1, cores // max(1, self.gpus)))}
 
 
