@@ -28,9 +28,9 @@ class Ledger:
             fcntl.flock(handle, fcntl.LOCK_EX if "a" in mode else fcntl.LOCK_SH)
             yield handle
 
-    def record(self, provider: str, instance_id: str, state: str, **fields) -> dict:
-        """Append one state change; flushed to disk before returning (a crash right after keeps it)."""
-        entry = {"provider": provider, "id": instance_id, "state": state, "time": time.time(), **fields}
+    def record(self, provider: str, key: str, state: str, **fields) -> dict:
+        """Append one state change of instance `key` (Trainyard's name for it); on disk before returning."""
+        entry = {"provider": provider, "id": key, "state": state, "time": time.time(), **fields}
         with self._locked("a") as handle:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()

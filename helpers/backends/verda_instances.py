@@ -1,0 +1,561 @@
+"""Verda (formerly DataCrunch) instances: seed 001's pipeline through the real `verda` SDK and the shared flow.
+
+    plan(job)                  instance type for the GPU model and GPUs per instance (H100 x 4 -> 4H100.80S.176V),
+                               spot or on-demand, the cheapest location that has it now, price, commands
+    launch(job, secrets, mode) train ("auto"), resume ("resume": restore from the store) or resume_local (boot a
+                               new spot instance from a detached OS volume, same location; the runtime resumes from
+                               the newest checkpoints/last on it) — via helpers.backends.instance_flow
+    status / logs / fetch / terminate / gpus / cleanup_provider
+
+Credentials: VERDA_CLIENT_ID / VERDA_CLIENT_SECRET (or the seed's DATACRUNCH_*), from the environment or .env.
+The API base URL is https://api.verda.com/v1 unless VERDA_BASE_URL says otherwise (tests: the emulator).
+SSH: the key named verda.ssh_key_name / VERDA_SSH_KEY_NAME (default "trainyard"; registered from the public key if
+Verda does not know it) and its private key verda.ssh_private_key / VERDA_SSH_PRIVATE_KEY (default ~/.ssh/id_ed25519).
+The instance gets the host name `ty-<run_id>-<hex6>` (or verda.hostname) and always that name as description, so
+`invoke cleanup` recognises it even if the ledger is lost. The run folder goes to verda.remote_dir
+(/root/lerobot_run, seed 001) with the original YAML as train.remote.yaml.
+
+Volumes. Spot instances are created with `on_spot_discontinue: keep_detached`: after a spot kill the OS volume
+stays, detached, for `resume_local`. Deleting always sends an explicit `volume_ids` list: `[]` (every volume is
+kept, detached) unless the run finished and its outputs are home, then `[<os volume>]` (the OS volume goes to
+Verda's trash, restorable for about 96 h). What happened is printed each time; a kept volume bills as storage
+(~$0.20/GB/month for NVMe) until deleted, and `invoke cleanup` lists the ones named ty-*.
+
+The dead-man on a real Verda instance. Verda has no narrowly scoped API token: the only credentials are the
+account's client id/secret, which can create and delete anything. Trainyard never ships those to a host
+(secrets contract). So the runtime's ender (helpers/runtime/machine.py `end_verda`) can delete its own instance
+only where the environment provides an instance-scoped token (VERDA_INSTANCE_ID / VERDA_API_BASE /
+VERDA_INSTANCE_TOKEN — the emulator does; real Verda does not). On a real instance it runs `shutdown -h now`
+instead: training and its costs on the GPU stop being useful at once, but the instance still exists (`offline`)
+and holds its GPU; whether Verda bills an offline instance is not documented anywhere we could check, so assume
+it does until it is deleted. Deleting is the orchestrator's job (it waits, follows, and deletes), and when the
+laptop is gone, `invoke cleanup` (ledger + `ty-*` names) does it later. Cost of that choice: with the laptop
+closed, an instance that ended itself may bill (at most) until the next `invoke cleanup`. Set
+`limits.end_when_done`/`limits.time_limit` anyway: they stop the GPU work, and the shutdown ends the SSH service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from helpers.backends.instance_flow import ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, record
+from helpers.console import say, table, warn
+from helpers.errors import ConfigError, ProviderError
+
+PROVIDER = "verda"
+DEFAULT_BASE_URL = "https://api.verda.com/v1"
+DEFAULT_KEY_NAME = "trainyard"
+DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
+TRANSIENT_CODES = ("server_error", "too_many_requests", "rate_limited")
+STATES = {
+    "ordered": PENDING, "new": PENDING, "provisioning": PENDING, "validating": PENDING, "pending": PENDING,
+    "starting": PENDING, "restoring": PENDING, "unknown": PENDING,
+    "running": RUNNING,
+    "offline": STOPPED, "starting_hibernation": STOPPED, "hibernating": STOPPED,
+    "discontinued": GONE, "deleting": GONE, "deleted": GONE, "notfound": GONE,
+    "error": ERROR, "installation_failed": ERROR, "no_capacity": ERROR,
+}
+
+
+# --------------------------------------------------------------------------------------------- the API
+
+
+def client(secrets=None, env_file: str | Path | None = ".env"):
+    """The real VerdaClient (it authenticates at once)."""
+    from verda import VerdaClient
+
+    from helpers.secrets import load_secrets
+
+    secrets = secrets or load_secrets(env_file)
+    client_id = secrets.require("VERDA_CLIENT_ID", "to talk to the Verda API")
+    client_secret = secrets.require("VERDA_CLIENT_SECRET", "to talk to the Verda API")
+    base = (os.environ.get("VERDA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    from helpers.backends.instance_flow import call
+
+    return call(api, VerdaClient, client_id, client_secret, base_url=base, what=f"connecting to {base}", attempts=3)
+
+
+def _classify(exc: BaseException, what: str) -> BaseException:
+    """SDK error -> Transient (worth repeating) or ProviderError (one line, final)."""
+    import requests
+    from verda.exceptions import APIException
+
+    if isinstance(exc, APIException):
+        message = exc.message or ""
+        if exc.code in TRANSIENT_CODES or (exc.code == "service_unavailable" and "capacity" not in message.lower()):
+            return Transient(f"Verda: {message} ({exc.code})")
+        return ProviderError(f"{what}: Verda says: {message} ({exc.code})")
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, json.JSONDecodeError)):
+        return Transient(f"Verda API unreachable or garbled ({type(exc).__name__}: {str(exc)[:200]})")
+    return exc
+
+
+def api(fn, *args, what: str = "Verda API call", **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - classified right here
+        classified = _classify(exc, what)
+        if classified is exc:
+            raise
+        raise classified from exc
+
+
+def _message(exc: BaseException) -> str:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    return str(getattr(cause, "message", "") or cause)
+
+
+class VerdaProvider:
+    """The instance_flow provider (and `invoke cleanup`'s) for Verda."""
+
+    name = PROVIDER
+
+    def __init__(self, verda_client, *, price_per_hour: float = 0.0, instance_type: str | None = None,
+                 image: str | None = None, location: str | None = None, spot: bool = False,
+                 ssh_key_ids: list[str] | None = None, hostname: str | None = None, os_volume_gb: int = 200,
+                 boot_volume_id: str | None = None, poll_seconds: float = 10.0):
+        self.client = verda_client
+        self.price_per_hour, self.instance_type, self.image = price_per_hour, instance_type, image
+        self.location, self.spot, self.ssh_key_ids = location, spot, list(ssh_key_ids or [])
+        self.hostname, self.os_volume_gb, self.boot_volume_id = hostname, os_volume_gb, boot_volume_id
+        self.poll_seconds = poll_seconds
+        self.os_volumes: dict[str, str] = {}  # instance id -> its OS volume id, as seen
+
+    # --- instance_flow interface --------------------------------------------------------------------
+    def create(self, job, offer, name: str) -> str:
+        os_volume = None
+        if not self.boot_volume_id:
+            os_volume = {"name": f"{name}-os", "size": self.os_volume_gb}
+            if self.spot:  # on-demand: the API may reject the policy, and it means nothing there
+                os_volume["on_spot_discontinue"] = "keep_detached"
+        instance = api(self.client.instances.create, instance_type=self.instance_type,
+                       image=self.boot_volume_id or self.image, hostname=self.hostname or name, description=name,
+                       ssh_key_ids=self.ssh_key_ids, location=self.location or "FIN-03", os_volume=os_volume,
+                       is_spot=self.spot, contract="SPOT" if self.spot else None, wait_for_status=None,
+                       what=f"creating {self.instance_type}")
+        return instance.id
+
+    def raw(self, instance_id: str) -> dict | None:
+        """The instance as the API sends it (the SDK's Instance drops unknown keys such as the emulator's
+        `emulator_ssh_port`); None when the id is unknown (deleted long ago)."""
+        from verda.exceptions import APIException
+
+        try:
+            data = self.client._http_client.get("/instances/{id}", path_params={"id": instance_id}).json()
+        except APIException as exc:
+            if "invalid instance id" in (exc.message or "").lower() or exc.code == "not_found":
+                return None
+            raise _classify(exc, f"reading instance {instance_id}") from exc
+        except Exception as exc:  # noqa: BLE001
+            classified = _classify(exc, f"reading instance {instance_id}")
+            if classified is exc:
+                raise
+            raise classified from exc
+        if data.get("os_volume_id"):
+            self.os_volumes[instance_id] = data["os_volume_id"]
+        return data
+
+    def get(self, instance_id: str) -> InstanceInfo:
+        data = self.raw(instance_id)
+        if data is None:
+            return InstanceInfo(GONE, None, None)
+        state = STATES.get(str(data.get("status")), PENDING)
+        if state != RUNNING or not data.get("ip"):
+            return InstanceInfo(state if state != RUNNING else PENDING, None, None)
+        return InstanceInfo(RUNNING, data["ip"], int(data.get("emulator_ssh_port") or 22))
+
+    def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
+        """Delete with an explicit volume list; wait while Verda refuses (still ordered/provisioning); confirm."""
+        from verda.exceptions import APIException
+
+        data = self.raw(instance_id)
+        os_volume = (data or {}).get("os_volume_id") or self.os_volumes.get(instance_id)
+        volume_ids = [] if keep_disk or not os_volume else [os_volume]
+        already_gone = data is None or data.get("status") == "discontinued"
+        deadline = time.monotonic() + 600
+        while not already_gone:
+            try:
+                self.client.instances.action(instance_id, "delete", volume_ids=volume_ids)
+                break
+            except APIException as exc:
+                message = (exc.message or "").lower()
+                if "discontinued" in message or "invalid instance id" in message:
+                    already_gone = True
+                    break
+                if ("provisioning" in message or "ordered" in message) and time.monotonic() < deadline:
+                    time.sleep(2)  # "Can't discontinue a provisioning instance": it will be deletable soon
+                    continue
+                raise _classify(exc, f"deleting instance {instance_id}") from exc
+            except Exception as exc:  # noqa: BLE001
+                classified = _classify(exc, f"deleting instance {instance_id}")
+                if classified is exc:
+                    raise
+                raise classified from exc
+        for _ in range(60):  # confirmation: the API shows it deleting/discontinued, or no longer knows it
+            data = self.raw(instance_id)
+            if data is None or data.get("status") in ("discontinued", "deleting", "deleted"):
+                break
+            time.sleep(2)
+        else:
+            raise Transient(f"instance {instance_id} still {data.get('status')} after the delete")
+        meaning = "keep every volume" if not volume_ids else "delete the OS volume"
+        sent = "" if already_gone else f"deleted with volume_ids={json.dumps(volume_ids)} ({meaning}). "
+        return sent + (self.volume_note(os_volume) or "")
+
+    def find(self, name: str) -> str | None:
+        for instance in api(self.client.instances.get, what="listing instances"):
+            if name in (instance.description, instance.hostname) and instance.status != "discontinued":
+                return instance.id
+        return None
+
+    # --- cleanup interface --------------------------------------------------------------------------
+    def list_instances(self) -> list[dict]:
+        found = []
+        for instance in api(self.client.instances.get, what="listing instances"):
+            name = next((n for n in (instance.description, instance.hostname) if (n or "").startswith("ty-")), None)
+            if name and instance.status != "discontinued":
+                found.append({"id": instance.id, "name": name, "state": instance.status,
+                              "price_per_hour": instance.price_per_hour})
+        return found
+
+    def leftovers(self) -> list[str]:
+        """Detached OS volumes Trainyard made (named ty-*): they bill as storage until deleted."""
+        lines = []
+        for volume in api(self.client.volumes.get, status="detached", what="listing volumes"):
+            if volume.is_os_volume and (volume.name or "").startswith("ty-"):
+                monthly = getattr(volume, "monthly_price", None)
+                lines.append(f"detached OS volume {volume.id} '{volume.name}' ({volume.size} GB, {volume.location}"
+                             + (f", ~${monthly}/month" if monthly else "") + "): keep it for "
+                             f"`invoke verda.resume-local --os-volume-id {volume.id}`, or delete it in the Verda console")
+        return lines
+
+    def volume_note(self, volume_id: str | None) -> str | None:
+        if not volume_id:
+            return None
+        try:
+            volume = api(self.client.volumes.get_by_id, volume_id, what="reading the OS volume")
+        except Exception:  # noqa: BLE001
+            return f"OS volume {volume_id}: state unknown (check the Verda console)"
+        if volume.status == "deleted":
+            return f"OS volume {volume_id} moved to Verda's trash (restorable for about 96 h, then deleted)."
+        monthly = getattr(volume, "monthly_price", None)
+        return (f"OS volume {volume_id} ({volume.size} GB, {volume.location}) is kept, {volume.status}: it bills as "
+                f"storage{f' (~${monthly}/month)' if monthly else ''} until deleted. Resume from it: "
+                f"invoke verda.resume-local --os-volume-id {volume_id}; delete it in the Verda console when done.")
+
+
+def cleanup_provider(env_file: str | Path | None = ".env") -> VerdaProvider | None:
+    """For `invoke cleanup`: a provider when Verda credentials exist, else None."""
+    from helpers.secrets import load_secrets
+
+    secrets = load_secrets(env_file)
+    if not (secrets.get("VERDA_CLIENT_ID") and secrets.get("VERDA_CLIENT_SECRET")):
+        return None
+    return VerdaProvider(client(secrets))
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+
+def offers(verda_client=None, offline: bool = False):
+    """(offers, source): live from the API, or the dated table without credentials/network."""
+    from helpers import offers as offers_mod
+
+    if verda_client is not None and not offline:
+        types = api(verda_client.instance_types.get, what="listing instance types")
+        on_demand = api(verda_client.instances.get_availabilities, is_spot=False, what="reading availability")
+        spot = api(verda_client.instances.get_availabilities, is_spot=True, what="reading availability")
+        return offers_mod.from_verda_instance_types(types, on_demand, spot_availability=spot), "live"
+    return offers_mod.fallback_offers("verda"), "price table"
+
+
+def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, token: str | None = None) -> dict:
+    """The instance Trainyard would rent (helpers.planning.plan_gpu on Verda's live offers): the cheapest instance
+    type of the wanted GPU model and count that fits, spot or on-demand as configured (only that kind), in
+    verda.location / resources.location, or in the boot volume's location for resume_local."""
+    from helpers.bundle import BUNDLE_NAME, render_commands
+    from helpers.planning import plan_gpu
+
+    notes = []
+    if verda_client is None and not offline:
+        try:
+            verda_client = client(env_file=".env")
+        except (ConfigError, ProviderError) as exc:  # said with the plan's warnings (stderr with --json)
+            notes.append(f"planning from the dated price table: {exc}")
+    pool, source = offers(verda_client, offline=offline or verda_client is None)
+    pool = [o for o in pool if o.spot == job.resources.spot]
+    if boot_volume is not None:
+        pool = [o for o in pool if o.location in (None, boot_volume.location)]
+    the_plan = plan_gpu(job, PROVIDER, pool, token=token, offline=offline)
+    location = (boot_volume.location if boot_volume is not None else
+                the_plan.get("location") or job.verda.location or job.resources.location or "FIN-03")
+    image = f"OS volume {boot_volume.id}" if boot_volume is not None else job.verda.image
+    runtime = f"{job.verda.python} {BUNDLE_NAME} job.json --mode <mode>" + (" --skip-setup" if job.verda.skip_setup else "")
+    the_plan.update(
+        warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
+        why=f"{the_plan['instance_type']} in {location}, {image} ({source}); {the_plan['why']}",
+        commands=render_commands(job, the_plan["gpu_count"]) + [f"(on the instance, in {job.verda.remote_dir}) {runtime}"],
+        files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env (0600)",
+               "train.remote.yaml"],
+    )
+    return the_plan
+
+
+# --------------------------------------------------------------------------------------------- SSH keys
+
+
+def ssh_settings(job, env_file: str | Path | None = ".env") -> tuple[str, Path]:
+    """(key name at Verda, private key file): config (and CLI) > environment > .env > defaults."""
+    from dotenv import dotenv_values
+
+    filed = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    name = job.verda.ssh_key_name or os.environ.get("VERDA_SSH_KEY_NAME") or filed.get("VERDA_SSH_KEY_NAME") or DEFAULT_KEY_NAME
+    key = (job.verda.ssh_private_key or os.environ.get("VERDA_SSH_PRIVATE_KEY") or filed.get("VERDA_SSH_PRIVATE_KEY")
+           or DEFAULT_PRIVATE_KEY)
+    path = Path(key).expanduser()
+    if not path.is_file():
+        raise ConfigError("verda.ssh_private_key", f"no SSH private key at {path}",
+                          "set VERDA_SSH_PRIVATE_KEY (or verda.ssh_private_key), or create one: ssh-keygen -t ed25519")
+    return name, path
+
+
+def public_key(private_key: Path) -> str:
+    pub = private_key.with_name(private_key.name + ".pub")
+    if pub.is_file():
+        return " ".join(pub.read_text().split()[:2])
+    import paramiko
+
+    key = paramiko.PKey.from_path(str(private_key))
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def ensure_ssh_key(verda_client, name: str, private_key: Path) -> str:
+    """The id of the SSH key `name` at Verda; registered from the public key if Verda does not have it."""
+    mine = public_key(private_key)
+    for key in api(verda_client.ssh_keys.get, what="listing SSH keys"):
+        if key.name == name:
+            if " ".join((key.public_key or "").split()[:2]) != mine:
+                warn(f"the SSH key '{name}' at Verda is not the public half of {private_key}: SSH will be refused")
+            return key.id
+    created = api(verda_client.ssh_keys.create, name, mine, what="registering the SSH key")
+    say(f"registered SSH key '{name}' at Verda ({private_key}.pub)")
+    return created.id
+
+
+# --------------------------------------------------------------------------------------------- volumes
+
+
+def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
+    """resume_local: the detached OS volume to boot from: --os-volume-id, else a choice (a question on a
+    terminal; without one, the only candidate, or the only one this run made)."""
+    if os_volume_id:
+        volume = api(verda_client.volumes.get_by_id, os_volume_id, what=f"reading volume {os_volume_id}")
+        if not volume.is_os_volume:
+            raise ConfigError("--os-volume-id", f"volume {os_volume_id} is not an OS volume",
+                              "pick an OS volume (see the list without --os-volume-id)")
+        if volume.status != "detached":
+            raise ConfigError("--os-volume-id", f"volume {os_volume_id} is {volume.status}, not detached",
+                              "end the instance using it first (its volumes are kept with `invoke verda.terminate`)")
+        return volume
+    volumes = [v for v in api(verda_client.volumes.get, status="detached", what="listing volumes") if v.is_os_volume]
+    if not volumes:
+        raise ConfigError("--os-volume-id", "no detached OS volume at Verda",
+                          "resume from the store instead: invoke verda.resume")
+    table("detached OS volumes", ["#", "id", "name", "GB", "location", "created"],
+          [[i + 1, v.id, v.name, v.size, v.location, v.created_at] for i, v in enumerate(volumes)])
+    if sys.stdin and sys.stdin.isatty():
+        answer = input(f"boot from which volume? [1-{len(volumes)}] ").strip() or "1"
+        if not answer.isdigit() or not 1 <= int(answer) <= len(volumes):
+            raise ConfigError("--os-volume-id", f"'{answer}' is not one of 1-{len(volumes)}", "run again and pick a number")
+        return volumes[int(answer) - 1]
+    from helpers.backends.instance_flow import instance_name
+
+    prefix = instance_name(job.run_id).rsplit("-", 1)[0] + "-"
+    mine = [v for v in volumes if (v.name or "").startswith(prefix)]
+    if len(volumes) == 1 or len(mine) == 1:
+        chosen = volumes[0] if len(volumes) == 1 else mine[0]
+        say(f"using detached OS volume {chosen.id} ({chosen.name})")
+        return chosen
+    raise ConfigError("--os-volume-id", f"{len(volumes)} detached OS volumes and no terminal to ask on",
+                      "pass --os-volume-id with one of the ids listed above")
+
+
+# --------------------------------------------------------------------------------------------- verbs
+
+
+def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: str | Path | None = ".env",
+           config_path: str | Path | None = None, os_volume_id: str | None = None, detach: bool = False,
+           the_plan: dict | None = None, verda_client=None, boot_volume=None, runs_dir: Path = Path("runs"),
+           ledger=None) -> int:
+    """Rent the instance and run the job there (helpers.backends.instance_flow); returns the exit code."""
+    from helpers.backends.instance_flow import run_on_instance
+    from helpers.secrets import load_secrets
+
+    verda_client = verda_client or client(load_secrets(env_file))
+    if mode == "resume_local" and boot_volume is None:
+        boot_volume = choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
+    the_plan = the_plan or plan(job, verda_client=verda_client, boot_volume=boot_volume)
+    offer = the_plan["offer"]
+    key_name, key_path = ssh_settings(job, env_file)
+    key_id = ensure_ssh_key(verda_client, key_name, key_path)
+    provider = VerdaProvider(
+        verda_client, price_per_hour=offer.price_per_hour, instance_type=offer.instance_type, image=job.verda.image,
+        location=the_plan["location"], spot=offer.spot, ssh_key_ids=[key_id], hostname=job.verda.hostname,
+        os_volume_gb=job.verda.os_volume_gb, boot_volume_id=boot_volume.id if boot_volume is not None else None,
+        poll_seconds=job.verda.poll_seconds)
+    spec = HostSpec(
+        remote_dir=job.verda.remote_dir, ssh_key=key_path, python=job.verda.python, skip_setup=job.verda.skip_setup,
+        extra_files={"train.remote.yaml": Path(config_path)} if config_path else {},
+        machine={"kind": PROVIDER, "volume_ids": [], "shutdown_fallback": True},
+        ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
+                       "image": the_plan["image"], "mode": mode})
+    return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
+                           runs_dir=runs_dir)
+
+
+def _entries(run_id: str | None = None, live_only: bool = True) -> list[dict]:
+    from helpers.ledger import LIVE_STATES, Ledger
+
+    entries = [e for (p, _), e in Ledger().entries().items() if p == PROVIDER]
+    if run_id:
+        entries = [e for e in entries if e.get("run_id") == run_id]
+    if live_only:
+        entries = [e for e in entries if e["state"] in LIVE_STATES]
+    return sorted(entries, key=lambda e: e.get("created", e["time"]))
+
+
+def _connect(provider: VerdaProvider, entry: dict, wait_seconds: float = 30.0):
+    from helpers.remote import Remote
+
+    state, host, port = provider.get(entry["instance_id"])
+    if state != RUNNING:
+        raise ProviderError(f"instance {entry['id']} is {state}: nothing to connect to")
+    key = entry.get("ssh_key")
+    return Remote(host, port, "root", key).connect(wait_seconds)
+
+
+def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
+    """Live Verda instances from the ledger: provider state, cost so far, and the run's step/loss/synced step."""
+    from helpers.backends.instance_flow import cost_line
+
+    provider = cleanup_provider(env_file)
+    rows = []
+    for entry in _entries(run_id):
+        state, progress = entry["state"], "-"
+        if provider is not None and entry.get("instance_id"):
+            try:
+                raw = provider.raw(entry["instance_id"])
+                state = raw["status"] if raw else "gone"
+                if raw and raw["status"] == "running":
+                    with _connect(provider, entry, wait_seconds=10) as remote:
+                        s = remote.read_status(entry.get("remote_dir") or "/root/lerobot_run") or {}
+                        progress = (f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} "
+                                    f"synced {s.get('synced_step')}")
+            except Exception as exc:  # noqa: BLE001 - a status table shows what it can
+                progress = f"({type(exc).__name__})"
+        rows.append([entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("instance_type", ""),
+                     state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))])
+    table("Verda instances", ["run", "name", "instance id", "type", "state", "run state", "cost"], rows)
+    return rows
+
+
+def _one(run_id: str | None, instance_id: str | None = None) -> dict:
+    entries = [e for e in _entries(run_id) if not instance_id or e.get("instance_id") == instance_id]
+    if not entries:
+        raise ConfigError("--run-id", f"no live Verda instance for run '{run_id or instance_id}' in the ledger",
+                          "see `invoke verda.status`")
+    return entries[-1]
+
+
+def logs(run_id: str, follow_lines: bool = False, env_file: str | Path | None = ".env") -> None:
+    """The run's runtime.log from its instance (or the copy fetched when it ended)."""
+    from helpers.follow import follow
+
+    live = _entries(run_id)
+    if not live:
+        local = Path("runs") / run_id / "runtime.log"
+        if local.is_file():
+            say(local.read_text())
+            return
+        raise ConfigError("--run-id", f"no live Verda instance and no fetched log for run '{run_id}'",
+                          "see `invoke verda.status`")
+    entry = live[-1]
+    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
+    remote_dir = entry.get("remote_dir") or "/root/lerobot_run"
+    with _connect(provider, entry) as remote:
+        if follow_lines:
+            job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
+            total = (job.get("config") or {}).get("training", {}).get("steps")
+            follow(remote.tail(remote_dir, offset=0), total)
+            say(f"run {remote.tail_end}")
+        else:
+            say(remote.read_text(f"{remote_dir}/runtime.log").decode(errors="replace"))
+
+
+def fetch(run_id: str, env_file: str | Path | None = ".env", dest: str | Path | None = None) -> Path:
+    """Copy the run's output directory from its instance to runs/<run_id>/outputs (or `dest`)."""
+    import posixpath
+
+    entry = _one(run_id)
+    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
+    remote_dir = entry.get("remote_dir") or "/root/lerobot_run"
+    with _connect(provider, entry) as remote:
+        job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
+        out = (job.get("derived") or {}).get("output_dir") or "outputs"
+        remote_out = out if posixpath.isabs(out) else posixpath.join(remote_dir, out)
+        local = Path(dest) if dest else Path("runs") / run_id / "outputs"
+        files, size = remote.fetch(remote_out, local)
+    say(f"{files} files ({size / 1e6:.1f} MB) from {remote_out} -> {local}/")
+    return local
+
+
+def terminate(run_id: str | None = None, instance_id: str | None = None, delete_volume: bool = False,
+              env_file: str | Path | None = ".env") -> None:
+    """End the run's instance(s) now; the OS volume is kept (detached) unless delete_volume."""
+    from helpers.ledger import Ledger
+
+    if not (run_id or instance_id):
+        raise ConfigError("--run-id", "which instance?", "pass --run-id (see `invoke verda.status`) or --instance-id")
+    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
+    entries = [e for e in _entries(run_id) if not instance_id or e.get("instance_id") == instance_id]
+    if not entries and instance_id:
+        entries = [{"id": instance_id, "instance_id": instance_id}]
+    if not entries:
+        raise ConfigError("--run-id", f"no live Verda instance for run '{run_id}' in the ledger", "see `invoke verda.status`")
+    for entry in entries:
+        iid = entry.get("instance_id") or provider.find(entry["id"])
+        if iid:
+            note = provider.terminate(iid, keep_disk=not delete_volume)
+            say(f"instance {entry['id']} ({iid}) terminated. {note or ''}")
+        record(Ledger(), PROVIDER, entry["id"], "terminated", instance_id=iid, ended=time.time())
+
+
+def gpus(spot: bool | None = None, location: str | None = None, env_file: str | Path | None = ".env") -> None:
+    """Instance types with GPUs: on-demand and spot price, and where each can start now."""
+    from helpers import gpus as gpu_catalog
+
+    verda_client = client(env_file=env_file)
+    types = api(verda_client.instance_types.get, what="listing instance types")
+    available = {}
+    for is_spot in (False, True):
+        for entry in api(verda_client.instances.get_availabilities, is_spot=is_spot, location_code=location,
+                         what="reading availability"):
+            for name in entry.get("availabilities", []):
+                available.setdefault((name, is_spot), []).append(entry["location_code"])
+    rows = []
+    for t in sorted(types, key=lambda t: (t.gpu.get("number_of_gpus", 0), t.price_per_hour)):
+        count = t.gpu.get("number_of_gpus", 0)
+        if not count:
+            continue
+        parsed = gpu_catalog.from_verda_instance_type(t.instance_type)
+        rows.append([t.instance_type, parsed[0].label if parsed else t.name, count, f"{t.price_per_hour:.2f}",
+                     f"{t.spot_price_per_hour:.2f}", ", ".join(available.get((t.instance_type, False), [])) or "-",
+                     ", ".join(available.get((t.instance_type, True), [])) or "-"])
+    if spot is not None:
+        rows = [r for r in rows if r[6 if spot else 5] != "-"]
+    table("Verda instance types (USD/h per instance)", ["type", "GPU", "GPUs", "on-demand", "spot",
+                                                         "on-demand now in", "spot now in"], rows)

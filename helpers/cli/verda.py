@@ -1,0 +1,168 @@
+"""verda.*: Verda (formerly DataCrunch) instances — seed 001's verda_lerobot_manager.py as tasks.
+
+    invoke verda.train --config configs/seeds/train.remote.yaml --gpu-model H100 --gpus-per-instance 4 --run-id first_run
+    invoke verda.resume --train-config configs/seeds/train.remote.yaml --checkpoint-repo-id me/ckpt --run-id resume_run_1
+    invoke verda.resume-local --config ... --run-id resume_local_1 [--os-volume-id ID]
+
+Spot by default (seed 001): `--no-spot` (or `resources.spot: false` in the YAML) rents on-demand. The SDK is
+imported inside the tasks only, so `invoke --list` stays fast.
+"""
+
+import os
+from pathlib import Path
+
+from invoke import Exit, task
+
+from helpers.cli.common import friendly, helps, job_from_flags, toggle
+
+LAUNCH_HELP = helps(
+    "config", "run_id", "steps", "batch_size", "save_freq", "store", "time_limit", "set_", "dry_run", "env_file",
+    train_config="alias of --config (seed 001); default $LEROBOT_TRAIN_CONFIG or configs/train.remote.yaml",
+    gpu_model="GPU model, e.g. H100, A100, B200 (resources.gpu)",
+    gpus_per_instance="GPUs per instance (resources.gpu_count): H100 x 4 picks 4H100.80S.176V",
+    checkpoint_repo_id="Hub repo of the checkpoints (checkpoint.repo_id; the store becomes hf://<id>)",
+    image="OS image (verda.image); ignored by resume_local",
+    location="FIN-01, FIN-02, FIN-03 or ICE-01 (verda.location; default: cheapest place with capacity)",
+    spot="spot instance (default, like seed 001); --no-spot rents on-demand",
+    detach="start the run and return; the instance ends itself when the job ends",
+)
+
+
+def _config(config, train_config):
+    chosen = config or train_config or os.environ.get("LEROBOT_TRAIN_CONFIG")
+    if not chosen and Path("configs/train.remote.yaml").is_file():
+        chosen = "configs/train.remote.yaml"
+    if not chosen:
+        from helpers.errors import ConfigError
+
+        raise ConfigError("--config", "no job config given", "pass --config (or --train-config) FILE.yaml")
+    return chosen
+
+
+def _job(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
+         checkpoint_repo_id, image, location, os_volume_id=None):
+    keys = {"resources.gpu": gpu_model, "resources.gpu_count": gpus_per_instance, "verda.image": image,
+            "verda.location": location, "verda.os_volume_id": os_volume_id}
+    if checkpoint_repo_id:
+        keys.update({"checkpoint.repo_id": checkpoint_repo_id, "checkpoint.store": f"hf://{checkpoint_repo_id}"})
+    job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, **keys)
+    chosen = toggle("spot")
+    if chosen is None:  # neither --spot nor --no-spot: the YAML decides if it says, else spot (seed 001)
+        chosen = job.resources.spot if "spot" in job.resources.model_fields_set else True
+    job.resources.spot = chosen
+    return job
+
+
+def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach=False, image_given=False):
+    """Like helpers.cli.common.launch (secrets checked before any network call, plan, then launch), with the
+    env file passed on to the plan and the SSH settings."""
+    from helpers.backends import verda_instances as verda
+    from helpers.console import warn
+    from helpers.planning import print_plan
+    from helpers.secrets import check_secrets, load_secrets
+
+    env_file = env_file or ".env"
+    secrets = load_secrets(env_file)
+    host_secrets = check_secrets(job, "verda", secrets)
+    verda_client = verda.client(secrets)
+    boot_volume = None
+    if mode == "resume_local":
+        if image_given:
+            warn("--image is ignored: resume_local boots from the OS volume")
+        boot_volume = verda.choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
+    the_plan = verda.plan(job, verda_client=verda_client, boot_volume=boot_volume, token=secrets.get("HF_TOKEN"))
+    print_plan(job, the_plan)
+    if dry_run:
+        return 0
+    return verda.launch(job, host_secrets, mode, env_file=env_file, config_path=config_path, detach=detach,
+                        the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume)
+
+
+def _done(code):
+    if code:
+        raise Exit(code=code)
+
+
+@task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
+@friendly
+def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
+          batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
+          location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
+    """Train on a new Verda instance: upload, start detached, follow, fetch outputs, delete (auto-resumes from the store)."""
+    path = _config(config, train_config)
+    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
+               checkpoint_repo_id, image, location)
+    _done(_launch(job, "auto", dry_run, env_file, path, detach=detach))
+
+
+@task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
+@friendly
+def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
+           batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
+           location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
+    """Resume on a new (spot) instance from the newest checkpoint in the store (--checkpoint-repo-id or the config)."""
+    path = _config(config, train_config)
+    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
+               checkpoint_repo_id, image, location)
+    _done(_launch(job, "resume", dry_run, env_file, path, detach=detach))
+
+
+@task(iterable=["set_"], help={**LAUNCH_HELP, "os_volume_id": "the detached OS volume to boot from (else a list to pick from)"},
+      auto_shortflags=False)
+@friendly
+def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
+                 batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
+                 location=None, os_volume_id=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
+    """Boot a new spot instance from a kept OS volume (same location) and resume from the newest checkpoints/last on it."""
+    path = _config(config, train_config)
+    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
+               checkpoint_repo_id, None, location, os_volume_id)
+    _done(_launch(job, "resume_local", dry_run, env_file, path, os_volume_id, detach, image_given=bool(image)))
+
+
+@task(help={"run_id": "only this run", "env_file": "secrets file (default .env)"})
+@friendly
+def status(c, run_id=None, env_file=None):
+    """Live Verda instances from the ledger: state, step, loss, synced step, cost so far."""
+    from helpers.backends import verda_instances as verda
+
+    verda.status(run_id, env_file or ".env")
+
+
+@task(help={"run_id": "the run", "follow": "keep following until it ends", "env_file": "secrets file (default .env)"})
+@friendly
+def logs(c, run_id, follow=False, env_file=None):
+    """The run's runtime.log from its instance (or the copy fetched when it ended)."""
+    from helpers.backends import verda_instances as verda
+
+    verda.logs(run_id, follow, env_file or ".env")
+
+
+@task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)",
+            "env_file": "secrets file (default .env)"})
+@friendly
+def fetch(c, run_id, dest=None, env_file=None):
+    """Copy the run's output directory from its instance."""
+    from helpers.backends import verda_instances as verda
+
+    verda.fetch(run_id, env_file or ".env", dest)
+
+
+@task(help={"run_id": "the run", "instance_id": "a Verda instance id instead",
+            "delete_volume": "also delete its OS volume (default: kept, detached)", "env_file": "secrets file (default .env)"})
+@friendly
+def terminate(c, run_id=None, instance_id=None, delete_volume=False, env_file=None):
+    """Delete the run's instance now (the OS volume is kept for resume_local unless --delete-volume)."""
+    from helpers.backends import verda_instances as verda
+
+    verda.terminate(run_id, instance_id, delete_volume, env_file or ".env")
+
+
+@task(help={"spot": "only types available as spot now (--no-spot: on-demand)", "location": "only this location",
+            "env_file": "secrets file (default .env)"})
+@friendly
+def gpus(c, spot=True, location=None, env_file=None):
+    """Instance types with GPUs: prices (on-demand and spot) and where each can start now."""
+    from helpers.backends import verda_instances as verda
+
+    verda.gpus(toggle("spot"), location, env_file or ".env")

@@ -1,0 +1,389 @@
+"""The Verda backend end to end: the REAL `verda` SDK against the emulator, whose instances are real sshd hosts
+(their own PID namespace), the REAL runtime bundle started over SSH by the shared instance flow, checkpoints
+to the local Hub server.
+
+The trainer is tests/toy_trainer.py (framework `command`, LeRobot's checkpoint layout). The emulated instance
+sees this machine's files outside /root, so the job sets `verda.python` to this venv's Python and
+`verda.skip_setup: true`: the runtime runs with that interpreter (which has huggingface_hub) instead of building
+a trainer venv with pip on every new instance — the same switch a prebuilt image uses on a real cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_hub import HUB_USER
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = REPO / "tests" / "toy_trainer.py"
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+CANARY = "wandb" + "C4NARY" * 4
+
+pytestmark = pytest.mark.slow
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class World:
+    """The emulator, the Hub, an SSH key, and a work folder (cwd) with runs/ and the ledger."""
+
+    def __init__(self, tmp_path: Path, emu, hub, key: Path):
+        self.emu, self.hub, self.key = emu, hub, key
+        self.work = tmp_path / "work"
+        self.work.mkdir()
+        self.ledger_path = self.work / "runs" / "ledger.jsonl"
+        self.env = {"VERDA_BASE_URL": emu.base_url, "VERDA_CLIENT_ID": emu.client_id,
+                    "VERDA_CLIENT_SECRET": emu.client_secret, "VERDA_SSH_KEY_NAME": "trainyard-test",
+                    "VERDA_SSH_PRIVATE_KEY": str(key), "TRAINYARD_LEDGER": str(self.ledger_path),
+                    "WANDB_API_KEY": CANARY, "COLUMNS": "200"}
+
+    def config(self, run_id: str, steps: int, pace: float, save_freq: int = 10, store: str | None = None) -> Path:
+        path = self.work / f"{run_id}.yaml"
+        path.write_text(json.dumps({  # JSON is YAML
+            "job": {"name": run_id},
+            "framework": "command",
+            "command": {"run": f"TOY_STEP_SECONDS={pace} {sys.executable} {TOY}"},
+            "training": {"steps": steps, "save_freq": save_freq},
+            "checkpoint": {"store": store or f"hf://{HUB_USER}/{run_id}-ckpt"},
+            "verda": {"python": sys.executable, "skip_setup": True, "poll_seconds": 0.3},
+        }))
+        return path
+
+    def job(self, config: Path, **overrides):
+        from helpers.config import load_job
+
+        keys = {"resources.gpu": "H100", "resources.gpu_count": 1, "resources.spot": True, **overrides}
+        return load_job(config, keys)
+
+    def launch(self, config: Path, mode: str = "auto", **kwargs) -> int:
+        """verda_instances.launch in this process (what `invoke verda.train` calls after the plan)."""
+        from helpers.backends import verda_instances
+        from helpers.secrets import check_secrets, load_secrets
+
+        job = kwargs.pop("job", None) or self.job(config)
+        host = check_secrets(job, "verda", load_secrets(None))
+        return verda_instances.launch(job, host, mode, env_file=None, config_path=config, **kwargs)
+
+    def invoke(self, *args: str, **popen) -> subprocess.Popen:
+        return subprocess.Popen([INVOKE, "-r", str(REPO), *args], cwd=self.work, env={**os.environ, **self.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                **popen)
+
+    def ledger(self) -> dict:
+        from helpers.ledger import Ledger
+
+        return {key[1]: entry for key, entry in Ledger(self.ledger_path).entries().items()}
+
+    def wait_instance(self, timeout: float = 30) -> dict:
+        """The first instance the ledger knows the provider id of, once it is running on the emulator."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.ledger().values():
+                if entry.get("instance_id"):
+                    view = self.emu.instance(entry["instance_id"])
+                    if view["status"] == "running":
+                        return view
+            time.sleep(0.1)
+        raise AssertionError(f"no running instance; ledger: {self.ledger()}")
+
+    def remote_file(self, instance: dict, name: str) -> Path:
+        return self.emu.disk_path(instance["os_volume_id"]) / "lerobot_run" / name
+
+    def wait_log(self, instance: dict, text: str, timeout: float = 60) -> str:
+        log = self.remote_file(instance, "runtime.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            content = log.read_text(errors="replace") if log.exists() else ""
+            if text in content:
+                return content
+            time.sleep(0.05)
+        raise AssertionError(f"never saw {text!r} in {log}:\n{content[-2000:]}")
+
+    def wait_synced(self, instance: dict, step: int, timeout: float = 60) -> None:
+        self.wait_log(instance, f"synced checkpoint step {step} ", timeout)
+
+
+class Background(threading.Thread):
+    """Run a launch in a thread (the flow works outside the main thread too: no signal handlers there)."""
+
+    def __init__(self, fn, *args, **kwargs):
+        super().__init__(daemon=True)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result = self.error = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by value()
+            self.error = exc
+
+    def value(self, timeout: float = 120):
+        self.join(timeout)
+        assert not self.is_alive(), "the launch did not return"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@pytest.fixture
+def world(tmp_path, verda_emulator, hub_server, verda_ssh_key, monkeypatch) -> World:
+    w = World(tmp_path, verda_emulator, hub_server, verda_ssh_key[0])
+    for key, value in w.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(w.work)
+    return w
+
+
+def hub_step(repo: str) -> int | None:
+    from helpers.runtime.store import HubStore
+
+    return HubStore(repo).latest_step()
+
+
+def cmdlines() -> str:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                out.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
+    from helpers.backends import verda_instances
+
+    job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 4})
+    the_plan = verda_instances.plan(job, verda_client=verda_instances.client(env_file=None))
+    assert the_plan["instance_type"] == "4H100.80S.176V" and the_plan["spot"] is True
+    assert the_plan["price_per_hour"] == 4.0 and the_plan["location"] in ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
+    on_demand = verda_instances.plan(world.job(world.config("plan", 10, 0), **{"resources.spot": False}),
+                                     verda_client=verda_instances.client(env_file=None))
+    assert on_demand["instance_type"] == "1H100.80S.30V" and not on_demand["spot"] and on_demand["price_per_hour"] == 1.99
+
+
+def test_train_to_completion_fetches_outputs_deletes_the_instance_and_keeps_secrets_out_of_argv(world):
+    config = world.config("first_run", steps=40, pace=0.08)
+    hf_token = os.environ["HF_TOKEN"]
+    process = world.invoke("verda.train", "--train-config", str(config), "--gpu-model", "H100",
+                           "--gpus-per-instance", "1", "--run-id", "first_run")
+    instance = world.wait_instance()
+    world.wait_log(instance, "step:5 ")
+    seen = ""
+    while process.poll() is None:  # while the runtime and trainer run on the instance
+        seen += cmdlines()
+        time.sleep(0.3)
+    output = process.stdout.read()
+    assert process.returncode == 0, output
+    assert "trainyard_runtime.pyz job.json --mode auto --skip-setup" in seen  # we did look at the instance's processes
+    assert CANARY not in seen and hf_token not in seen
+    assert CANARY not in output and hf_token not in output
+
+    run = world.work / "runs" / "first_run"
+    assert os.readlink(run / "outputs" / "checkpoints" / "last") == "000040"
+    assert json.loads((run / "outputs/checkpoints/000040/training_state/training_step.json").read_text()) == {"step": 40}
+    log = (run / "runtime.log").read_text()
+    assert "synced checkpoint step 40" in log and CANARY not in log and hf_token not in log
+    assert hub_step(f"{HUB_USER}/first_run-ckpt") == 40
+
+    # the instance is deleted and billing stopped; its OS volume went to the trash (outputs are home)
+    assert world.emu.live_instances() == []
+    view = world.emu.instance(instance["id"])
+    assert view["status"] == "discontinued" and view["hostname"].startswith("ty-first-run-")
+    assert world.emu.volume(instance["os_volume_id"])["status"] == "deleted"
+    assert "moved to Verda's trash" in output and 'volume_ids=["' in output
+    spent = world.emu.spend()
+    time.sleep(0.5)
+    assert world.emu.spend() == spent
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "terminated" and entry["instance_id"] == instance["id"] and entry["run_id"] == "first_run"
+
+    # what went to the host: the bundle, job.json, the YAML as train.remote.yaml, .env with mode 0600
+    dotenv = world.remote_file(instance, ".env")
+    assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600 and CANARY in dotenv.read_text()
+    assert world.remote_file(instance, "train.remote.yaml").read_text() == config.read_text()
+    assert all(CANARY not in p.read_text(errors="replace") for p in run.rglob("*") if p.is_file() and p.name != ".env")
+
+
+def test_spot_kill_then_resume_from_the_hub_on_a_new_instance(world):
+    config = world.config("spotty", steps=120, pace=0.05)
+    first = Background(world.launch, config)
+    first.start()
+    instance = world.wait_instance()
+    world.wait_synced(instance, 20)
+    world.emu.preempt(instance["id"])
+    assert first.value() == 4  # instance lost
+    synced = hub_step(f"{HUB_USER}/spotty-ckpt")
+    assert synced is not None and 20 <= synced < 120
+    assert world.emu.volume(instance["os_volume_id"])["status"] == "detached"  # keep_detached: there for resume_local
+    assert world.ledger()[next(iter(world.ledger()))]["state"] == "terminated"
+
+    job = world.job(config, **{"command.run": f"TOY_STEP_SECONDS=0 {sys.executable} {TOY}"})
+    assert world.launch(config, "resume", job=job) == 0
+    log = (world.work / "runs/spotty/runtime.log").read_text()
+    assert f"restoring step {synced} from hf://{HUB_USER}/spotty-ckpt" in log
+    assert f"resumed from step {synced}" in log and "step:1 " not in log
+    assert hub_step(f"{HUB_USER}/spotty-ckpt") == 120
+    assert world.emu.live_instances() == []
+    assert len([e for e in world.ledger().values() if e["state"] == "terminated"]) == 2
+
+
+def test_spot_kill_then_resume_local_boots_from_the_kept_os_volume(world, capsys):
+    config = world.config("local_first", steps=100, pace=0.05)
+    first = Background(world.launch, config)
+    first.start()
+    instance = world.wait_instance()
+    world.wait_synced(instance, 20)
+    world.emu.preempt(instance["id"])
+    assert first.value() == 4
+    on_disk = json.loads((world.emu.disk_path(instance["os_volume_id"]) / "lerobot_run/outputs/train/local_first/checkpoints/last"
+                          / "training_state/training_step.json").read_text())["step"]
+    capsys.readouterr()
+
+    # seed 001: a new run id, the volume picked by id; the runtime finds the other run's checkpoints/last
+    second = world.config("resume_local_1", steps=100, pace=0)
+    job = world.job(second, **{"checkpoint.store": f"hf://{HUB_USER}/local_first-ckpt"})
+    assert world.launch(second, "resume_local", job=job, os_volume_id=instance["os_volume_id"]) == 0
+    out = capsys.readouterr().out
+    new = [i for i in world.emu.state()["instances"] if i["id"] != instance["id"]]
+    assert len(new) == 1 and new[0]["image"] == instance["os_volume_id"] and new[0]["location"] == instance["location"]
+    log = (world.work / "runs/resume_local_1/runtime.log").read_text()
+    assert f"resuming from step {on_disk}" in log and "restoring" not in log and "step:1 " not in log
+    assert os.readlink(world.work / "runs/resume_local_1/outputs/train/local_first/checkpoints/last") == "000100"
+    assert world.emu.live_instances() == [] and "moved to Verda's trash" in out
+
+
+def test_api_failures_are_retried_and_a_lost_create_answer_rents_no_second_instance(world, capsys):
+    config = world.config("flaky", steps=10, pace=0.01)
+    emu = world.emu
+    emu.fail_next(1, 500, path="/instances", method="POST", after_effect=True)  # created, but the answer is a 500
+    emu.fail_next(2, 429, path="/instances/", method="GET")  # the first status polls are rate limited
+    emu.fail_next(1, 503, path="/instances", method="PUT")  # the delete fails once
+    assert world.launch(config) == 0
+    out = capsys.readouterr().out
+    assert len(emu.state()["instances"]) == 1 and emu.live_instances() == []
+    statuses = [(c["method"], c["path"].split("/")[2], c["status"]) for c in emu.calls if c["path"].startswith("/v1/instances")]
+    for failure in (("POST", "instances", 500), ("GET", "instances", 429), ("PUT", "instances", 503)):
+        assert failure in statuses
+    assert "exists" in out and "retrying" in out
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "terminated"
+
+
+def test_killed_orchestrator_then_cleanup_leaves_no_instance(world):
+    config = world.config("killed", steps=100000, pace=0.05)
+    process = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--gpus-per-instance", "1")
+    instance = world.wait_instance()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # an instance whose ledger line was lost, and one that is not Trainyard's
+    from helpers.backends import verda_instances
+
+    verda = verda_instances.client(env_file=None)
+    orphan = verda.instances.create("1A6000.10V", "ubuntu-24.04", "ty-lost-abc123", "ty-lost-abc123", location="FIN-02",
+                                    wait_for_status=None)
+    other = verda.instances.create("1A6000.10V", "ubuntu-24.04", "someone-else", "not ours", location="FIN-02",
+                                   wait_for_status=None)
+    assert {i["id"] for i in world.emu.live_instances()} == {instance["id"], orphan.id, other.id}
+
+    cleanup = world.invoke("cleanup", "--yes")
+    output = cleanup.communicate(timeout=120)[0]
+    assert cleanup.returncode == 0, output
+    assert [i["id"] for i in world.emu.live_instances()] == [other.id], output
+    assert "ty-lost-abc123" in output and "not in the ledger" in output
+    states = {name: e["state"] for name, e in world.ledger().items()}
+    assert set(states.values()) == {"terminated"} and "ty-lost-abc123" in states
+
+
+def test_ctrl_c_without_a_terminal_terminates_and_keeps_the_disk(world):
+    config = world.config("interrupted", steps=100000, pace=0.05)
+    process = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--gpus-per-instance", "1")
+    instance = world.wait_instance()
+    world.wait_log(instance, "step:3 ")
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert world.emu.live_instances() == []
+    assert world.emu.volume(instance["os_volume_id"])["status"] == "detached"
+    assert "volume_ids=[]" in output and "resume-local --os-volume-id" in output
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "terminated"
+
+
+def test_detached_run_ends_its_own_instance_and_cleanup_settles_the_ledger(world):
+    from helpers.cleanup import cleanup
+
+    config = world.config("deadman", steps=20, pace=0.02)
+    assert world.launch(config, detach=True) == 0
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "running"  # the launcher is gone: only the host can end it now
+    deadline = time.monotonic() + 60
+    while world.emu.live_instances() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert world.emu.live_instances() == [], "the runtime did not end its instance"
+    view = world.emu.instance(entry["instance_id"])
+    assert view["status"] == "discontinued"
+    assert world.emu.volume(view["os_volume_id"])["status"] == "detached"  # volume_ids: [] from the host
+    self_calls = [c for c in world.emu.calls if c["auth"] == f"instance:{view['id']}" and c["method"] == "PUT"]
+    assert self_calls and self_calls[0]["body"] == {"id": [view["id"]], "action": "delete", "volume_ids": []}
+    assert hub_step(f"{HUB_USER}/deadman-ckpt") == 20
+
+    ended = cleanup(assume_yes=True, env_file=None)
+    assert ended == [] or all(e["instance_id"] == view["id"] for e in ended)
+    assert world.ledger()[entry["id"]]["state"] == "terminated"
+
+
+def test_status_logs_fetch_terminate_and_gpus_on_a_detached_run(world, capsys):
+    from helpers.backends import verda_instances as verda
+
+    config = world.config("verbs", steps=100000, pace=0.05)
+    assert world.launch(config, detach=True) == 0
+    instance = world.wait_instance()
+    world.wait_synced(instance, 20)
+    capsys.readouterr()
+
+    rows = verda.status("verbs", env_file=None)
+    assert rows and rows[0][0] == "verbs" and rows[0][4] == "running" and rows[0][5].startswith("training ")
+    verda.logs("verbs", env_file=None)
+    assert "synced checkpoint step 20" in capsys.readouterr().out
+    local = verda.fetch("verbs", env_file=None)
+    assert (local / "checkpoints" / "last" / "training_state" / "training_step.json").is_file()
+    verda.gpus(env_file=None)
+    assert "4H100.80S.176V" in capsys.readouterr().out
+
+    verda.terminate("verbs", env_file=None)
+    out = capsys.readouterr().out
+    assert world.emu.live_instances() == [] and "volume_ids=[]" in out
+    assert world.emu.volume(instance["os_volume_id"])["status"] == "detached"
+    assert [e["state"] for e in world.ledger().values()] == ["terminated"]
+
+
+def test_a_refused_create_costs_nothing_and_says_why(world):
+    from helpers.errors import ProviderError
+
+    from helpers.backends import verda_instances
+
+    config = world.config("full", steps=10, pace=0)
+    job = world.job(config)
+    the_plan = verda_instances.plan(job, verda_client=verda_instances.client(env_file=None))
+    world.emu.set_capacity("1H100.80S.30V", 0, is_spot=True)  # gone between the plan and the create
+    with pytest.raises(ProviderError, match="Not enough capacity"):
+        world.launch(config, job=job, the_plan=the_plan)
+    assert world.emu.state()["instances"] == []
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "failed" and "capacity" in entry["error"]
