@@ -52,6 +52,7 @@ class Runtime:
         self.trainer_process: subprocess.Popen | None = None
         self.stop_reason: str | None = None
         self._stop = threading.Event()
+        self._status_lock = threading.Lock()
 
     # --- output -------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -60,10 +61,12 @@ class Runtime:
         self.log_file.write(line + "\n")
 
     def set_status(self, **changes) -> None:
-        self.status.update(changes, updated=time.time())
-        tmp = self.workdir / ".status.json.tmp"
-        tmp.write_text(json.dumps(self.status))
-        os.replace(tmp, self.workdir / "status.json")
+        """status.json is replaced whole (readers never see half of it); several threads report, one at a time."""
+        with self._status_lock:
+            self.status.update(changes, updated=time.time())
+            tmp = self.workdir / ".status.json.tmp"
+            tmp.write_text(json.dumps(self.status))
+            os.replace(tmp, self.workdir / "status.json")
 
     # --- the job ------------------------------------------------------------------------------------
     def main(self, bin_dir: Path) -> int:
@@ -88,6 +91,7 @@ class Runtime:
         else:
             self.events.emit("failure", f"trainer exited with an error (see runtime.log)", synced_step=self.status["synced_step"])
         self.set_status(state={EXIT_DONE: "done", EXIT_STOPPED: "stopped", EXIT_FAILED: "failed"}[code], exit_code=code)
+        self._stop.set()  # the deadline watcher has nothing left to stop
         self.events.close()
         self.end_machine(code)
         return code
