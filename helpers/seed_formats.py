@@ -92,8 +92,9 @@ def _from_runpod_seed(data: dict[str, Any]) -> dict[str, Any]:
             logins.append(cmd.name)
     if not runs:
         raise ConfigError("runtime.cmds", "no !CMD TRAIN entry", "add one: - !CMD TRAIN: with model_type: !MODEL_TYPE ACT and args:")
+    name = pod.get("name") or f"python-{' '.join(time.ctime().split()[1:-1])}"
     return {
-        "job": {"name": pod.get("name") or f"python-{' '.join(time.ctime().split()[1:-1])}"},
+        "job": {"name": name},
         "backend": "runpod",
         "framework": "lerobot",
         "dataset": {"repo_id": runs[0]["dataset_repo_id"]},
@@ -111,7 +112,7 @@ def _from_runpod_seed(data: dict[str, Any]) -> dict[str, Any]:
             "terminate_on_stop": options.get("terminate", True),
             "end_when_done": stop,
         },
-        "runpod": {"template_id": pod.get("template_id", "o6u732ibrq"), "mode": "start_command"},
+        "runpod": {"name": name, "template_id": pod.get("template_id", "o6u732ibrq"), "mode": "start_command"},
     }
 
 
