@@ -191,6 +191,7 @@ class Limits(Section):
     end_when_done: bool = True
     terminate_on_stop: bool = True
     budget_usd: float | None = Field(default=None, gt=0)
+    max_recoveries: int = Field(default=5, ge=0)
 
     @field_validator("time_limit", mode="before")
     @classmethod
