@@ -19,7 +19,7 @@ def _job(config, exp_name=None, set_=None):
                                "dry_run": "print the plan (GPUs, job length, command) and stop; nothing is written",
                                "env_file": TRAIN_HELP["env_file"]})
 @friendly
-def submit(c, config, exp_name=None, set_=None, dry_run=False, env_file=None):
+def submit(c, config=None, exp_name=None, set_=None, dry_run=False, env_file=None):
     """Render runs/chtc/<config>/<exp>/ (bundle, job.json, train.sub) and condor_submit it."""
     code = launch("chtc", _job(config, exp_name, set_), dry_run, env_file)
     if code:

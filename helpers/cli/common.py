@@ -44,7 +44,10 @@ def toggle(name: str) -> bool | None:
 def load(config: str | None, **overrides):
     """The job: CLI flags (non-None overrides, by dotted key) > environment > YAML > defaults."""
     from helpers.config import load_job
+    from helpers.errors import ConfigError
 
+    if not config:  # an optional flag, so that `invoke <task> --help` is never taken for the config's path
+        raise ConfigError("--config", "missing", "pass --config configs/<job>.yaml (examples in configs/, keys in configs/README.md)")
     return load_job(config, {key.replace("__", "."): value for key, value in overrides.items()})
 
 

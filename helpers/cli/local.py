@@ -7,7 +7,7 @@ from helpers.cli.common import TRAIN_HELP, friendly, helps, job_from_flags, laun
 
 @task(iterable=["set_"], help=TRAIN_HELP)
 @friendly
-def train(c, config, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
+def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
           set_=None, dry_run=False, env_file=None):
     """Train here: set up the trainer environment, train, sync checkpoints, resume automatically if one exists."""
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_)
@@ -19,7 +19,7 @@ def train(c, config, run_id=None, steps=None, batch_size=None, save_freq=None, s
 @task(iterable=["set_"], help=helps("config", "run_id", "steps", "store", "set_", "dry_run", "env_file",
                                     local_only="resume from outputs/ on disk, not the store (resume_local)"))
 @friendly
-def resume(c, config, run_id=None, steps=None, store=None, set_=None, local_only=False, dry_run=False, env_file=None):
+def resume(c, config=None, run_id=None, steps=None, store=None, set_=None, local_only=False, dry_run=False, env_file=None):
     """Resume from the newest complete checkpoint in the store (or on disk with --local-only)."""
     job = job_from_flags(config, run_id, steps, None, None, store, None, set_)
     code = launch("local", job, dry_run, env_file, mode="resume_local" if local_only else "resume")

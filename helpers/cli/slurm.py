@@ -21,7 +21,7 @@ def _record(config, run_id, job_id):
 
 @task(help={"config": CONFIG_HELP, "output": "write the script to this file (mode 0755) instead of printing it"})
 @friendly
-def render(c, config, output=None):
+def render(c, config=None, output=None):
     """The sbatch script of a config (slurm/pi0_finetune.sh is configs/pi0.yaml's).
 
     Printed, or written with --output. The script stages runs/<run_id>/ itself at every start, so a plain
@@ -49,7 +49,7 @@ def render(c, config, output=None):
                                     time_limit="#SBATCH --time: seconds, '90m', '2h', 'D-HH:MM:SS' (sets slurm.time)",
                                     dry_run="print the plan and the batch script; stage and submit nothing"))
 @friendly
-def submit(c, config, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
+def submit(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
            set_=None, dry_run=False, env_file=None):
     """Stage runs/<run_id>/, render its sbatch script, sbatch it; prints the job id.
 

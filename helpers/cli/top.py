@@ -11,7 +11,7 @@ from helpers.cli.common import CONFIG_HELP, friendly, load, parse_sets
     "set_": "any key: --set resources.gpu_count=2 (repeatable)",
 })
 @friendly
-def plan(c, config, backend=None, json=False, offline=False, set_=None):
+def plan(c, config=None, backend=None, json=False, offline=False, set_=None):
     """What a launch would do: GPU and why, memory estimate, price, cost for the time limit, command, secrets.
 
     Nothing is created. A job that cannot start (gated model, GPU the backend lacks, nothing fits) exits 2
@@ -71,7 +71,18 @@ def cleanup(c, yes=False, provider=None):
 @task(help={"run_id": "the run", "follow": "keep following"})
 @friendly
 def logs(c, run_id, follow=False):
-    """A run's log, wherever it runs (local runs; remote runs through their backend)."""
-    from helpers.backends import local
+    """A run's log, wherever it runs: a pod or instance from the ledger, a SLURM job, or here."""
+    from pathlib import Path
 
-    local.logs(run_id, follow)
+    from helpers.backends import backend
+    from helpers.ledger import Ledger
+
+    providers = {e["provider"] for e in Ledger().entries().values() if e.get("run_id") == run_id}
+    if providers & {"runpod", "verda"}:
+        module = "runpod" if "runpod" in providers else "verda"
+        backend(module).logs(run_id, follow)
+    elif (Path("runs") / run_id / "slurm.json").exists():
+        slurm = backend("slurm")
+        slurm.logs(slurm.find_record(run_id, None), follow=follow)
+    else:
+        backend("local").logs(run_id, follow)
