@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/openpi_pi05_lora.yaml
 EXP ?= my_run
+TRIALS ?= 50
 
-.PHONY: setup setup-system test test-fast demo bench chtc-submit clean
+.PHONY: setup setup-system test test-fast reliability demo bench chtc-submit clean
 
 setup: $(VENV)/.installed  ## the tool's own environment (.venv)
 
@@ -25,6 +26,9 @@ test: setup setup-system  ## the whole suite (what CI runs)
 
 test-fast: setup  ## unit tests only: no SLURM, no LeRobot, no emulated instances
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" tests
+
+reliability: setup setup-system  ## fault trials (TRIALS=50, CI runs 6), dead-man, secret canaries, config fuzzing, partial uploads
+	$(BIN)/pytest -q -p no:cacheprovider tests/reliability --trials=$(TRIALS)
 
 demo: setup  ## the main job on the embedded default: LeRobot ACT on CPU, synced checkpoints, resume
 	$(BIN)/invoke local.demo

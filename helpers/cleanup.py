@@ -62,12 +62,14 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
     todo: list[dict] = []
     providers = {}
     notes: list[str] = []
+    left: list[str] = []  # what may still bill: providers not reached, instances not ended
     for name in names:
         live = ledger.live(name)
         try:
             provider = _provider(name, env_file)
         except Exception as exc:  # noqa: BLE001 - one provider down must not stop the others
             warn(f"{name}: cannot reach the provider ({exc}); {len(live)} ledger entries left for later")
+            left.append(f"{name} (not reachable)")
             continue
         if provider is None:
             if live:
@@ -120,6 +122,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
                 note = call(provider.terminate, item["instance_id"], what=f"terminating {item['name']}")
             except Exception as exc:  # noqa: BLE001 - go on with the others, say which one is left
                 warn(f"{item['provider']}: could not end {item['name']} ({item['instance_id']}): {exc}")
+                left.append(f"{item['provider']}:{item['name']}")
                 continue
             record(ledger, item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
                           ended=time.time(), by="cleanup")
@@ -127,4 +130,8 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
             ended.append(item)
     for line in notes:
         say(line)
+    if left:
+        from helpers.errors import ProviderError
+
+        raise ProviderError(f"cleanup incomplete, may still bill: {', '.join(left)} — run `invoke cleanup` again later")
     return ended

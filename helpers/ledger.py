@@ -54,3 +54,23 @@ class Ledger:
 
     def live(self, provider: str | None = None) -> list[dict]:
         return [e for (p, _), e in self.entries().items() if e["state"] in LIVE_STATES and provider in (None, p)]
+
+    def of_run(self, run_id: str, since: float = 0.0) -> list[dict]:
+        """Every instance of one run (oldest first); `since`: only those created from then on."""
+        found = [e for e in self.entries().values()
+                 if e.get("run_id") == run_id and (e.get("created") or e["time"]) >= since]
+        return sorted(found, key=lambda e: e.get("created") or e["time"])
+
+
+def spend_of(entry: dict, now: float | None = None) -> float:
+    """USD an instance has cost so far: its price x the time from its create call to its end (to now while it
+    lives). A create that failed cost nothing; a stopped pod is counted until it stopped (its disk bills on, at a
+    storage price the ledger does not know)."""
+    now = time.time() if now is None else now
+    price = float(entry.get("price_per_hour") or 0)
+    start = entry.get("created") or entry.get("time")
+    if entry.get("state") == "failed" or not price or not start:
+        return 0.0
+    live = entry.get("state") in LIVE_STATES and entry.get("state") != "stopped"
+    end = now if live else (entry.get("ended") or entry.get("time") or now)
+    return max(0.0, end - start) * price / 3600

@@ -1,7 +1,8 @@
 """What a launch will do, shown before it does it (`--dry-run`, `invoke plan`).
 
 `plan_gpu(job, provider, offers)` is what every cloud or cluster backend's `plan()` calls. In order, cheapest
-check first, so nothing that costs money happens for a job that cannot start:
+check first, so nothing that costs money happens for a job that cannot start (and a provider's API is not called
+for a job whose input is wrong: `offers` may be a function, called only after steps 1-4):
 
 1. the GPUs named in `resources.gpu` must exist at that provider (`B300` on CHTC is refused here, no network);
 2. the Hub check (seed 004): the model and dataset repos exist and HF_TOKEN may read them (gated, private);
@@ -28,6 +29,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from typing import Any
 
 from helpers import gpus as gpu_catalog
@@ -399,10 +401,11 @@ def _shape(config: dict | None) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------- 5. choice
 
 
-def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | None = None, token: str | None = None,
-             offline: bool = False) -> dict:
+def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], list[offers_mod.Offer]] | None = None,
+             token: str | None = None, offline: bool = False) -> dict:
     """Hub check, memory estimate and the cheapest offer that fits, for `provider` ("runpod", "verda", "chtc",
-    "slurm", "local"). `offers`: the provider's live offers (None: `offers.fallback_offers(provider)`).
+    "slurm", "local"). `offers`: the provider's live offers, or a function that reads them (called after the input
+    checks), None: `offers.fallback_offers(provider)`.
     `token`: HF_TOKEN (None: from .env / the environment). `offline`: no network call at all.
 
     Returns the plan dict (`plan_document` turns it into JSON): backend, gpu {id, name, memory_gb,
@@ -418,7 +421,7 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | None = None, t
     warnings += hub.warnings
     sizing = size_job(job, hub, offline)
     est = sizing.estimate
-    offers = offers_mod.fallback_offers(provider) if offers is None else list(offers)
+    offers = offers_mod.fallback_offers(provider) if offers is None else list(offers() if callable(offers) else offers)
     _check_priced(job, provider, offers)
     r = job.resources
     location = r.location or (job.verda.location if provider == "verda" else None)

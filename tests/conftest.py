@@ -7,3 +7,11 @@ pytest_plugins = [
     "fixtures_hub",
     "fixtures_runpod",
 ]
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("trainyard reliability (tests/reliability)")
+    group.addoption("--trials", type=int, default=6,
+                    help="fault trials to run (default 6, what CI runs; `make reliability` runs 50)")
+    group.addoption("--trial-seed", type=int, default=None,
+                    help="seed of the fault trials' RNG (default: new each run, printed with the summary)")

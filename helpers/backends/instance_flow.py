@@ -24,6 +24,11 @@ The provider is any object with this interface (duck-typed, see `Provider`):
     list_instances() -> list[dict]             (optional, `invoke cleanup`) live instances whose name starts with
                                                "ty-": {"id", "name", "state", "price_per_hour"}
 
+    for_offer(offer) -> provider               (optional, recovery) the same provider set up for another offer of
+                                               the plan (price, GPU type, location, spot); without it a relaunch
+                                               only goes to the same offer
+    live_offers() -> list[Offer]               (optional, recovery) the provider's offers now, with stock and price
+
 Errors: raise `Transient` for what is worth repeating (HTTP 429, 5xx, dropped connections); the flow repeats those
 with exponential backoff and jitter (tenacity, `call`). Raise `helpers.errors.ProviderError` (one line) for a final
 refusal. Anything else is final too: the flow ends the instance and re-raises.
@@ -41,9 +46,20 @@ Money rules, in the order they happen:
   * the ledger says `terminated` only after the provider confirmed it;
   * the job document's `machine` tells the runtime how to end the instance itself (the dead-man, for a closed
     laptop or a detached run). While this flow follows the run it touches a heartbeat file on the host every
-    HEARTBEAT_EVERY_S; the runtime's ender waits while that heartbeat is fresh (the orchestrator is still
-    fetching outputs and will end the machine), at most `orchestrator_grace_s`, then ends the machine itself
-    (see helpers/runtime/machine.py `wait_for_orchestrator`).
+    HEARTBEAT_EVERY_S (env TRAINYARD_HEARTBEAT_S, default 10 s; stale after 6 beats); the runtime's ender waits
+    while that heartbeat is fresh (the orchestrator is still fetching outputs and will end the machine), at most
+    `orchestrator_grace_s`, then ends the machine itself (see helpers/runtime/machine.py `wait_for_orchestrator`).
+
+Recovery (`supervise`: ONE supervisor for every cloud backend, this flow and RunPod's start_command run alike).
+With `recover` (the CLI's `--recover`, on by default for spot) a run whose instance is lost — a spot preemption
+(RunPod EXITED/interrupted, Verda `discontinued`), SSH gone and the provider saying the instance stopped, or an
+instance that stays unreachable — is relaunched: on the same offer if it is in stock, else on the next-cheapest
+offer of the plan that fits (`relaunch_offers`), in mode `auto`, so the runtime resumes from the newest complete
+checkpoint in the store. Bounded: at most `limits.max_recoveries` relaunches; the time limit counts from the first
+launch (a relaunch gets what is left) and `limits.budget_usd` is the spend of every instance of the run (from the
+ledger). Each relaunch is a ledger entry (`recovery: n`, `replaces: <lost instance>`) and a webhook event
+(`recovery`, the runtime's payload, from helpers.runtime.events.Events; also in runs/<run_id>/launcher_events.jsonl).
+A detached run is not supervised (nobody is there to relaunch it); its instance still ends itself.
 """
 
 from __future__ import annotations
@@ -55,9 +71,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol
 
 from helpers.console import say, warn
 from helpers.errors import ProviderError, TrainyardError
@@ -65,8 +81,19 @@ from helpers.errors import ProviderError, TrainyardError
 PENDING, RUNNING, STOPPED, GONE, ERROR = "pending", "running", "stopped", "gone", "error"
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 HEARTBEAT_NAME = ".trainyard-orchestrator"
-HEARTBEAT_EVERY_S = 10.0
-HEARTBEAT_STALE_S = 60.0
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+HEARTBEAT_EVERY_S = _env_seconds("TRAINYARD_HEARTBEAT_S", 10.0)
+HEARTBEAT_STALE_S = max(6 * HEARTBEAT_EVERY_S, 3.0)  # six missed beats: the orchestrator is gone
+MIN_RELAUNCH_S = 5.0  # less than this left of the time limit: no relaunch
 ORCHESTRATOR_GRACE_S = 900.0
 COST_EVERY_S = 60.0
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the
@@ -209,13 +236,30 @@ def cost_line(price_per_hour: float, since: float) -> str:
 
 
 def run_on_instance(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str = "auto",
-                    ledger=None, runs_dir: Path = Path("runs"), detach: bool = False, ask=ask_detach_or_terminate) -> int:
+                    ledger=None, runs_dir: Path = Path("runs"), detach: bool = False, ask=ask_detach_or_terminate,
+                    recover: bool | None = False, the_plan: dict | None = None) -> int:
     """Create an instance, run the job there, fetch outputs on success, end the instance. Returns the exit code:
-    0 done, 1 failed, 3 stopped early (time limit, budget), 4 instance lost (spot preemption), 130 interrupted."""
-    from helpers.bundle import stage_run
+    0 done, 1 failed, 3 stopped early (time limit, budget), 4 instance lost (spot preemption), 130 interrupted.
+    `recover` (None: on for a spot offer): relaunch after a lost instance (see `supervise`); `the_plan`: the plan
+    whose candidate offers a relaunch may use."""
     from helpers.ledger import Ledger
 
     ledger = ledger or Ledger()
+
+    def attempt(launch: Launch) -> int:
+        this = replace(spec, ledger_fields={**spec.ledger_fields, **launch.ledger_fields}) if launch.ledger_fields else spec
+        return _run_once(launch.provider, launch.job, launch.offer, host_secrets, this, mode=launch.mode, ledger=ledger,
+                         runs_dir=runs_dir, detach=detach, ask=ask)
+
+    return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan,
+                     ledger=ledger, runs_dir=runs_dir)
+
+
+def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str, ledger,
+              runs_dir: Path, detach: bool, ask) -> int:
+    """One instance: create, run, follow, fetch, end (run_on_instance's body, once per launch)."""
+    from helpers.bundle import stage_run
+
     name = instance_name(job.run_id)
     heartbeat_file = posixpath.join(spec.remote_dir, HEARTBEAT_NAME)
     machine = {"heartbeat_file": heartbeat_file, "heartbeat_stale_s": HEARTBEAT_STALE_S,
@@ -252,6 +296,10 @@ def run_on_instance(provider, job, offer, host_secrets: dict[str, str], spec: Ho
         flow.end(keep_disk=True)
         return EXIT_INTERRUPTED
     except BaseException as exc:
+        if isinstance(exc, Exception) and (gone := flow.lost(exc)):
+            warn(f"instance {name} went away ({gone}: {str(exc)[:200]}); checkpoints synced so far are in {job.store}")
+            flow.end(keep_disk=True)
+            return EXIT_LOST
         if not isinstance(exc, TrainyardError):
             warn(f"{type(exc).__name__}: {exc} — terminating the instance so it does not keep billing")
         flow.end(keep_disk=True)
@@ -299,14 +347,22 @@ def _create(provider, job, offer, name: str, ledger) -> str:
         elif found:
             try:
                 provider.terminate(found, keep_disk=False)
-                record(ledger, provider.name, name, "terminated", instance_id=found)
+                record(ledger, provider.name, name, "terminated", instance_id=found, ended=time.time())
+                _nothing_left(exc)
             except Exception as end_exc:  # noqa: BLE001
                 record(ledger, provider.name, name, "unknown", instance_id=found, error=str(end_exc))
                 warn(f"instance {found} may still be running: `invoke cleanup` ends it")
         else:
             record(ledger, provider.name, name, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            _nothing_left(exc)
         raise
     raise AssertionError("unreachable")
+
+
+def _nothing_left(exc: BaseException) -> None:
+    """Mark a refused create whose instance is known not to exist (or was ended): a relaunch may try elsewhere."""
+    if isinstance(exc, ProviderError):
+        exc.nothing_left = True
 
 
 class _Flow:
@@ -399,9 +455,33 @@ class _Flow:
             except RemoteError as exc:
                 warn(str(exc))
 
+    def lost(self, exc: Exception) -> str | None:
+        """Why, when `exc` means the instance went away (lost while booting, or SSH failed and the provider says
+        it is no longer running); None otherwise."""
+        if isinstance(exc, InstanceLost):
+            return "lost while booting"
+        from helpers.remote import RemoteError
+
+        ssh_errors: tuple[type[BaseException], ...] = (RemoteError, OSError, EOFError)
+        try:
+            import paramiko
+
+            ssh_errors += (paramiko.SSHException,)
+        except ImportError:  # pragma: no cover - paramiko is a dependency
+            pass
+        if not isinstance(exc, ssh_errors) or isinstance(exc, TrainyardError):
+            return None
+        try:
+            state = call(self.provider.get, self.instance_id, what="instance status", attempts=3, max_wait_s=5)[0]
+        except Exception:  # noqa: BLE001 - cannot tell: not lost as far as we know
+            return None
+        return f"the provider says {state}" if state in (STOPPED, GONE, ERROR) else None
+
     def finish(self, end: str) -> int:
         # The heartbeat goes on until the end is confirmed (see close): the host must not end itself meanwhile.
-        if end == "lost":
+        if end in ("lost", "unreachable"):  # unreachable: running but no SSH for minutes; the run there is lost too
+            if end == "unreachable":
+                self.fetch_logs()
             self.end(keep_disk=True)
             say(f"the instance is gone; checkpoints synced so far are in {self.job.store}. "
                 "Resume on a new instance with the backend's resume task.")
@@ -488,3 +568,180 @@ class _Flow:
             self.heartbeat.stop()
         if self.remote is not None:
             self.remote.close()
+
+
+# ============================================================================================== recovery
+
+
+@dataclass
+class Launch:
+    """One launch of a run, as `supervise` hands it to the backend's attempt function."""
+
+    provider: Any
+    offer: Any
+    job: Any  # the job with what is left of the time limit and budget (a copy, for a relaunch)
+    mode: str
+    recovery: int = 0  # 0: the first launch; n: the n-th relaunch
+    ledger_fields: dict[str, Any] = field(default_factory=dict)  # for the new instance's ledger line
+
+
+def offer_key(offer) -> tuple:
+    return (offer.provider, offer.gpu.key, offer.gpu_count, offer.spot, offer.cloud, offer.location, offer.instance_type)
+
+
+def _row_key(provider: str, row: dict) -> tuple:
+    """offer_key of a plan's candidate row (helpers.planning `candidates`)."""
+    return (provider, row.get("gpu_id"), row.get("gpu_count"), row.get("spot"), row.get("cloud"), row.get("location"),
+            row.get("instance_type"))
+
+
+def relaunch_offers(current, the_plan: dict | None, live: list | None) -> list:
+    """Where a relaunch may go, in order: the same offer if it is in stock now, then the plan's other candidates that
+    fit (one that was only out of stock at plan time counts too), in stock now, by today's price. `live`: the
+    provider's offers now; without them (no hook, or the call failed) only the same offer, as planned."""
+    if live is None:
+        return [current]
+    keys = [offer_key(current)]
+    for row in (the_plan or {}).get("candidates") or []:
+        reason = str(row.get("reason") or "")
+        key = _row_key(current.provider, row)
+        if (row.get("fits") or (reason.startswith("out of stock") and ";" not in reason)) and key not in keys:
+            keys.append(key)
+    now = {offer_key(o): o for o in live}
+    fresh = [now[k] for k in keys if k in now and now[k].in_stock]
+    head = [o for o in fresh[:1] if offer_key(o) == offer_key(current)]
+    return head + sorted((o for o in fresh if o not in head), key=lambda o: round(o.price_per_hour, 4))
+
+
+def supervise(job, provider, offer, attempt: Callable[[Launch], int], *, mode: str = "auto", recover: bool | None = None,
+              the_plan: dict | None = None, ledger=None, runs_dir: Path = Path("runs")) -> int:
+    """Run `attempt(Launch(...))` (one instance: create, run, end; returns the exit code) and, with `recover`
+    (None: on for a spot offer), relaunch after EXIT_LOST until the run ends another way or a bound is reached.
+    See the module docstring. Returns the exit code of the last launch, or EXIT_STOPPED when the time limit or the
+    budget forbids a relaunch."""
+    from helpers.ledger import Ledger
+
+    return _Supervisor(job, provider, offer, attempt, mode=mode, recover=bool(offer.spot) if recover is None else recover,
+                       the_plan=the_plan, ledger=ledger or Ledger(), runs_dir=runs_dir).run()
+
+
+class _Supervisor:
+    def __init__(self, job, provider, offer, attempt, *, mode, recover, the_plan, ledger, runs_dir):
+        self.job, self.provider, self.offer, self.attempt, self.mode = job, provider, offer, attempt, mode
+        self.recover, self.the_plan, self.ledger, self.runs_dir = recover, the_plan, ledger, runs_dir
+        self.started = time.time()
+        limit = job.time_limit_seconds
+        self.deadline = self.started + limit if limit else None
+        self._events = None
+
+    def run(self) -> int:
+        code = self.attempt(Launch(self.provider, self.offer, self.job, self.mode))
+        recoveries, most = 0, self.job.limits.max_recoveries
+        try:
+            while code == EXIT_LOST and self.recover:
+                lost = next((e["id"] for e in reversed(self.instances()) if e["state"] != "failed"), "?")
+                refusal = self.refusal(recoveries, most)
+                if refusal is not None:
+                    code, message = refusal
+                    warn(message)
+                    self.emit("recovery_failed", message, recovery=recoveries, lost_instance=lost)
+                    return code
+                recoveries += 1
+                code = self.relaunch(recoveries, most, lost)
+            return code
+        finally:
+            if self._events is not None:
+                self._events.close()
+
+    # --- bookkeeping ----------------------------------------------------------------------------------
+    def instances(self) -> list[dict]:
+        return self.ledger.of_run(self.job.run_id, since=self.started - 1)
+
+    def spent(self) -> float:
+        from helpers.ledger import spend_of
+
+        now = time.time()
+        return sum(spend_of(e, now) for e in self.instances())
+
+    def emit(self, event: str, message: str, **extra) -> None:
+        from helpers.runtime.events import Events
+
+        if self._events is None:
+            folder = self.runs_dir / self.job.run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            notify = self.job.notify
+            self._events = Events(folder / "launcher_events.jsonl", notify.webhook_url, notify.project or self.job.run_id,
+                                  self.job.store)
+        self._events.emit(event, message, stage="recovery", **extra)
+
+    def refusal(self, recoveries: int, most: int) -> tuple[int, str] | None:
+        """Why not to relaunch (exit code, message), or None."""
+        store = self.job.store
+        if recoveries >= most:
+            return EXIT_LOST, (f"the instance was lost again and {most} relaunch(es) were made (limits.max_recoveries): "
+                               f"giving up; checkpoints are in {store} — launch again to resume from there")
+        if self.deadline is not None and time.time() > self.deadline - MIN_RELAUNCH_S:
+            return EXIT_STOPPED, f"the time limit (from the first launch) has passed: no relaunch; checkpoints are in {store}"
+        budget = self.job.limits.budget_usd
+        if budget and self.spent() >= budget:
+            return EXIT_STOPPED, (f"the budget ${budget:g} is spent (${self.spent():.2f} over every instance of the run): "
+                                  f"no relaunch; checkpoints are in {store}")
+        return None
+
+    def remaining(self) -> Any:
+        """The job with what is left of the time limit and budget, so the new instance's runtime stops on time."""
+        job = self.job.model_copy(deep=True)
+        if self.deadline is not None:
+            job.limits.time_limit = max(1.0, self.deadline - time.time())
+        if self.job.limits.budget_usd:
+            job.limits.budget_usd = max(1e-6, self.job.limits.budget_usd - self.spent())
+        return job
+
+    def live_offers(self) -> list | None:
+        fetch = getattr(self.provider, "live_offers", None)
+        if fetch is None:
+            return None
+        try:
+            return call(fetch, what="reading the provider's offers", attempts=4, max_wait_s=10)
+        except Exception as exc:  # noqa: BLE001 - without a fresh look, try the plan's offers in order
+            warn(f"could not read the provider's offers now ({exc}); trying the plan's offers in order")
+            return None
+
+    def provider_for(self, offer):
+        make = getattr(self.provider, "for_offer", None)
+        if make is not None:
+            return make(offer)
+        return self.provider if offer_key(offer) == offer_key(self.offer) else None
+
+    # --- the relaunch ---------------------------------------------------------------------------------
+    def relaunch(self, n: int, most: int, lost: str) -> int:
+        offers = [(o, p) for o in relaunch_offers(self.offer, self.the_plan, self.live_offers())
+                  if (p := self.provider_for(o)) is not None]
+        job, spent = self.remaining(), self.spent()
+        if offers:
+            first = offers[0][0]
+            where = ("the same offer, " if offer_key(first) == offer_key(self.offer) else "") + first.label
+            more = f" (then {len(offers) - 1} other offer(s) of the plan if that one is refused)" if len(offers) > 1 else ""
+            message = (f"instance {lost} was lost: relaunch {n}/{most} on {where}{more}, resuming from the newest "
+                       f"checkpoint in {self.job.store} (spent so far ${spent:.2f})")
+        else:
+            message = f"instance {lost} was lost: relaunch {n}/{most}, but no offer of the plan is in stock now"
+        warn(f"[trainyard] {message}")
+        self.emit("recovery", message, recovery=n, lost_instance=lost, offers=[o.label for o, _ in offers[:5]],
+                  spent_usd=round(spent, 4))
+        tried = 0
+        for offer, provider in offers:
+            tried += 1
+            fields = {"recovery": n, "replaces": lost, "spot": offer.spot, "gpu_count": offer.gpu_count}
+            fields.update({k: v for k, v in (("gpu", offer.gpu_type_id), ("instance_type", offer.instance_type),
+                                            ("location", offer.location), ("cloud", offer.cloud)) if v})
+            try:
+                return self.attempt(Launch(provider, offer, job, "auto", n, fields))
+            except ProviderError as exc:
+                if not getattr(exc, "nothing_left", False):
+                    raise
+                warn(f"relaunch on {offer.label} refused ({exc})" + ("; trying the next offer" if tried < len(offers) else ""))
+        pause = min(60.0, float(getattr(self.provider, "poll_seconds", 10.0)) * 2 ** (n - 1))
+        warn(f"no offer could be started for relaunch {n}/{most} ({tried} tried); waiting {pause:.0f}s")
+        time.sleep(pause)
+        return EXIT_LOST

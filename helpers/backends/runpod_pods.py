@@ -92,9 +92,29 @@ GPU_TYPES_QUERY = """query GpuTypes {{
 # ============================================================================================== the API
 
 
+def _import_runpod():
+    """`import runpod`, undoing what its import does to logging: runpod 1.12 runs logging.basicConfig(INFO, stderr)
+    (serverless/utils/rp_upload.py), after which every HTTP request of the process (the Hub check's, ...) prints a
+    line on stderr. Every first import of the SDK goes through here (RunPodApi.__init__, _classify)."""
+    import logging
+    import sys
+
+    if "runpod" in sys.modules:
+        return sys.modules["runpod"]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import runpod
+
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    return runpod
+
+
 def _classify(exc: BaseException, what: str) -> BaseException:
     """An SDK error -> Transient (worth repeating), ProviderError / ConfigError (final, one line) or itself."""
     import requests
+
+    _import_runpod()
     from runpod.error import AuthenticationError, QueryError
 
     if isinstance(exc, AuthenticationError):
@@ -123,11 +143,12 @@ class RunPodApi:
     then ProviderError); creates raise Transient at once, for the caller to look before it creates again."""
 
     def __init__(self, api_key: str, base_url: str | None = None, attempts: int = 6, max_wait_s: float = 30.0):
+        _import_runpod()
         self.api_key, self.attempts, self.max_wait_s = api_key, attempts, max_wait_s
         self.base_url = (base_url or os.environ.get("RUNPOD_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
     def _sdk(self):
-        import runpod  # slow import (aiohttp, ...): only when a call is made
+        runpod = _import_runpod()  # slow import (aiohttp, ...): only when a call is made
 
         runpod.api_key = self.api_key  # the SDK never reads RUNPOD_API_KEY itself
         os.environ["RUNPOD_API_BASE_URL"] = self.base_url  # ... but reads this on every call
@@ -400,6 +421,21 @@ class RunPodProvider:
     def stop(self, pod_id: str) -> None:
         self.api.stop(pod_id)
 
+    # --- recovery hooks (instance_flow.supervise) ---------------------------------------------------
+    def for_offer(self, offer) -> "RunPodProvider":
+        """This provider for another offer of the plan: spot or not, its bid and price."""
+        import copy
+
+        other = copy.copy(self)
+        other.env, other.pod_names, other.last_pod = dict(self.env), {}, None
+        other.spot = offer.spot
+        other.bid_per_gpu = bid_for(self.job, offer) if offer.spot else None
+        other.price_per_hour = round(other.bid_per_gpu * offer.gpu_count, 4) if offer.spot else offer.price_per_hour
+        return other
+
+    def live_offers(self) -> list:
+        return offers(self.api, self.job)[0]
+
     def find(self, name: str) -> str | None:
         for pod in self.api.pods():
             if tag_of(pod.get("name")) == name and pod.get("desiredStatus") != "TERMINATED":
@@ -450,9 +486,15 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
             api = client(env_file=".env")
         except ConfigError as exc:  # no key: plan anyway (said with the plan, not before a possible error)
             note = f"planning from the dated price table: {exc}"
-    # resources.spot allows spot: the cheapest of spot and on-demand wins (a GPU without spot offers rents on-demand)
-    pool, source = offers(api, job, offline=offline or api is None)
-    the_plan = plan_gpu(job, PROVIDER, pool, token=token, offline=offline or not check_hub)
+    read: dict[str, str] = {}
+
+    def live() -> list:  # called by plan_gpu once the input is checked: a wrong config costs no API call
+        # resources.spot allows spot: the cheapest of spot and on-demand wins (a GPU without spot offers rents on-demand)
+        pool, read["source"] = offers(api, job, offline=offline or api is None)
+        return pool
+
+    the_plan = plan_gpu(job, PROVIDER, live, token=token, offline=offline or not check_hub)
+    source = read["source"]
     offer = the_plan["offer"]
     if offer.spot:
         bid = bid_for(job, offer)
@@ -507,9 +549,10 @@ def ssh_settings(job, env_file: str | Path | None = ".env") -> tuple[Path, str]:
 
 def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: str | Path | None = ".env",
            the_plan: dict | None = None, api: RunPodApi | None = None, runs_dir: Path = Path("runs"), ledger=None,
-           detach: bool = False, token: str | None = None) -> int:
+           detach: bool = False, token: str | None = None, recover: bool | None = False) -> int:
     """Create the pod and run the job on it (runpod.mode ssh: the shared flow; start_command: below).
-    Returns 0 done, 1 failed, 3 stopped early (time limit), 4 pod lost (spot), 130 interrupted."""
+    Returns 0 done, 1 failed, 3 stopped early (time limit), 4 pod lost (spot), 130 interrupted.
+    `recover` (None: on for spot): relaunch a lost pod and resume (instance_flow.supervise, both modes)."""
     api = api or client(env_file=env_file)
     the_plan = the_plan or plan(job, api=api, token=token)
     offer = the_plan["offer"]
@@ -531,9 +574,15 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
                         skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
                         deadline_epoch=time.time() + limit + grace if limit else None)
         return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
-                               runs_dir=runs_dir)
-    return StartCommandRun(provider, job, offer, host_secrets, machine, fields, mode=mode, ledger=ledger,
-                           runs_dir=runs_dir).run(detach)
+                               runs_dir=runs_dir, recover=recover, the_plan=the_plan)
+    from helpers.backends.instance_flow import supervise
+
+    def attempt(launch) -> int:  # one pod; supervise relaunches after a preemption
+        return StartCommandRun(launch.provider, launch.job, launch.offer, host_secrets, machine,
+                               {**fields, **launch.ledger_fields}, mode=launch.mode, ledger=ledger, runs_dir=runs_dir).run(detach)
+
+    return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan,
+                     ledger=ledger, runs_dir=runs_dir)
 
 
 class StartCommandRun:

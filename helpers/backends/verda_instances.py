@@ -206,6 +206,18 @@ class VerdaProvider:
         sent = "" if already_gone else f"deleted with volume_ids={json.dumps(volume_ids)} ({meaning}). "
         return sent + (self.volume_note(os_volume) or "")
 
+    # --- recovery hooks (instance_flow.supervise) ---------------------------------------------------
+    def for_offer(self, offer) -> "VerdaProvider":
+        """This provider for another offer of the plan (instance type, location, spot, price). A relaunch boots a
+        fresh image: the lost instance's OS volume stays detached for `verda.resume-local`."""
+        return VerdaProvider(self.client, price_per_hour=offer.price_per_hour, instance_type=offer.instance_type,
+                             image=self.image, location=offer.location or self.location, spot=offer.spot,
+                             ssh_key_ids=self.ssh_key_ids, hostname=self.hostname, os_volume_gb=self.os_volume_gb,
+                             poll_seconds=self.poll_seconds)
+
+    def live_offers(self) -> list:
+        return offers(self.client)[0]
+
     def find(self, name: str) -> str | None:
         for instance in api(self.client.instances.get, what="listing instances"):
             if name in (instance.description, instance.hostname) and instance.status != "discontinued":
@@ -266,9 +278,14 @@ def offers(verda_client=None, offline: bool = False):
     from helpers import offers as offers_mod
 
     if verda_client is not None and not offline:
-        types = api(verda_client.instance_types.get, what="listing instance types")
-        on_demand = api(verda_client.instances.get_availabilities, is_spot=False, what="reading availability")
-        spot = api(verda_client.instances.get_availabilities, is_spot=True, what="reading availability")
+        from helpers.backends.instance_flow import call
+
+        # 429/5xx are repeated with backoff here too: a plan (or a relaunch) must not fail on one bad answer
+        types = call(api, verda_client.instance_types.get, what="listing instance types", attempts=5, max_wait_s=20)
+        on_demand = call(api, verda_client.instances.get_availabilities, is_spot=False, what="reading availability",
+                         attempts=5, max_wait_s=20)
+        spot = call(api, verda_client.instances.get_availabilities, is_spot=True, what="reading availability",
+                    attempts=5, max_wait_s=20)
         return offers_mod.from_verda_instance_types(types, on_demand, spot_availability=spot), "live"
     return offers_mod.fallback_offers("verda"), "price table"
 
@@ -286,11 +303,15 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
             verda_client = client(env_file=".env")
         except (ConfigError, ProviderError) as exc:  # said with the plan's warnings (stderr with --json)
             notes.append(f"planning from the dated price table: {exc}")
-    pool, source = offers(verda_client, offline=offline or verda_client is None)
-    pool = [o for o in pool if o.spot == job.resources.spot]
-    if boot_volume is not None:
-        pool = [o for o in pool if o.location in (None, boot_volume.location)]
-    the_plan = plan_gpu(job, PROVIDER, pool, token=token, offline=offline)
+    read: dict[str, str] = {}
+
+    def live() -> list:  # called by plan_gpu once the input is checked: a wrong config costs no API call
+        pool, read["source"] = offers(verda_client, offline=offline or verda_client is None)
+        pool = [o for o in pool if o.spot == job.resources.spot]
+        return [o for o in pool if o.location in (None, boot_volume.location)] if boot_volume is not None else pool
+
+    the_plan = plan_gpu(job, PROVIDER, live, token=token, offline=offline)
+    source = read["source"]
     location = (boot_volume.location if boot_volume is not None else
                 the_plan.get("location") or job.verda.location or job.resources.location or "FIN-03")
     image = f"OS volume {boot_volume.id}" if boot_volume is not None else job.verda.image
@@ -335,8 +356,10 @@ def public_key(private_key: Path) -> str:
 
 def ensure_ssh_key(verda_client, name: str, private_key: Path) -> str:
     """The id of the SSH key `name` at Verda; registered from the public key if Verda does not have it."""
+    from helpers.backends.instance_flow import call
+
     mine = public_key(private_key)
-    for key in api(verda_client.ssh_keys.get, what="listing SSH keys"):
+    for key in call(api, verda_client.ssh_keys.get, what="listing SSH keys", attempts=5, max_wait_s=20):
         if key.name == name:
             if " ".join((key.public_key or "").split()[:2]) != mine:
                 warn(f"the SSH key '{name}' at Verda is not the public half of {private_key}: SSH will be refused")
@@ -390,8 +413,9 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
 def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: str | Path | None = ".env",
            config_path: str | Path | None = None, os_volume_id: str | None = None, detach: bool = False,
            the_plan: dict | None = None, verda_client=None, boot_volume=None, runs_dir: Path = Path("runs"),
-           ledger=None) -> int:
-    """Rent the instance and run the job there (helpers.backends.instance_flow); returns the exit code."""
+           ledger=None, recover: bool | None = False) -> int:
+    """Rent the instance and run the job there (helpers.backends.instance_flow); returns the exit code.
+    `recover` (None: on for spot): relaunch a lost instance and resume from the store (instance_flow.supervise)."""
     from helpers.backends.instance_flow import run_on_instance
     from helpers.secrets import load_secrets
 
@@ -414,7 +438,7 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
         ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
                        "image": the_plan["image"], "mode": mode})
     return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
-                           runs_dir=runs_dir)
+                           runs_dir=runs_dir, recover=recover, the_plan=the_plan)
 
 
 def _entries(run_id: str | None = None, live_only: bool = True) -> list[dict]:

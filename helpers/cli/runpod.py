@@ -43,6 +43,8 @@ TRAIN_HELP = helps(
     mode="ssh (upload and start over SSH, seed 004) or start_command (no SSH, seed 000)",
     rehearse="run the whole launch against a local RunPod emulator (pods are sshd hosts here); spends nothing",
     detach="create the pod, start the run and return; the pod ends itself when the job ends",
+    recover="relaunch a preempted/lost pod (same offer if in stock, else the next-cheapest that fits) and resume from "
+            "the store, at most limits.max_recoveries times; default: on for spot. --no-recover: never. Last one wins",
 )
 
 
@@ -74,17 +76,18 @@ def job_from_seed_flags(config=None, *, name=None, template_id=None, gpu=None, g
     return job
 
 
-def train_job(job, *, dry_run=False, rehearse=False, detach=False, env_file=None) -> int:
-    """Secrets checked before any network call, the plan (live offers), then the launch; returns the exit code."""
+def train_job(job, *, dry_run=False, rehearse=False, detach=False, env_file=None, recover=None) -> int:
+    """Secrets checked before any network call, the plan (live offers), then the launch; returns the exit code.
+    `recover`: None = on for spot (instance_flow.supervise)."""
     from helpers.backends import runpod_pods as rp
 
     if rehearse:
         with rp.rehearsal(job) as (rehearsed, ledger, _emu):
-            return _launch(rehearsed, dry_run, detach, env_file, ledger)
-    return _launch(job, dry_run, detach, env_file, None)
+            return _launch(rehearsed, dry_run, detach, env_file, ledger, recover)
+    return _launch(job, dry_run, detach, env_file, None, recover)
 
 
-def _launch(job, dry_run, detach, env_file, ledger) -> int:
+def _launch(job, dry_run, detach, env_file, ledger, recover=None) -> int:
     from helpers.backends import runpod_pods as rp
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets, load_secrets
@@ -98,7 +101,7 @@ def _launch(job, dry_run, detach, env_file, ledger) -> int:
     if dry_run:
         return 0
     return rp.launch(job, host_secrets, "auto", env_file=env_file, the_plan=the_plan, api=api, detach=detach,
-                     ledger=ledger)
+                     ledger=ledger, recover=recover)
 
 
 def _done(code):
@@ -111,13 +114,13 @@ def _done(code):
 def train(c, config=None, name=None, template_id=None, gpu=None, gpu_count=None, time_limit=None, spot=True,
           terminate=True, timeout=True, image=None, skip_setup=False, mode=None, run_id=None, steps=None,
           batch_size=None, save_freq=None, store=None, set_=None, dry_run=False, rehearse=False, detach=False,
-          env_file=None):
+          env_file=None, recover=True):
     """Train on a new RunPod pod: plan (gated check, GPU by memory estimate, live price), create, run, watch, end."""
     job = job_from_seed_flags(config, name=name, template_id=template_id, gpu=gpu, gpu_count=gpu_count,
                               time_limit=time_limit, spot=toggle("spot"), terminate=toggle("terminate"),
                               timeout=toggle("timeout"), image=image, skip_setup=skip_setup, mode=mode, run_id=run_id,
                               steps=steps, batch_size=batch_size, save_freq=save_freq, store=store, set_=set_)
-    _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, env_file=env_file))
+    _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, env_file=env_file, recover=toggle("recover")))
 
 
 @task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)", "env_file": "secrets file (default .env)"})

@@ -42,20 +42,33 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None):
 @task
 @friendly
 def status(c):
-    """Every live instance Trainyard created (from the ledger), with cost so far, and the local runs."""
+    """Runs on rented machines (instances, relaunches, spend so far), the live instances, and the local runs."""
     import time
 
     from helpers.backends import local
     from helpers.console import table
-    from helpers.ledger import Ledger
+    from helpers.ledger import LIVE_STATES, Ledger, spend_of
 
+    now = time.time()
+    entries = sorted(Ledger().entries().values(), key=lambda e: e.get("created") or e["time"])
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for entry in entries:
+        runs.setdefault((entry.get("run_id") or "?", entry["provider"]), []).append(entry)
     rows = []
-    for entry in Ledger().live():
-        hours = (time.time() - entry.get("created", entry["time"])) / 3600
+    for (run_id, provider), mine in runs.items():
+        live = [e for e in mine if e["state"] in LIVE_STATES]
+        newest = mine[-1]
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(mine[0].get("created") or mine[0]["time"]))
+        rows.append([run_id, provider, started, f"{len(live)} live / {len(mine)}", sum(1 for e in mine if e.get("recovery")),
+                     newest["state"], f"${sum(spend_of(e, now) for e in mine):.2f}"])
+    table("runs (from the ledger; spend = price x time of every instance of the run)",
+          ["run", "provider", "started", "instances", "relaunches", "newest instance", "spend so far"], rows)
+    live_rows = []
+    for entry in [e for e in entries if e["state"] in LIVE_STATES]:
         price = entry.get("price_per_hour") or 0
-        rows.append([entry["provider"], entry["id"], entry.get("instance_id", ""), entry.get("run_id", ""), entry["state"],
-                     f"${price:.2f}/h", f"${price * hours:.2f}"])
-    table("live instances", ["provider", "name", "instance id", "run", "state", "price", "cost so far"], rows)
+        live_rows.append([entry["provider"], entry["id"], entry.get("instance_id", ""), entry.get("run_id", ""),
+                          entry["state"], f"${price:.2f}/h", f"${spend_of(entry, now):.2f}"])
+    table("live instances", ["provider", "name", "instance id", "run", "state", "price", "cost so far"], live_rows)
     local.status()
 
 

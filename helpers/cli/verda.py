@@ -25,6 +25,8 @@ LAUNCH_HELP = helps(
     location="FIN-01, FIN-02, FIN-03 or ICE-01 (verda.location; default: cheapest place with capacity)",
     spot="spot instance (default, like seed 001); --no-spot rents on-demand",
     detach="start the run and return; the instance ends itself when the job ends",
+    recover="relaunch a preempted/lost instance (same offer if in stock, else the next-cheapest that fits) and resume "
+            "from the store, at most limits.max_recoveries times; default: on for spot; --no-recover: never",
 )
 
 
@@ -53,7 +55,7 @@ def _job(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, 
     return job
 
 
-def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach=False, image_given=False):
+def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach=False, image_given=False, recover=None):
     """Like helpers.cli.common.launch (secrets checked before any network call, plan, then launch), with the
     env file passed on to the plan and the SSH settings."""
     from helpers.backends import verda_instances as verda
@@ -75,7 +77,7 @@ def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach
     if dry_run:
         return 0
     return verda.launch(job, host_secrets, mode, env_file=env_file, config_path=config_path, detach=detach,
-                        the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume)
+                        the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume, recover=recover)
 
 
 def _done(code):
@@ -87,27 +89,28 @@ def _done(code):
 @friendly
 def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
           batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
-          location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
+          location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
     """Train on a new Verda instance: upload, start detached, follow, fetch outputs, delete (auto-resumes from the store)."""
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
                checkpoint_repo_id, image, location)
-    _done(_launch(job, "auto", dry_run, env_file, path, detach=detach))
+    _done(_launch(job, "auto", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
 
 
 @task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
 @friendly
 def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
            batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
-           location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
+           location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
     """Resume on a new (spot) instance from the newest checkpoint in the store (--checkpoint-repo-id or the config)."""
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
                checkpoint_repo_id, image, location)
-    _done(_launch(job, "resume", dry_run, env_file, path, detach=detach))
+    _done(_launch(job, "resume", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
 
 
-@task(iterable=["set_"], help={**LAUNCH_HELP, "os_volume_id": "the detached OS volume to boot from (else a list to pick from)"},
+@task(iterable=["set_"], help={**{k: v for k, v in LAUNCH_HELP.items() if k != "recover"},
+                               "os_volume_id": "the detached OS volume to boot from (else a list to pick from)"},
       auto_shortflags=False)
 @friendly
 def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,

@@ -469,6 +469,14 @@ class VerdaEmulator:
                 raise RuntimeError(f"instance {instance_id} is {inst.status}, no ssh port")
             return inst.port
 
+    def host(self, instance_id: str) -> Any:
+        """The SshHost currently backing an instance (None while it is not running), e.g. to kill its sshd."""
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                raise KeyError(instance_id)
+            return inst.host
+
     def live_instances(self) -> list[dict[str, Any]]:
         """Instances that are ordered/provisioning/running/offline/error (what still costs or holds a slot)."""
         with self._lock:
