@@ -112,17 +112,17 @@ def api_rows(root: Path, hub_server) -> list[list[object]]:
     from tests.reliability.harness import World
 
     poll = 10.0
-    slow = World(root / "api-boot", hub_server, runpod_boot_s=60, verda_boot_s=60)  # one emulator per provider
-    ssh = World(root / "api-ssh", hub_server)  # one run per RunPod emulator: its call log has no pod ids
-    start = World(root / "api-start", hub_server)
+    booting = World(root / "api-boot", hub_server, runpod_boot_s=60, verda_boot_s=60)  # one emulator per provider
+    followed = World(root / "api-ssh", hub_server)  # one run per RunPod emulator: its call log has no pod ids
+    polled = World(root / "api-start", hub_server)
     try:
         runs = [
-            ("runpod", "booting (ssh mode)", slow, slow.config("api-rp-boot", "runpod", steps=10, runpod={"poll_seconds": poll})),
-            ("verda", "booting", slow, slow.config("api-vd-boot", "verda", steps=10, verda={"poll_seconds": poll})),
-            ("runpod", "training, followed over SSH", ssh,
-             ssh.config("api-rp-ssh", "runpod", steps=600, pace=0.1, runpod={"poll_seconds": poll})),
-            ("runpod", "training, start_command mode", start,
-             start.config("api-rp-start", "runpod", steps=600, pace=0.1, runpod={"poll_seconds": poll, "mode": "start_command"})),
+            ("runpod", "booting (ssh mode)", booting, booting.config("api-rp-boot", "runpod", steps=10, runpod={"poll_seconds": poll})),
+            ("verda", "booting", booting, booting.config("api-vd-boot", "verda", steps=10, verda={"poll_seconds": poll})),
+            ("runpod", "training, followed over SSH", followed,
+             followed.config("api-rp-ssh", "runpod", steps=600, pace=0.1, runpod={"poll_seconds": poll})),
+            ("runpod", "training, start_command mode", polled,
+             polled.config("api-rp-start", "runpod", steps=600, pace=0.1, runpod={"poll_seconds": poll, "mode": "start_command"})),
         ]
         orchestrators = [(p, what, w, cfg, w.train(p, cfg)) for p, what, w, cfg in runs]
         rows = []
@@ -146,7 +146,7 @@ def api_rows(root: Path, hub_server) -> list[list[object]]:
                          f"{target:.1f}", "meets" if len(inside) / minutes <= target + 60 / (end - start) else "MISSES"])
         return rows
     finally:
-        for world in (slow, ssh, start):
+        for world in (booting, followed, polled):
             world.stop()
 
 
@@ -159,12 +159,21 @@ def main() -> None:
         server = hub(root)
         world = World(root / "world", server, runpod_boot_s=0.0, verda_boot_s=0.0, verda_order_s=0.0)
         try:
-            api = {}
-            thread = threading.Thread(target=lambda: api.update(rows=api_rows(root, server)), daemon=True)
+            api: dict = {}
+
+            def measure_api() -> None:
+                try:
+                    api["rows"] = api_rows(root, server)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread below
+                    api["error"] = exc
+
+            thread = threading.Thread(target=measure_api, daemon=True)
             thread.start()  # 60 s of booting instances, measured while the other runs go on
             latency = latency_rows(world)
             losses = loss_rows(world)
             thread.join(600)
+            if "error" in api or "rows" not in api:
+                raise RuntimeError("the API-calls measurement failed") from api.get("error")
         finally:
             world.stop()
             server.stop()
@@ -183,7 +192,7 @@ def main() -> None:
         + table(["save_freq", "preemptions", "mean steps lost", "max steps lost", "bound", "within bound"], losses)
         + "\n\nProvider API calls per instance-minute (one instance; poll_seconds 10, target <= one call per poll interval "
         "= 6/min; a window also holds the first, immediate look):\n\n"
-        + table(["provider", "while", "poll s", "window s", "calls", "calls/min", "target/min", ""], api.get("rows", []))
+        + table(["provider", "while", "poll s", "window s", "calls", "calls/min", "target/min", ""], api["rows"])
         + "\n\nFollowing a run over SSH costs no API call at all; the launcher reads the log and status over SSH."
     )
     write_section("Spot recovery", "python -m bench recovery", body)

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.backends.instance_flow import GONE, record
+from helpers.backends.instance_flow import GONE
 from helpers.console import say, table, warn
 
 PROVIDERS: dict[str, str] = {
@@ -83,7 +83,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
                 instance_id = call(provider.find, entry["id"], what=f"{name}: looking for {entry['id']}")
             if instance_id and call(provider.get, instance_id, what=f"{name}: status of {entry['id']}")[0] == GONE:
                 # ended already (it ended itself, a spot kill, the console): only the ledger needs to know
-                record(ledger, name, entry["id"], "terminated", instance_id=instance_id, ended=time.time(),
+                ledger.record(name, entry["id"], "terminated", instance_id=instance_id, ended=time.time(),
                        note="already gone at the provider")
                 say(f"{name}: {entry['id']} ({instance_id}) had already ended; ledger updated")
                 seen.add(instance_id)
@@ -115,7 +115,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
         for item in todo:
             provider = providers[item["provider"]]
             if not item["instance_id"]:  # the create never happened (or is long gone)
-                record(ledger, item["provider"], item["name"], "terminated", note="not found at the provider",
+                ledger.record(item["provider"], item["name"], "terminated", note="not found at the provider",
                               ended=time.time())
                 continue
             try:
@@ -124,7 +124,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
                 warn(f"{item['provider']}: could not end {item['name']} ({item['instance_id']}): {exc}")
                 left.append(f"{item['provider']}:{item['name']}")
                 continue
-            record(ledger, item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
+            ledger.record(item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
                           ended=time.time(), by="cleanup")
             say(f"{item['provider']}: ended {item['name']} ({item['instance_id']}). {note or ''}")
             ended.append(item)

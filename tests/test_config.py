@@ -1,7 +1,6 @@
 """The one job config: examples validate, precedence holds, bad input is one line with exit code 2."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -28,12 +28,12 @@ import sys
 import threading
 import time
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures_hub import HUB_USER
+from tests.webhook import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "tests" / "toy_trainer.py"
@@ -171,30 +171,6 @@ def watch_argv(emu, process: subprocess.Popen) -> str:
         seen += argv_of_everything(emu)
         time.sleep(0.2)
     return seen
-
-
-class Webhook:
-    """Seed 004's progress webhook: a local receiver of the runtime's JSON events."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                owner.events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
 
 
 # ------------------------------------------------------------------------------------------------ planning

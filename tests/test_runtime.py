@@ -4,8 +4,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from helpers.runtime.job import JobDoc
 from helpers.runtime.store import DirectoryStore
 from helpers.runtime.trainers import OpenR1Trainer, runs_of, trainer_for
 from tests.runtime_harness import RuntimeRun, toy_job
+from tests.webhook import Webhook
 
 
 def test_kill_mid_run_then_resume_continues_from_the_synced_step(tmp_path):
@@ -85,32 +84,19 @@ def test_time_limit_stops_cleanly_with_a_final_sync(tmp_path):
     assert DirectoryStore(tmp_path / "runs/toy/store").latest_step() == status["synced_step"]
 
 
-class Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_webhook_gets_seed_payload_and_never_a_secret(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Webhook()
     canary = "hf_" + "C4nary" * 6
-    data = toy_job(steps=20, save_freq=10, notify={"webhook_url": f"http://127.0.0.1:{server.server_port}/hook"},
+    data = toy_job(steps=20, save_freq=10, notify={"webhook_url": hook.url},
                    command={"run": f"echo token is $HF_TOKEN && {toy_job()['command']['run']}"})
     run = RuntimeRun(tmp_path, data, secrets={"HF_TOKEN": canary}, env={"TOY_STEP_SECONDS": "0"})
     assert run.wait() == 0, run.output
-    server.shutdown()
-    events = [p["event"] for p in Hook.received]
+    hook.close()
+    events = [p["event"] for p in hook.events]
     assert events[0] == "start" and "checkpoint" in events and events[-1] == "end"
-    assert set(Hook.received[0]) >= {"event", "message", "timestamp", "stage", "project", "repo_id"}
+    assert set(hook.events[0]) >= {"event", "message", "timestamp", "stage", "project", "repo_id"}
     written = "".join(p.read_text(errors="replace") for p in (tmp_path / "runs").rglob("*") if p.is_file() and p.name != ".env")
-    assert canary not in json.dumps(Hook.received) and canary not in run.output and canary not in written
+    assert canary not in json.dumps(hook.events) and canary not in run.output and canary not in written
     assert "token is ***" in run.output
     assert oct((tmp_path / "runs/toy/.env").stat().st_mode & 0o777) == "0o600"
 

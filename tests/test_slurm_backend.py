@@ -269,7 +269,7 @@ def test_two_gpus_reach_the_runtime_and_the_launchers(on_cluster, tmp_path: Path
     """gres gpu:2: CUDA_VISIBLE_DEVICES has two ids; a `command` job runs under real torchrun with two processes;
     the runtime counts two GPUs, and for LeRobot it would launch accelerate with two processes."""
     probe = tmp_path / "probe.py"
-    probe.write_text(f"""
+    probe.write_text("""
 import json, os, sys
 from pathlib import Path
 sys.path.insert(0, "runs/toy-gpus/trainyard_runtime.pyz")  # the runtime's own code, from the bundle

@@ -310,7 +310,7 @@ def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
     say(done.stdout.strip())
     if done.returncode != 0:
         raise ProviderError(f"condor_submit failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    say(f"follow it: invoke chtc.status; invoke chtc.logs <job id> --follow")
+    say("follow it: invoke chtc.status; invoke chtc.logs <job id> --follow")
     return 0
 
 

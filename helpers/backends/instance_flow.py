@@ -64,6 +64,7 @@ A detached run is not supervised (nobody is there to relaunch it); its instance 
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import secrets as _secrets
@@ -76,7 +77,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol
 
 from helpers.console import say, warn
-from helpers.errors import ProviderError, TrainyardError
+from helpers.errors import ConfigError, ProviderError, TrainyardError
 
 PENDING, RUNNING, STOPPED, GONE, ERROR = "pending", "running", "stopped", "gone", "error"
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
@@ -94,6 +95,7 @@ def _env_seconds(name: str, default: float) -> float:
 HEARTBEAT_EVERY_S = _env_seconds("TRAINYARD_HEARTBEAT_S", 10.0)
 HEARTBEAT_STALE_S = max(6 * HEARTBEAT_EVERY_S, 3.0)  # six missed beats: the orchestrator is gone
 MIN_RELAUNCH_S = 5.0  # less than this left of the time limit: no relaunch
+RECONNECTS, RECONNECT_WAIT_S = 6, 20.0  # SSH gone for 6 x 20 s while the provider says running: "unreachable"
 ORCHESTRATOR_GRACE_S = 900.0
 COST_EVERY_S = 60.0
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the
@@ -150,10 +152,6 @@ def instance_name(run_id: str) -> str:
 
     slug = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-") or "run"
     return f"ty-{slug[:52].rstrip('-')}-{_secrets.token_hex(3)}"
-
-
-def record(ledger, provider: str, name: str, state: str, **fields) -> dict:
-    return ledger.record(provider, name, state, **fields)
 
 
 def call(fn, *args, what: str, attempts: int = 8, max_wait_s: float = 60.0, **kwargs):
@@ -272,9 +270,9 @@ def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec
     fields = {"created": created, "price_per_hour": provider.price_per_hour, "run_id": job.run_id,
               "remote_dir": spec.remote_dir, "ssh_key": str(spec.ssh_key) if spec.ssh_key else None,
               **spec.ledger_fields}
-    record(ledger, provider.name, name, "creating", **fields)  # before create: a crash from here on is findable
+    ledger.record(provider.name, name, "creating", **fields)  # before create: a crash from here on is findable
     instance_id = _create(provider, job, offer, name, ledger)
-    record(ledger, provider.name, name, "running", instance_id=instance_id)
+    ledger.record(provider.name, name, "running", instance_id=instance_id)
     say(f"instance {name} ({instance_id}) ordered at ${provider.price_per_hour:.2f}/h")
 
     flow = _Flow(provider, job, spec, ledger, name, instance_id, created, run_dir)
@@ -342,18 +340,18 @@ def _create(provider, job, offer, name: str, ledger) -> str:
             except Exception:  # noqa: BLE001 - cannot tell: the ledger keeps it live for `invoke cleanup`
                 pass
         if not looked:
-            record(ledger, provider.name, name, "unknown", error=f"{type(exc).__name__}: {exc}"[:300])
+            ledger.record(provider.name, name, "unknown", error=f"{type(exc).__name__}: {exc}"[:300])
             warn(f"could not tell whether {name} was created: `invoke cleanup` looks for it by name")
         elif found:
             try:
                 provider.terminate(found, keep_disk=False)
-                record(ledger, provider.name, name, "terminated", instance_id=found, ended=time.time())
+                ledger.record(provider.name, name, "terminated", instance_id=found, ended=time.time())
                 _nothing_left(exc)
             except Exception as end_exc:  # noqa: BLE001
-                record(ledger, provider.name, name, "unknown", instance_id=found, error=str(end_exc))
+                ledger.record(provider.name, name, "unknown", instance_id=found, error=str(end_exc))
                 warn(f"instance {found} may still be running: `invoke cleanup` ends it")
         else:
-            record(ledger, provider.name, name, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            ledger.record(provider.name, name, "failed", error=f"{type(exc).__name__}: {exc}"[:300])
             _nothing_left(exc)
         raise
     raise AssertionError("unreachable")
@@ -429,8 +427,9 @@ class _Flow:
                 last_cost[0] = time.monotonic()
                 say(f"[trainyard] {cost_line(price, self.created)}")
 
-        failures = 0
+        failures = 0  # SSH failures in a row; a connection that then held for a minute starts the count again
         while True:
+            followed_from = time.monotonic()
             try:
                 follow(self.remote.tail(self.spec.remote_dir, pid=pid, on_poll=on_poll), total)
             except _DeadlinePassed:
@@ -440,20 +439,24 @@ class _Flow:
             if end != "lost":
                 say(f"run {end}; {cost_line(price, self.created)}")
                 return end
-            state, host, port = call(self.provider.get, self.instance_id, what="instance status")
-            if state != RUNNING:
-                warn(f"instance {self.name} is {state}: " + ("spot preemption" if state == GONE else "it stopped"))
-                return "lost"
-            failures += 1
-            if failures > 3:
-                warn(f"instance {self.name} is running but SSH keeps failing")
-                return "unreachable"
-            warn("SSH connection dropped; the instance is still running — reconnecting")
-            self.remote.host, self.remote.port = host, int(port or 22)
-            try:
-                self.remote.connect(wait_seconds=120)
-            except RemoteError as exc:
-                warn(str(exc))
+            if time.monotonic() - followed_from > 60:
+                failures = 0
+            while True:  # SSH dropped: ask the provider between short reconnect attempts (a dead host is seen soon)
+                state, host, port = call(self.provider.get, self.instance_id, what="instance status")
+                if state != RUNNING:
+                    warn(f"instance {self.name} is {state}: " + ("spot preemption" if state == GONE else "it stopped"))
+                    return "lost"
+                failures += 1
+                if failures > RECONNECTS:
+                    warn(f"instance {self.name} is running but SSH keeps failing")
+                    return "unreachable"
+                warn("SSH connection dropped; the instance is still running — reconnecting")
+                self.remote.host, self.remote.port = host, int(port or 22)
+                try:
+                    self.remote.connect(wait_seconds=RECONNECT_WAIT_S)
+                    break
+                except RemoteError as exc:
+                    warn(str(exc))
 
     def lost(self, exc: Exception) -> str | None:
         """Why, when `exc` means the instance went away (lost while booting, or SSH failed and the provider says
@@ -533,14 +536,14 @@ class _Flow:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             note = call(self.provider.terminate, self.instance_id, keep_disk=keep_disk, what=f"terminating {self.name}")
-            record(self.ledger, self.provider.name, self.name, "terminated", instance_id=self.instance_id,
+            self.ledger.record(self.provider.name, self.name, "terminated", instance_id=self.instance_id,
                                ended=time.time())
             self.ended = True
             say(f"instance {self.name} terminated ({cost_line(self.provider.price_per_hour, self.created)})")
             if note:
                 say(note)
         except Exception as exc:  # noqa: BLE001 - say so loudly; the ledger keeps it for `invoke cleanup`
-            record(self.ledger, self.provider.name, self.name, "unknown", instance_id=self.instance_id,
+            self.ledger.record(self.provider.name, self.name, "unknown", instance_id=self.instance_id,
                                error=f"{type(exc).__name__}: {exc}"[:300])
             warn(f"could not confirm that instance {self.name} ({self.instance_id}) ended: {exc}. "
                  "Run `invoke cleanup` to end it.")
@@ -568,6 +571,102 @@ class _Flow:
             self.heartbeat.stop()
         if self.remote is not None:
             self.remote.close()
+
+
+# ============================================================================ after the launch: status, logs, fetch, end
+# What `<backend>.status / logs / fetch / terminate` do once the ledger knows the instance; each backend passes its
+# ledger name, its provider and where its runs live on the host (`remote_dir`).
+
+
+def ledger_entries(provider_name: str, run_id: str | None = None, live_only: bool = True) -> list[dict]:
+    """The provider's instances in the ledger (oldest first): of one run, live only (not yet ended) by default."""
+    from helpers.ledger import LIVE_STATES, Ledger
+
+    entries = [e for (p, _), e in Ledger().entries().items() if p == provider_name]
+    entries = [e for e in entries if (not run_id or e.get("run_id") == run_id)
+               and (not live_only or e["state"] in LIVE_STATES)]
+    return sorted(entries, key=lambda e: e.get("created", e["time"]))
+
+
+def newest_entry(provider_name: str, run_id: str, noun: str) -> dict:
+    """The run's newest live instance (after relaunches the run has several), or one line saying there is none."""
+    live = [e for e in ledger_entries(provider_name, run_id) if e.get("instance_id")]
+    if not live:
+        raise ConfigError("--run-id", f"no live {noun} for run '{run_id}' in the ledger",
+                          f"see `invoke {provider_name}.status` (a finished run fetched its outputs and log already)")
+    return live[-1]
+
+
+def connect(provider, entry: dict, wait_seconds: float = 30.0):
+    """An open SSH connection (helpers.remote.Remote) to a running instance of the ledger."""
+    from helpers.remote import Remote
+
+    state, host, port = provider.get(entry["instance_id"])
+    if state != RUNNING:
+        raise ProviderError(f"{entry['id']} ({entry['instance_id']}) is {state}: nothing to connect to")
+    return Remote(host, port, "root", entry.get("ssh_key")).connect(wait_seconds)
+
+
+def remote_progress(provider, entry: dict, remote_dir: str) -> str:
+    """The run's state, step, loss and synced step, read from its status file over SSH (for status tables)."""
+    with connect(provider, entry, wait_seconds=10) as remote:
+        s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
+    return f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} synced {s.get('synced_step')}"
+
+
+def show_log(provider_name: str, noun: str, run_id: str, open_remote, remote_dir: str, follow_lines: bool) -> None:
+    """Print the run's runtime.log from its live instance (`open_remote(entry)` connects), following it with a
+    progress bar if asked; after the run, the copy fetched to runs/<run_id>/runtime.log."""
+    from helpers.follow import follow
+
+    local = Path("runs") / run_id / "runtime.log"
+    if not [e for e in ledger_entries(provider_name, run_id) if e.get("instance_id")] and local.is_file():
+        say(local.read_text())
+        return
+    entry = newest_entry(provider_name, run_id, noun)
+    remote_dir = entry.get("remote_dir") or remote_dir
+    with open_remote(entry) as remote:
+        if follow_lines:
+            job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
+            follow(remote.tail(remote_dir, offset=0), (job.get("config") or {}).get("training", {}).get("steps"))
+            say(f"run {remote.tail_end}")
+        else:
+            say(remote.read_text(f"{remote_dir}/runtime.log").decode(errors="replace"))
+
+
+def fetch_outputs(provider_name: str, noun: str, run_id: str, open_remote, remote_dir: str,
+                  dest: str | Path | None = None) -> Path:
+    """Copy the run's output directory from its live instance to runs/<run_id>/outputs (or `dest`)."""
+    entry = newest_entry(provider_name, run_id, noun)
+    remote_dir = entry.get("remote_dir") or remote_dir
+    with open_remote(entry) as remote:
+        job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
+        out = (job.get("derived") or {}).get("output_dir") or "outputs"
+        remote_out = out if posixpath.isabs(out) else posixpath.join(remote_dir, out)
+        local = Path(dest) if dest else Path("runs") / run_id / "outputs"
+        files, size = remote.fetch(remote_out, local)
+    say(f"{files} files ({size / 1e6:.1f} MB) from {remote_out} -> {local}/")
+    return local
+
+
+def end_now(provider, provider_name: str, noun: str, run_id: str | None, instance_id: str | None, **terminate_kw) -> None:
+    """`<backend>.terminate`: end the run's live instance(s), or one by id (also one the ledger does not know), and
+    mark the ledger. `terminate_kw` goes to provider.terminate (Verda: keep_disk)."""
+    from helpers.ledger import Ledger
+
+    if not (run_id or instance_id):
+        raise ConfigError("--run-id", f"which {noun}?", f"pass --run-id (see `invoke {provider_name}.status`) or the {noun} id")
+    entries = [e for e in ledger_entries(provider_name, run_id) if not instance_id or e.get("instance_id") == instance_id]
+    if not entries and instance_id:
+        entries = [{"id": instance_id, "instance_id": instance_id}]
+    if not entries:
+        raise ConfigError("--run-id", f"no live {noun} for run '{run_id}' in the ledger", f"see `invoke {provider_name}.status`")
+    for entry in entries:
+        iid = entry.get("instance_id") or call(provider.find, entry["id"], what=f"looking for the {noun}")
+        if iid:
+            note = call(provider.terminate, iid, what=f"terminating {entry['id']}", **terminate_kw)
+            say(f"{noun} {entry['id']} ({iid}) terminated. {note or ''}")
+        Ledger().record(provider_name, entry["id"], "terminated", instance_id=iid, ended=time.time())
 
 
 # ============================================================================================== recovery

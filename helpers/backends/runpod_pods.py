@@ -59,12 +59,15 @@ from pathlib import Path
 
 from helpers.backends.instance_flow import (
     COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED, GONE, HOST_ENV_PASSTHROUGH,
-    PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, call, cost_line, record,
+    PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs,
+    ledger_entries, remote_progress, show_log,
 )
+from helpers.config import RunpodSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
 
 PROVIDER = "runpod"
+REMOTE_DIR = RunpodSection.model_fields["remote_dir"].default  # where a run lives on its pod unless the ledger says
 DEFAULT_BASE_URL = "https://api.runpod.io"
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"  # starts sshd when PUBLIC_KEY is set
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
@@ -614,10 +617,10 @@ class StartCommandRun:
         say(f"run {job.run_id}: staged {run_dir}/ -> pod env ({len(pieces)} x {BUNDLE_ENV}_*); the pod's start "
             f"command runs it in {job.runpod.remote_dir} (no SSH)")
         self.created = time.time()
-        record(self.ledger, PROVIDER, self.name, "creating", created=self.created, price_per_hour=provider.price_per_hour,
+        self.ledger.record(PROVIDER, self.name, "creating", created=self.created, price_per_hour=provider.price_per_hour,
                run_id=job.run_id, remote_dir=job.runpod.remote_dir, **self.fields)
         self.pod_id = _create(provider, job, self.offer, self.name, self.ledger)
-        record(self.ledger, PROVIDER, self.name, "running", instance_id=self.pod_id,
+        self.ledger.record(PROVIDER, self.name, "running", instance_id=self.pod_id,
                pod_name=provider.pod_names.get(self.name))
         say(f"pod {provider.pod_names.get(self.name, self.name)} ({self.pod_id}) created at ${provider.price_per_hour:.2f}/h"
             + (" (spot)" if provider.spot else ""))
@@ -660,7 +663,7 @@ class StartCommandRun:
                     f"({cost_line(provider.price_per_hour, self.created)})")
                 last_state = state
             if state == GONE:  # the runtime ended its pod (seed 000: !CMD STOP), or someone else did
-                record(self.ledger, PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time(),
+                self.ledger.record(PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time(),
                        by="the pod itself")
                 self.ended = True
                 say(f"pod {self.pod_id} ended itself (or was terminated elsewhere); checkpoints are in {job.store} "
@@ -676,7 +679,7 @@ class StartCommandRun:
                     say(f"pod {self.pod_id} stopped itself: terminating it (limits.terminate_on_stop)")
                     self.end()
                     return EXIT_DONE
-                record(self.ledger, PROVIDER, self.name, "stopped", instance_id=self.pod_id)
+                self.ledger.record(PROVIDER, self.name, "stopped", instance_id=self.pod_id)
                 self.ended = True
                 warn(f"pod {self.pod_id} is stopped and kept (--no-terminate): its volume bills until "
                      f"`invoke runpod.terminate --run-id {job.run_id}`")
@@ -705,15 +708,15 @@ class StartCommandRun:
         try:
             if stop_only:
                 call(self.provider.stop, self.pod_id, what=f"stopping {self.name}")
-                record(self.ledger, PROVIDER, self.name, "stopped", instance_id=self.pod_id)
+                self.ledger.record(PROVIDER, self.name, "stopped", instance_id=self.pod_id)
             else:
                 note = call(self.provider.terminate, self.pod_id, what=f"terminating {self.name}")
-                record(self.ledger, PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time())
+                self.ledger.record(PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time())
                 say(f"pod {self.pod_id} terminated ({cost_line(self.provider.price_per_hour, self.created)})"
                     + (f"; {note}" if note else ""))
             self.ended = True
         except Exception as exc:  # noqa: BLE001 - said loudly; the ledger keeps it for `invoke cleanup`
-            record(self.ledger, PROVIDER, self.name, "unknown", instance_id=self.pod_id, error=f"{type(exc).__name__}: {exc}"[:300])
+            self.ledger.record(PROVIDER, self.name, "unknown", instance_id=self.pod_id, error=f"{type(exc).__name__}: {exc}"[:300])
             warn(f"could not confirm that pod {self.pod_id} ended: {exc}. Run `invoke cleanup` to end it.")
         finally:
             if previous is not None:
@@ -731,39 +734,23 @@ class StartCommandRun:
 # ============================================================================================== other verbs
 
 
-def _entries(run_id: str | None = None, live_only: bool = True) -> list[dict]:
-    from helpers.ledger import LIVE_STATES, Ledger
-
-    entries = [e for (p, _), e in Ledger().entries().items() if p == PROVIDER]
-    if run_id:
-        entries = [e for e in entries if e.get("run_id") == run_id]
-    if live_only:
-        entries = [e for e in entries if e["state"] in LIVE_STATES]
-    return sorted(entries, key=lambda e: e.get("created", e["time"]))
-
-
 def _provider(env_file) -> RunPodProvider:
     return RunPodProvider(client(env_file=env_file))
 
 
 def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
-    from helpers.remote import Remote
-
     if entry.get("mode") == "start_command":
         raise ConfigError("--run-id", f"run {entry.get('run_id')} runs in start_command mode: its pod has no SSH",
                           "follow it with `invoke runpod.status`, the progress webhook or the RunPod console")
-    state, host, port = provider.get(entry["instance_id"])
-    if state != RUNNING:
-        raise ProviderError(f"pod {entry['instance_id']} is {state}: nothing to connect to")
-    key = entry.get("ssh_key")
-    return Remote(host, port, "root", key).connect(wait_seconds)
+    provider.mode = "ssh"  # get() reports the pod's SSH address only in ssh mode
+    return connect(provider, entry, wait_seconds)
 
 
 def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
     """Live RunPod pods of the ledger: RunPod's state, the run's step/loss/synced step (ssh mode), cost so far."""
     provider = cleanup_provider(env_file)
     rows = []
-    for entry in _entries(run_id):
+    for entry in ledger_entries(PROVIDER, run_id):
         state, progress = entry["state"], "-"
         if provider is not None and entry.get("instance_id"):
             try:
@@ -771,9 +758,7 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
                 state = pod["desiredStatus"] if pod else "gone"
                 if pod and entry.get("mode") != "start_command" and state == "RUNNING":
                     provider.mode = "ssh"
-                    with _connect(provider, entry, wait_seconds=10) as remote:
-                        s = remote.read_status(entry.get("remote_dir") or "/workspace/trainyard") or {}
-                        progress = f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} synced {s.get('synced_step')}"
+                    progress = remote_progress(provider, entry, REMOTE_DIR)
             except Exception as exc:  # noqa: BLE001 - a status table shows what it can
                 progress = f"({type(exc).__name__})"
         rows.append([entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("mode", "ssh"),
@@ -785,66 +770,17 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
 
 def logs(run_id: str, follow_lines: bool = False, env_file: str | Path | None = ".env") -> None:
     """The run's runtime.log from its pod over SSH (or the copy fetched when it ended)."""
-    from helpers.follow import follow
-
-    live = [e for e in _entries(run_id) if e.get("instance_id")]
-    if not live:
-        local = Path("runs") / run_id / "runtime.log"
-        if local.is_file():
-            say(local.read_text())
-            return
-        raise ConfigError("--run-id", f"no live RunPod pod and no fetched log for run '{run_id}'", "see `invoke runpod.status`")
-    entry = live[-1]
-    remote_dir = entry.get("remote_dir") or "/workspace/trainyard"
-    with _connect(_provider(env_file), entry) as remote:
-        if follow_lines:
-            job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
-            total = (job.get("config") or {}).get("training", {}).get("steps")
-            follow(remote.tail(remote_dir, offset=0), total)
-            say(f"run {remote.tail_end}")
-        else:
-            say(remote.read_text(f"{remote_dir}/runtime.log").decode(errors="replace"))
+    show_log(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(env_file), entry), REMOTE_DIR, follow_lines)
 
 
 def fetch(run_id: str, env_file: str | Path | None = ".env", dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs (or `dest`)."""
-    import posixpath
-
-    live = [e for e in _entries(run_id) if e.get("instance_id")]
-    if not live:
-        raise ConfigError("--run-id", f"no live RunPod pod for run '{run_id}' in the ledger",
-                          "see `invoke runpod.status` (a finished ssh-mode run fetched its outputs already)")
-    entry = live[-1]
-    remote_dir = entry.get("remote_dir") or "/workspace/trainyard"
-    with _connect(_provider(env_file), entry) as remote:
-        job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
-        out = (job.get("derived") or {}).get("output_dir") or "outputs"
-        remote_out = out if posixpath.isabs(out) else posixpath.join(remote_dir, out)
-        local = Path(dest) if dest else Path("runs") / run_id / "outputs"
-        files, size = remote.fetch(remote_out, local)
-    say(f"{files} files ({size / 1e6:.1f} MB) from {remote_out} -> {local}/")
-    return local
+    return fetch_outputs(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(env_file), entry), REMOTE_DIR, dest)
 
 
 def terminate(run_id: str | None = None, pod_id: str | None = None, env_file: str | Path | None = ".env") -> None:
     """Terminate the run's pod(s) now (or one pod by id) and mark the ledger."""
-    from helpers.ledger import Ledger
-
-    if not (run_id or pod_id):
-        raise ConfigError("--run-id", "which pod?", "pass --run-id (see `invoke runpod.status`) or --pod-id")
-    provider = _provider(env_file)
-    entries = [e for e in _entries(run_id) if not pod_id or e.get("instance_id") == pod_id] if run_id else \
-        [e for e in _entries() if e.get("instance_id") == pod_id]
-    if not entries and pod_id:
-        entries = [{"id": tag_of((provider.api.get(pod_id) or {}).get("name")) or pod_id, "instance_id": pod_id}]
-    if not entries:
-        raise ConfigError("--run-id", f"no live RunPod pod for run '{run_id}' in the ledger", "see `invoke runpod.status`")
-    for entry in entries:
-        iid = entry.get("instance_id") or call(provider.find, entry["id"], what="looking for the pod")
-        if iid:
-            note = call(provider.terminate, iid, what=f"terminating {entry['id']}")
-            say(f"pod {entry['id']} ({iid}) terminated. {note or ''}")
-        record(Ledger(), PROVIDER, entry["id"], "terminated", instance_id=iid, ended=time.time())
+    end_now(_provider(env_file), PROVIDER, "pod", run_id, pod_id)
 
 
 def gpus(gpu_count: int = 1, spot: bool | None = None, env_file: str | Path | None = ".env") -> list[list]:

@@ -42,11 +42,16 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.backends.instance_flow import ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, record
+from helpers.backends.instance_flow import (
+    ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, connect, end_now, fetch_outputs,
+    ledger_entries, remote_progress, show_log,
+)
+from helpers.config import VerdaSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
 
 PROVIDER = "verda"
+REMOTE_DIR = VerdaSection.model_fields["remote_dir"].default  # where a run lives on its instance unless the ledger says
 DEFAULT_BASE_URL = "https://api.verda.com/v1"
 DEFAULT_KEY_NAME = "trainyard"
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
@@ -441,25 +446,8 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
                            runs_dir=runs_dir, recover=recover, the_plan=the_plan)
 
 
-def _entries(run_id: str | None = None, live_only: bool = True) -> list[dict]:
-    from helpers.ledger import LIVE_STATES, Ledger
-
-    entries = [e for (p, _), e in Ledger().entries().items() if p == PROVIDER]
-    if run_id:
-        entries = [e for e in entries if e.get("run_id") == run_id]
-    if live_only:
-        entries = [e for e in entries if e["state"] in LIVE_STATES]
-    return sorted(entries, key=lambda e: e.get("created", e["time"]))
-
-
-def _connect(provider: VerdaProvider, entry: dict, wait_seconds: float = 30.0):
-    from helpers.remote import Remote
-
-    state, host, port = provider.get(entry["instance_id"])
-    if state != RUNNING:
-        raise ProviderError(f"instance {entry['id']} is {state}: nothing to connect to")
-    key = entry.get("ssh_key")
-    return Remote(host, port, "root", key).connect(wait_seconds)
+def _provider(env_file) -> VerdaProvider:
+    return cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
 
 
 def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
@@ -468,17 +456,14 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
 
     provider = cleanup_provider(env_file)
     rows = []
-    for entry in _entries(run_id):
+    for entry in ledger_entries(PROVIDER, run_id):
         state, progress = entry["state"], "-"
         if provider is not None and entry.get("instance_id"):
             try:
                 raw = provider.raw(entry["instance_id"])
                 state = raw["status"] if raw else "gone"
                 if raw and raw["status"] == "running":
-                    with _connect(provider, entry, wait_seconds=10) as remote:
-                        s = remote.read_status(entry.get("remote_dir") or "/root/lerobot_run") or {}
-                        progress = (f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} "
-                                    f"synced {s.get('synced_step')}")
+                    progress = remote_progress(provider, entry, REMOTE_DIR)
             except Exception as exc:  # noqa: BLE001 - a status table shows what it can
                 progress = f"({type(exc).__name__})"
         rows.append([entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("instance_type", ""),
@@ -487,75 +472,21 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
     return rows
 
 
-def _one(run_id: str | None, instance_id: str | None = None) -> dict:
-    entries = [e for e in _entries(run_id) if not instance_id or e.get("instance_id") == instance_id]
-    if not entries:
-        raise ConfigError("--run-id", f"no live Verda instance for run '{run_id or instance_id}' in the ledger",
-                          "see `invoke verda.status`")
-    return entries[-1]
-
-
 def logs(run_id: str, follow_lines: bool = False, env_file: str | Path | None = ".env") -> None:
     """The run's runtime.log from its instance (or the copy fetched when it ended)."""
-    from helpers.follow import follow
-
-    live = _entries(run_id)
-    if not live:
-        local = Path("runs") / run_id / "runtime.log"
-        if local.is_file():
-            say(local.read_text())
-            return
-        raise ConfigError("--run-id", f"no live Verda instance and no fetched log for run '{run_id}'",
-                          "see `invoke verda.status`")
-    entry = live[-1]
-    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
-    remote_dir = entry.get("remote_dir") or "/root/lerobot_run"
-    with _connect(provider, entry) as remote:
-        if follow_lines:
-            job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
-            total = (job.get("config") or {}).get("training", {}).get("steps")
-            follow(remote.tail(remote_dir, offset=0), total)
-            say(f"run {remote.tail_end}")
-        else:
-            say(remote.read_text(f"{remote_dir}/runtime.log").decode(errors="replace"))
+    show_log(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(env_file), entry), REMOTE_DIR, follow_lines)
 
 
 def fetch(run_id: str, env_file: str | Path | None = ".env", dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its instance to runs/<run_id>/outputs (or `dest`)."""
-    import posixpath
-
-    entry = _one(run_id)
-    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
-    remote_dir = entry.get("remote_dir") or "/root/lerobot_run"
-    with _connect(provider, entry) as remote:
-        job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
-        out = (job.get("derived") or {}).get("output_dir") or "outputs"
-        remote_out = out if posixpath.isabs(out) else posixpath.join(remote_dir, out)
-        local = Path(dest) if dest else Path("runs") / run_id / "outputs"
-        files, size = remote.fetch(remote_out, local)
-    say(f"{files} files ({size / 1e6:.1f} MB) from {remote_out} -> {local}/")
-    return local
+    return fetch_outputs(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(env_file), entry), REMOTE_DIR,
+                         dest)
 
 
 def terminate(run_id: str | None = None, instance_id: str | None = None, delete_volume: bool = False,
               env_file: str | Path | None = ".env") -> None:
     """End the run's instance(s) now; the OS volume is kept (detached) unless delete_volume."""
-    from helpers.ledger import Ledger
-
-    if not (run_id or instance_id):
-        raise ConfigError("--run-id", "which instance?", "pass --run-id (see `invoke verda.status`) or --instance-id")
-    provider = cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
-    entries = [e for e in _entries(run_id) if not instance_id or e.get("instance_id") == instance_id]
-    if not entries and instance_id:
-        entries = [{"id": instance_id, "instance_id": instance_id}]
-    if not entries:
-        raise ConfigError("--run-id", f"no live Verda instance for run '{run_id}' in the ledger", "see `invoke verda.status`")
-    for entry in entries:
-        iid = entry.get("instance_id") or provider.find(entry["id"])
-        if iid:
-            note = provider.terminate(iid, keep_disk=not delete_volume)
-            say(f"instance {entry['id']} ({iid}) terminated. {note or ''}")
-        record(Ledger(), PROVIDER, entry["id"], "terminated", instance_id=iid, ended=time.time())
+    end_now(_provider(env_file), PROVIDER, "instance", run_id, instance_id, keep_disk=not delete_volume)
 
 
 def gpus(spot: bool | None = None, location: str | None = None, env_file: str | Path | None = ".env") -> None:

@@ -29,10 +29,12 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Iterator, Literal, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from helpers.emulators.serving import EmulatorHTTPServer
 
 REPO_TYPES = ("model", "dataset", "space")
 REGULAR_MAX = 10 * 1024 * 1024  # the Hub sends bigger files through LFS
@@ -132,13 +134,12 @@ class HubServer:
             self._repos[(repo.type, repo.id)] = repo
         self._failures: list[int] = []
         self._drop: str | None = None
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self._connections: set[socket.socket] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> "HubServer":
-        self._server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        self._server.daemon_threads = True
+        self._server = EmulatorHTTPServer((self.host, self.port), _Handler)
         self._server.hub = self  # type: ignore[attr-defined]
         serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-server", daemon=True)
         serve.start()  # a short poll interval keeps stop() fast

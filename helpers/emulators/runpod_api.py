@@ -39,13 +39,14 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 from graphql.language import FieldNode
 
+from helpers.emulators.serving import EmulatorHTTPServer
 from helpers.emulators.sshhost import SshHost, free_port
 
 __all__ = ["RunPodEmulator", "EmulatorClient", "GPU_CATALOG", "SCHEMA_SDL", "NO_CAPACITY", "NO_FREE_GPUS"]
@@ -381,7 +382,7 @@ class RunPodEmulator:
         self._failures: list[dict[str, Any]] = []
         self._refused: set[str] = set()
         self._stock: dict[str, dict[str, Any]] = {}
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -393,8 +394,7 @@ class RunPodEmulator:
         class Handler(_Handler):
             emu = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = EmulatorHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="runpod-emulator", daemon=True)
         self._thread.start()
@@ -944,14 +944,15 @@ class RunPodEmulator:
 
     def handle_graphql(self, body: bytes, api_key: str | None) -> tuple[int, dict[str, str], bytes]:
         """One POST /graphql: returns (status, headers, body)."""
+        # logged before it takes effect (status 0 until answered): whoever sees its effect finds the call in the log
         entry: dict[str, Any] = {"t": time.time(), "field": "?", "fields": [], "method": "?", "status": 0}
+        self._record(entry)
         try:
             status, headers, out = self._graphql(body, api_key, entry)
         except Exception:  # noqa: BLE001 - a bug must still answer JSON, never a bare 500
             traceback.print_exc()
             status, headers, out = 500, {}, _json({"errors": [{"message": "Internal emulator error"}]})
         entry["status"] = status
-        self._record(entry)
         return status, headers, out
 
     def _graphql(self, body: bytes, api_key: str | None, entry: dict[str, Any]):

@@ -75,10 +75,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from helpers.emulators.serving import EmulatorHTTPServer
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPES",
@@ -309,7 +311,7 @@ class VerdaEmulator:
                        for t in (instance_types if instance_types is not None else DEFAULT_INSTANCE_TYPES)}
         self._lock = threading.RLock()
         self._stop_event = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._bound_port: int | None = None
         self._instances: dict[str, _Instance] = {}
@@ -331,8 +333,7 @@ class VerdaEmulator:
             return self
         (self.root / "volumes").mkdir(parents=True, exist_ok=True)
         self._stop_event.clear()
-        server = ThreadingHTTPServer(("127.0.0.1", self._port_wanted), _Handler)
-        server.daemon_threads = True
+        server = EmulatorHTTPServer(("127.0.0.1", self._port_wanted), _Handler)
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self._bound_port = server.server_address[1]
@@ -760,13 +761,21 @@ class VerdaEmulator:
                     parsed = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
                 else:
                     parsed = body.decode("utf-8", "replace")
-        auth_kind = None
+        # an API call is logged before it takes effect (status 0 until answered, auth once known): whoever sees
+        # its effect finds the call in the log
+        call: dict[str, Any] = {"t": time.time(), "method": method, "path": path, "query": query,
+                                "body": _redact(parsed), "status": 0, "auth": None,
+                                "user_agent": headers.get("user-agent")}
+        if not path.startswith("/_emulator"):
+            with self._lock:
+                if len(self._calls) >= _MAX_CALLS:
+                    del self._calls[: _MAX_CALLS // 10]
+                self._calls.append(call)
         try:
             if path.startswith("/_emulator"):
                 result = self._control(method, path[len("/_emulator"):] or "/", parsed)
             elif path == "/v1" or path.startswith("/v1/"):
-                rel = path[3:] or "/"
-                result, auth_kind = self._api(method, rel, query, parsed, headers)
+                result = self._api(method, path[3:] or "/", query, parsed, headers, call)
             else:
                 raise ApiError(404, "not_found", f"No route for {method} {path}")
             status, ctype, payload, extra = result
@@ -778,19 +787,13 @@ class VerdaEmulator:
             status, ctype = 500, "application/json"
             payload = json.dumps({"code": "server_error", "message": f"emulator error: {exc!r}"}).encode()
             extra = {}
-        if not path.startswith("/_emulator"):
-            with self._lock:
-                if len(self._calls) >= _MAX_CALLS:
-                    del self._calls[: _MAX_CALLS // 10]
-                self._calls.append({"t": time.time(), "method": method, "path": path, "query": query,
-                                    "body": _redact(parsed), "status": status, "auth": auth_kind,
-                                    "user_agent": headers.get("user-agent")})
+        call["status"] = status
         return status, ctype, payload, extra
 
     # ------------------------------------------------------------------ /v1
 
-    def _api(self, method: str, rel: str, query: dict[str, str], body: Any, headers: dict[str, str]
-             ) -> tuple[tuple[int, str, bytes, dict[str, str]], str | None]:
+    def _api(self, method: str, rel: str, query: dict[str, str], body: Any, headers: dict[str, str],
+             call: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
         if self._stop_event.is_set():
             raise ApiError(503, "service_unavailable", "The emulator is shutting down")
         self._rate_limit()
@@ -800,16 +803,16 @@ class VerdaEmulator:
         if rel == "/oauth2/token":
             if method != "POST":
                 raise ApiError(405, "invalid_request", "Use POST")
-            result, auth = self._token(body), None
+            result = self._token(body)
         else:
             scope = self._authenticate(headers)
-            auth = "client" if scope is None else f"instance:{scope}"
+            call["auth"] = "client" if scope is None else f"instance:{scope}"
             if scope is not None:
                 self._check_scope(scope, method, rel, body)
             result = self._route(method, rel, query, body)
         if failure is not None:
             raise self._failure_error(failure)
-        return result, auth
+        return result
 
     def _rate_limit(self) -> None:
         limit = self.rate_limit_per_s

@@ -89,7 +89,7 @@ class Runtime:
         elif code == EXIT_STOPPED:
             self.events.emit("stopped", f"stopped early: {self.stop_reason}", synced_step=self.status["synced_step"])
         else:
-            self.events.emit("failure", f"trainer exited with an error (see runtime.log)", synced_step=self.status["synced_step"])
+            self.events.emit("failure", "trainer exited with an error (see runtime.log)", synced_step=self.status["synced_step"])
         self.set_status(state={EXIT_DONE: "done", EXIT_STOPPED: "stopped", EXIT_FAILED: "failed"}[code], exit_code=code)
         self._stop.set()  # the deadline watcher has nothing left to stop
         self.events.close()

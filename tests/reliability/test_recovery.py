@@ -11,38 +11,15 @@ against the emulators and `invoke <provider>.train` as the orchestrator:
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.reliability.harness import store_check
+from tests.webhook import Webhook
 
 pytestmark = pytest.mark.slow
 
 A5000, RTX4090 = "NVIDIA RTX A5000", "NVIDIA GeForce RTX 4090"
-
-
-class Webhook:
-    def __init__(self):
-        self.events: list[dict] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                owner.events.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
 
 
 def job_json(world, provider: str, entry: dict) -> dict:

@@ -18,19 +18,18 @@ nowhere but in the intended `.env` files (mode 0600):
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures_hub import HUB_USER
 from tests.reliability.harness import World
+from tests.webhook import Webhook
 
 pytestmark = pytest.mark.slow
 
@@ -41,28 +40,6 @@ CANARIES = {
     "VERDA_CLIENT_SECRET": "verdacanary-V6S1-secret",
 }
 EMULATOR_OWN = (".sshhost", ".ssh", ".verda")  # what the emulators write for themselves (the injected instance env)
-
-
-class Webhook:
-    def __init__(self):
-        self.bodies: list[bytes] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                owner.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self):
-        self.server.shutdown()
 
 
 class ArgvSampler(threading.Thread):
@@ -163,7 +140,7 @@ def test_no_canary_anywhere(canary_world):
     hook.close()
     assert world.leaks() == []
     assert any(e.get("recovery") == 1 for e in world.instances("c-rp-ssh")), "the preempted run was not relaunched"
-    events = [json.loads(b) for b in hook.bodies]
+    events = hook.events
     assert {"start", "progress", "checkpoint", "end", "recovery"} <= {e["event"] for e in events}
     assert (world.work / "rendered" / "train.sbatch").is_file() and list(world.work.glob("runs/chtc/**/train.sub"))
     assert sampler.samples > 50 and any("trainyard_runtime.pyz" in a for a in sampler.seen)
