@@ -193,7 +193,8 @@ def main() -> None:
         + "\n\nProvider API calls per instance-minute (one instance; poll_seconds 10, target <= one call per poll interval "
         "= 6/min; a window also holds the first, immediate look):\n\n"
         + table(["provider", "while", "poll s", "window s", "calls", "calls/min", "target/min", ""], api["rows"])
-        + "\n\nFollowing a run over SSH costs no API call at all; the launcher reads the log and status over SSH."
+        + "\n\nFollowing a run over SSH reads the log and status over SSH; the provider API is asked only when SSH "
+        "drops (and around the boot: the one call counted in that window)."
     )
     write_section("Spot recovery", "python -m bench recovery", body)
 

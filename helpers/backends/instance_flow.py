@@ -95,7 +95,9 @@ def _env_seconds(name: str, default: float) -> float:
 HEARTBEAT_EVERY_S = _env_seconds("TRAINYARD_HEARTBEAT_S", 10.0)
 HEARTBEAT_STALE_S = max(6 * HEARTBEAT_EVERY_S, 3.0)  # six missed beats: the orchestrator is gone
 MIN_RELAUNCH_S = 5.0  # less than this left of the time limit: no relaunch
-RECONNECTS, RECONNECT_WAIT_S = 6, 20.0  # SSH gone for 6 x 20 s while the provider says running: "unreachable"
+# SSH gone while the provider says running: reconnect for 5, 10, 20, 20 ... s, asking the provider in between;
+# after RECONNECTS failures in a row (about 2 min) the instance is "unreachable"
+RECONNECTS, RECONNECT_WAIT_S = 7, 20.0
 ORCHESTRATOR_GRACE_S = 900.0
 COST_EVERY_S = 60.0
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the
@@ -453,7 +455,7 @@ class _Flow:
                 warn("SSH connection dropped; the instance is still running — reconnecting")
                 self.remote.host, self.remote.port = host, int(port or 22)
                 try:
-                    self.remote.connect(wait_seconds=RECONNECT_WAIT_S)
+                    self.remote.connect(wait_seconds=RECONNECT_WAIT_S * min(1.0, 2 ** (failures - 3)))
                     break
                 except RemoteError as exc:
                     warn(str(exc))

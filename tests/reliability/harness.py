@@ -258,8 +258,11 @@ class World:
 def store_check(run_id: str, payload_kb: int = 4) -> dict:
     """The store's newest checkpoint: complete (manifest step == training_state step, the model file whole) and
     loadable (restored into an empty folder the way the runtime does)."""
+    from huggingface_hub.utils import disable_progress_bars
+
     from helpers.runtime.store import HubStore
 
+    disable_progress_bars()  # one bar per check would bury the trials' table
     store = HubStore(f"{HUB_USER}/{run_id}-ckpt")
     latest = store.latest_step()
     if latest is None:
