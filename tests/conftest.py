@@ -1,5 +1,12 @@
 """Shared pytest set-up. Each area registers its fixtures module here."""
 
+import signal
+
+# A background job of a non-interactive shell starts with SIGINT ignored, and its children inherit that: the Ctrl-C
+# tests would then signal orchestrators that cannot hear it. A handler here becomes the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 pytest_plugins = [
     "fixtures_lerobot",
     "fixtures_slurm",
