@@ -609,11 +609,24 @@ def connect(provider, entry: dict, wait_seconds: float = 30.0):
     return Remote(host, port, "root", entry.get("ssh_key")).connect(wait_seconds)
 
 
-def remote_progress(provider, entry: dict, remote_dir: str) -> str:
-    """The run's state, step, loss and synced step, read from its status file over SSH (for status tables)."""
-    with connect(provider, entry, wait_seconds=10) as remote:
-        s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
-    return f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} synced {s.get('synced_step')}"
+def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: str, look) -> list[tuple[dict, str, str]]:
+    """(ledger entry, the provider's state, the run's progress) for each live instance of the ledger. `look(entry)`
+    asks the provider: (its state, whether the host can be reached over SSH); then the run's state, step, loss and
+    synced step are read from its status file there. `provider` None (no credentials): the ledger's word only."""
+    rows = []
+    for entry in ledger_entries(provider_name, run_id):
+        state, progress = entry["state"], "-"
+        if provider is not None and entry.get("instance_id"):
+            try:
+                state, reachable = look(entry)
+                if reachable:
+                    with connect(provider, entry, wait_seconds=10) as remote:
+                        s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
+                    progress = f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} synced {s.get('synced_step')}"
+            except Exception as exc:  # noqa: BLE001 - a status table shows what it can
+                progress = f"({type(exc).__name__})"
+        rows.append((entry, state, progress))
+    return rows
 
 
 def show_log(provider_name: str, noun: str, run_id: str, open_remote, remote_dir: str, follow_lines: bool) -> None:
@@ -621,11 +634,14 @@ def show_log(provider_name: str, noun: str, run_id: str, open_remote, remote_dir
     progress bar if asked; after the run, the copy fetched to runs/<run_id>/runtime.log."""
     from helpers.follow import follow
 
-    local = Path("runs") / run_id / "runtime.log"
-    if not [e for e in ledger_entries(provider_name, run_id) if e.get("instance_id")] and local.is_file():
+    try:
+        entry = newest_entry(provider_name, run_id, noun)
+    except ConfigError:
+        local = Path("runs") / run_id / "runtime.log"
+        if not local.is_file():
+            raise
         say(local.read_text())
         return
-    entry = newest_entry(provider_name, run_id, noun)
     remote_dir = entry.get("remote_dir") or remote_dir
     with open_remote(entry) as remote:
         if follow_lines:
@@ -682,7 +698,6 @@ class Launch:
     offer: Any
     job: Any  # the job with what is left of the time limit and budget (a copy, for a relaunch)
     mode: str
-    recovery: int = 0  # 0: the first launch; n: the n-th relaunch
     ledger_fields: dict[str, Any] = field(default_factory=dict)  # for the new instance's ledger line
 
 
@@ -837,7 +852,7 @@ class _Supervisor:
             fields.update({k: v for k, v in (("gpu", offer.gpu_type_id), ("instance_type", offer.instance_type),
                                             ("location", offer.location), ("cloud", offer.cloud)) if v})
             try:
-                return self.attempt(Launch(provider, offer, job, "auto", n, fields))
+                return self.attempt(Launch(provider, offer, job, "auto", fields))
             except ProviderError as exc:
                 if not getattr(exc, "nothing_left", False):
                     raise

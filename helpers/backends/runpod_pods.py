@@ -60,7 +60,7 @@ from pathlib import Path
 from helpers.backends.instance_flow import (
     COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED, GONE, HOST_ENV_PASSTHROUGH,
     PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs,
-    ledger_entries, remote_progress, show_log,
+    show_log, status_rows,
 )
 from helpers.config import RunpodSection
 from helpers.console import say, table, warn
@@ -749,21 +749,17 @@ def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
 def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
     """Live RunPod pods of the ledger: RunPod's state, the run's step/loss/synced step (ssh mode), cost so far."""
     provider = cleanup_provider(env_file)
-    rows = []
-    for entry in ledger_entries(PROVIDER, run_id):
-        state, progress = entry["state"], "-"
-        if provider is not None and entry.get("instance_id"):
-            try:
-                pod = provider.api.get(entry["instance_id"])
-                state = pod["desiredStatus"] if pod else "gone"
-                if pod and entry.get("mode") != "start_command" and state == "RUNNING":
-                    provider.mode = "ssh"
-                    progress = remote_progress(provider, entry, REMOTE_DIR)
-            except Exception as exc:  # noqa: BLE001 - a status table shows what it can
-                progress = f"({type(exc).__name__})"
-        rows.append([entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("mode", "ssh"),
-                     f"{entry.get('gpu_count', '')}x {entry.get('gpu', '')}" + (" spot" if entry.get("spot") else ""),
-                     state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))])
+
+    def look(entry: dict) -> tuple[str, bool]:
+        pod = provider.api.get(entry["instance_id"])
+        state = pod["desiredStatus"] if pod else "gone"
+        provider.mode = "ssh"  # get() reports the pod's SSH address only in ssh mode
+        return state, state == "RUNNING" and entry.get("mode") != "start_command"
+
+    rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("mode", "ssh"),
+             f"{entry.get('gpu_count', '')}x {entry.get('gpu', '')}" + (" spot" if entry.get("spot") else ""),
+             state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))]
+            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, look)]
     table("RunPod pods", ["run", "name", "pod id", "mode", "gpu", "state", "run state", "cost"], rows)
     return rows
 

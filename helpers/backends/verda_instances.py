@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 from helpers.backends.instance_flow import (
-    ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, connect, end_now, fetch_outputs,
-    ledger_entries, remote_progress, show_log,
+    ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, connect, cost_line, end_now,
+    fetch_outputs, show_log, status_rows,
 )
 from helpers.config import VerdaSection
 from helpers.console import say, table, warn
@@ -452,22 +452,15 @@ def _provider(env_file) -> VerdaProvider:
 
 def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
     """Live Verda instances from the ledger: provider state, cost so far, and the run's step/loss/synced step."""
-    from helpers.backends.instance_flow import cost_line
-
     provider = cleanup_provider(env_file)
-    rows = []
-    for entry in ledger_entries(PROVIDER, run_id):
-        state, progress = entry["state"], "-"
-        if provider is not None and entry.get("instance_id"):
-            try:
-                raw = provider.raw(entry["instance_id"])
-                state = raw["status"] if raw else "gone"
-                if raw and raw["status"] == "running":
-                    progress = remote_progress(provider, entry, REMOTE_DIR)
-            except Exception as exc:  # noqa: BLE001 - a status table shows what it can
-                progress = f"({type(exc).__name__})"
-        rows.append([entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("instance_type", ""),
-                     state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))])
+
+    def look(entry: dict) -> tuple[str, bool]:
+        raw = provider.raw(entry["instance_id"])
+        return (raw["status"] if raw else "gone"), bool(raw) and raw["status"] == "running"
+
+    rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("instance_type", ""), state,
+             progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))]
+            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, look)]
     table("Verda instances", ["run", "name", "instance id", "type", "state", "run state", "cost"], rows)
     return rows
 
