@@ -34,7 +34,7 @@ SEED = 7
 def hub(root: Path):
     from huggingface_hub import constants
 
-    from helpers.emulators.hub_server import HubServer
+    from emulators.hub_server import HubServer
     from tests.fixtures_hub import HUB_TOKEN, HUB_USER
 
     server = HubServer(root / "hub").start()

@@ -21,7 +21,7 @@ TOKEN, USER = "hf_bench_token_writer", "bench"
 
 
 def hub(root: Path):
-    from helpers.emulators.hub_server import HubServer
+    from emulators.hub_server import HubServer
 
     server = HubServer(root).start()
     server.add_token(TOKEN, USER)

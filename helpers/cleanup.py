@@ -29,11 +29,6 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def register(name: str, factory: str) -> None:
-    """factory: "package.module:function" returning a provider or None (no credentials)."""
-    PROVIDERS[name] = factory
-
-
 def _provider(name: str, env_file):
     module, _, function = PROVIDERS[name].partition(":")
     return getattr(importlib.import_module(module), function)(env_file)

@@ -192,6 +192,7 @@ class Limits(Section):
     terminate_on_stop: bool = True
     budget_usd: float | None = Field(default=None, gt=0)
     max_recoveries: int = Field(default=5, ge=0)
+    grace_s: float = Field(default=300, ge=0)
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -270,7 +271,7 @@ class RunpodSection(Section):
     poll_seconds: float = Field(default=10, gt=0)
     python: str = "python3"
     ssh_private_key: str | None = None
-    time_limit_grace_s: float = Field(default=300, ge=0)
+    time_limit_grace_s: float | None = Field(default=None, ge=0)
 
 
 class VerdaSection(Section):
@@ -393,6 +394,17 @@ class JobConfig(Section):
     @property
     def time_limit_seconds(self) -> float | None:
         return self.limits.time_limit if self.limits.timeout else None
+
+    @property
+    def grace_seconds(self) -> float:
+        """How long after the time limit a launcher ends an instance the runtime has not ended (its backstop; the
+        runtime stops and syncs at the limit itself). Seed 000's `runpod.time_limit_grace_s` wins when given."""
+        return self.limits.grace_s if self.runpod.time_limit_grace_s is None else self.runpod.time_limit_grace_s
+
+    def launcher_deadline(self, started: float) -> float | None:
+        """The one deadline policy of every launcher: `started` + time limit + grace (None without a limit)."""
+        limit = self.time_limit_seconds
+        return started + limit + self.grace_seconds if limit else None
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ prices are used), else `plan_gpu` on the dated price tables plus the rendered co
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import math
 import os
@@ -507,30 +505,12 @@ def hf_token() -> str | None:
 # ------------------------------------------------------------------------------------------ `invoke plan`
 
 
-def backend_module(backend: str):
-    """helpers.backends.<backend>, or None while that module does not exist yet."""
-    from helpers.backends import MODULES
-
-    name = MODULES[backend]
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):
-            return None
-        raise
-
-
 def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
-    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` when it has one (live prices),
-    else `plan_gpu` on the price tables. With `offline`, a backend whose plan cannot promise that is bypassed."""
+    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline)."""
     offered_warnings = check_offered(job, backend)  # a GPU the backend never has: refused here, whoever plans
-    module = backend_module(backend)
-    plan_fn = getattr(module, "plan", None)
-    accepts = set(inspect.signature(plan_fn).parameters) if plan_fn else set()
-    if plan_fn is not None and ("offline" in accepts or backend == "local" or not offline):
-        the_plan = plan_fn(job, offline=offline) if "offline" in accepts else plan_fn(job)
-    else:
-        the_plan = plan_from_tables(job, backend, offline=offline, token=token)
+    from helpers.backends import backend as backend_module
+
+    the_plan = backend_module(backend).plan(job, offline=offline)
     the_plan.setdefault("backend", backend)
     warned = list(the_plan.get("warnings") or [])
     the_plan["warnings"] = warned + [w for w in offered_warnings if w not in warned]
@@ -540,16 +520,6 @@ def plan_for(job, backend: str, offline: bool = False, token: str | None = None)
         hub = check_hub(job, token if token is not None or offline else hf_token(), offline)
         the_plan = {**the_plan, "hub": {"status": hub.status, "checked": hub.checked},
                     "warnings": list(the_plan.get("warnings") or []) + hub.warnings}
-    return the_plan
-
-
-def plan_from_tables(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
-    """`plan_gpu` with the dated price table, plus the command and files, for a backend without a module."""
-    from helpers.bundle import BUNDLE_NAME, render_commands
-
-    the_plan = plan_gpu(job, backend, None, token=token, offline=offline)
-    the_plan["commands"] = render_commands(job, the_plan["gpu_count"])
-    the_plan["files"] = [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env"]
     return the_plan
 
 

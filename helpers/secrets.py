@@ -34,11 +34,6 @@ class Secrets:
             raise ConfigError(name, f"missing secret ({why})", f"put {aliases}=... in .env (see .env.example) or export it")
         return value
 
-    def dotenv_text(self, names: list[str] | None = None) -> str:
-        """The `.env` file shipped to an instance (mode 0600): only the secrets it needs."""
-        chosen = names if names is not None else list(self.values)
-        return "".join(f"{n}={self.values[n]}\n" for n in chosen if self.values.get(n))
-
 
 def load_secrets(env_file: str | Path | None = ".env", environ=None) -> Secrets:
     """Environment beats `.env`; unknown names in `.env` are ignored (they are not ours to read)."""

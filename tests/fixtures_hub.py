@@ -1,4 +1,4 @@
-"""Fixtures for the local Hugging Face Hub (helpers/emulators/hub_server.py).
+"""Fixtures for the local Hugging Face Hub (emulators/hub_server.py).
 
 `hub_server`       a started HubServer under tmp_path with write token HUB_TOKEN for user HUB_USER. The test's
                    environment gets HF_ENDPOINT / HF_HUB_DISABLE_XET=1 / HF_TOKEN / HF_HOME (for subprocesses),
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.emulators.hub_server import HubServer
+from emulators.hub_server import HubServer
 
 HUB_TOKEN = "hf_test_token_writer"
 HUB_USER = "trainyard-tests"

@@ -1,4 +1,4 @@
-"""Fixtures for the RunPod GraphQL emulator (helpers/emulators/runpod_api.py).
+"""Fixtures for the RunPod GraphQL emulator (emulators/runpod_api.py).
 
 `runpod_emulator`   a started RunPodEmulator under tmp_path whose pods are real sshd hosts (root, sshd)
 `runpod_sdk`        the REAL `runpod` SDK module pointed at `runpod_emulator`: HOME isolated before import,
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.emulators.runpod_api import RunPodEmulator
-from helpers.emulators.sshhost import generate_keypair
+from emulators.runpod_api import RunPodEmulator
+from emulators.sshhost import generate_keypair
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the Verda REST API emulator (helpers/emulators/verda_api.py).
+"""Fixtures for the Verda REST API emulator (emulators/verda_api.py).
 
 `verda_emulator`           a started VerdaEmulator under tmp_path whose instances are real sshd hosts (root, sshd)
 `verda_client`             the REAL `verda.VerdaClient` pointed at `verda_emulator`
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.emulators.sshhost import generate_keypair
-from helpers.emulators.verda_api import VerdaEmulator
+from emulators.sshhost import generate_keypair
+from emulators.verda_api import VerdaEmulator
 
 
 def _started(root: Path, ssh: bool) -> VerdaEmulator:

@@ -519,8 +519,8 @@ def test_shell_scripts_pass_bash_n_and_shellcheck(script):
 
 @pytest.fixture
 def transfer_host(tmp_path):
-    """The CHTC transfer host: a real sshd on 127.0.0.1 (helpers/emulators/sshhost.py); /staging is /root/staging."""
-    from helpers.emulators.sshhost import SshHost, generate_keypair
+    """The CHTC transfer host: a real sshd on 127.0.0.1 (emulators/sshhost.py); /staging is /root/staging."""
+    from emulators.sshhost import SshHost, generate_keypair
 
     key, public = generate_keypair(tmp_path / "keys")
     host = SshHost(tmp_path / "transfer", public)

@@ -1,4 +1,4 @@
-"""The local Hub (helpers/emulators/hub_server.py) driven by the REAL huggingface_hub clients.
+"""The local Hub (emulators/hub_server.py) driven by the REAL huggingface_hub clients.
 
 In-process tests use the .venv client (2.x); `test_client_0353_*` runs huggingface_hub 0.35.3 (what LeRobot 0.4.4
 and the GPU host use) in its own venv against the same server.
@@ -28,7 +28,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from helpers.emulators.hub_server import HubServer
+from emulators.hub_server import HubServer
 
 BIG = 10 * 1024 * 1024 + 4096  # just over the Hub's 10 MB regular-file limit -> LFS
 
@@ -317,7 +317,7 @@ def test_state_survives_a_restart(hub_server: HubServer, tmp_path: Path) -> None
 def test_cli_prints_endpoint_and_serves(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helpers.emulators.hub_server", "--root", str(tmp_path), "--token", "hf_cli",
+        [sys.executable, "-m", "emulators.hub_server", "--root", str(tmp_path), "--token", "hf_cli",
          "--user", "cli-user"], cwd=repo, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().strip()

@@ -256,7 +256,7 @@ def test_verda_availability_bool_and_unknown():
 def test_verda_sdk_objects_and_the_emulator(tmp_path):
     """The real `verda` SDK against the project's Verda emulator: instance types and availability as the SDK
     returns them (InstanceType objects, spot_price_per_hour floats) parse into offers Trainyard can choose from."""
-    from helpers.emulators.verda_api import VerdaEmulator
+    from emulators.verda_api import VerdaEmulator
     from verda import VerdaClient
 
     with VerdaEmulator(tmp_path / "verda", ssh=False) as emu:

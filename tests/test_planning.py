@@ -19,7 +19,7 @@ from helpers.config import load_job, validate
 from helpers.errors import ConfigError
 from helpers.gpus import BY_KEY
 from helpers.offers import Offer
-from helpers.planning import check_hub, hub_repos, plan_for, plan_from_tables, plan_gpu, size_job
+from helpers.planning import check_hub, hub_repos, plan_for, plan_gpu, size_job
 
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = REPO / ".venv/bin/invoke"
@@ -286,9 +286,9 @@ def test_offline_makes_no_network_call(hub_server, tmp_path):
     hub_server.create_repo("org/math", repo_type="dataset")
     job = validate(_r1())
     hub_server.request_log.clear()
-    assert plan_from_tables(job, "verda", offline=True)["hub"]["status"] == "offline"
+    assert plan_gpu(job, "verda", None, offline=True)["hub"]["status"] == "offline"
     assert hub_server.request_log == []
-    assert plan_from_tables(job, "verda", offline=False, token=HUB_TOKEN)["hub"]["status"] == "checked"
+    assert plan_gpu(job, "verda", None, offline=False, token=HUB_TOKEN)["hub"]["status"] == "checked"
     assert hub_server.request_log  # the same plan online does ask the Hub
 
     path = write(tmp_path, _r1())
@@ -390,18 +390,16 @@ def test_backend_lacking_the_gpu_exits_2_listing_what_it_offers(tmp_path):
         assert f"resources.gpu: MI300X is not offered on {backend} — {backend} offers: " in result.stderr
 
 
-def test_backend_module_plan_is_used_when_it_exists(monkeypatch):
+def test_backend_plan_is_called_with_offline(monkeypatch):
+    """Every backend's plan takes `offline` (the Backend contract): no signature inspection, no bypass."""
     import types
 
     calls = []
     fake = types.SimpleNamespace(plan=lambda job, offline=False: calls.append(offline) or {
         "backend": "runpod", "gpu": None, "gpu_count": 1, "vram_estimate_gb": 1.0, "commands": ["x"]})
-    monkeypatch.setattr("helpers.planning.backend_module", lambda name: fake)
+    monkeypatch.setattr("helpers.backends.backend", lambda name: fake)
     assert plan_for(job_of(), "runpod", offline=True)["commands"] == ["x"] and calls == [True]
-    # a backend plan that cannot promise "no network" is bypassed under --offline
-    fake.plan = lambda job: {"backend": "runpod", "commands": ["live"]}
-    assert plan_for(job_of(), "runpod", offline=True)["candidates"]
-    assert plan_for(job_of(), "runpod", offline=False)["commands"] == ["live"]
+    assert plan_for(job_of(), "runpod", offline=False)["commands"] == ["x"] and calls == [True, False]
 
 
 def test_unknown_gpu_keeps_the_users_spelling_and_accepts_numbers():

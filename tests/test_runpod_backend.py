@@ -492,7 +492,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     from helpers.backends import runpod_pods
     from helpers.bundle import render_commands, stage_run
     from helpers.config import load_job
-    from helpers.emulators.runpod_api import RunPodEmulator
+    from emulators.runpod_api import RunPodEmulator
 
     job = load_job(SEED_CONFIG, environ={})
     assert job.runpod.mode == "start_command" and job.runpod.template_id == "o6u732ibrq" and job.runpod.image is None

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers.emulators.runpod_api import (
+from emulators.runpod_api import (
     BID_TOO_LOW, GPU_CATALOG, NO_CAPACITY, NO_FREE_GPUS, EmulatorClient, RunPodEmulator,
 )
-from helpers.emulators.sshhost import SshHost, generate_keypair, pids_in_namespace, ssh_command
+from emulators.sshhost import SshHost, generate_keypair, pids_in_namespace, ssh_command
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = next(Path("/work/shared/seeds").glob("000_*.txt"), None)
@@ -160,7 +160,7 @@ def test_sshhost_graceful_stop_and_exit_with_command(tmp_path):
 def test_sshhost_never_outlives_its_owner(tmp_path):
     _key, pub = generate_keypair(tmp_path / "keys")
     owner = (f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
-             "from pathlib import Path\nfrom helpers.emulators.sshhost import SshHost\n"
+             "from pathlib import Path\nfrom emulators.sshhost import SshHost\n"
              f"h = SshHost(Path({str(tmp_path / 'disk')!r}), {pub!r}, start_command='sleep 600')\n"
              "h.start(); print(h.pidns, flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
@@ -489,7 +489,7 @@ def test_emulator_stop_leaves_no_process_and_nothing_billing(tmp_path, runpod_ss
 def test_cli_prints_env_serves_and_cleans_up(tmp_path, runpod_ssh_key):
     _key, pub = runpod_ssh_key
     root = tmp_path / "cli-root"
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.emulators.runpod_api", "--root", str(root)],
+    proc = subprocess.Popen([sys.executable, "-m", "emulators.runpod_api", "--root", str(root)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         exports = {}

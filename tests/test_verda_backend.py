@@ -177,6 +177,31 @@ def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
     assert on_demand["instance_type"] == "1H100.80S.30V" and not on_demand["spot"] and on_demand["price_per_hour"] == 1.99
 
 
+def test_seed_001_command_line_prints_the_same_plan_as_the_task(world):
+    """`python verda/verda_lerobot_manager.py train ...` (seed 001's own command line) is the same code as
+    `invoke verda.train`: with the same inputs, --dry-run prints the same plan."""
+    config = world.config("first_run", steps=40, pace=0.08)
+    flags = ["--gpu-model", "H100", "--gpus-per-instance", "4", "--env-file", ".env", "--train-config", str(config),
+             "--run-id", "first_run", "--dry-run"]
+    env = {**os.environ, **world.env}
+    seed = subprocess.run([sys.executable, str(REPO / "verda" / "verda_lerobot_manager.py"), "train", *flags],
+                          cwd=world.work, env=env, capture_output=True, text=True, timeout=120)
+    task = subprocess.run([INVOKE, "-r", str(REPO), "verda.train", *flags], cwd=world.work, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert seed.returncode == 0 == task.returncode, seed.stderr + task.stderr
+    assert "4H100.80S.176V" in seed.stdout and seed.stdout == task.stdout
+    helped = subprocess.run([sys.executable, str(REPO / "verda" / "verda_lerobot_manager.py"), "--help"],
+                            capture_output=True, text=True, timeout=60).stdout
+    assert all(verb in helped for verb in ("train", "resume", "resume_local"))
+    for verb in ("train", "resume", "resume_local"):
+        text = subprocess.run([sys.executable, str(REPO / "verda" / "verda_lerobot_manager.py"), verb, "--help"],
+                              capture_output=True, text=True, timeout=60).stdout
+        for flag in ("--gpu-model", "--gpus-per-instance", "--env-file", "--train-config", "--run-id",
+                     "--checkpoint-repo-id", *(["--os-volume-id"] if verb == "resume_local" else [])):
+            assert flag in text, (verb, flag)
+    assert not (REPO / "verda" / "__init__.py").exists()  # it must not shadow the verda SDK
+
+
 def test_train_to_completion_fetches_outputs_deletes_the_instance_and_keeps_secrets_out_of_argv(world):
     config = world.config("first_run", steps=40, pace=0.08)
     hf_token = os.environ["HF_TOKEN"]
@@ -308,6 +333,22 @@ def test_killed_orchestrator_then_cleanup_leaves_no_instance(world):
     assert "ty-lost-abc123" in output and "not in the ledger" in output
     states = {name: e["state"] for name, e in world.ledger().items()}
     assert set(states.values()) == {"terminated"} and "ty-lost-abc123" in states
+
+
+def test_launcher_ends_the_instance_at_the_time_limit_when_the_runtime_does_not(world, capsys):
+    """The launcher's backstop (limits.grace_s after limits.time_limit), as RunPod has: here the runtime never
+    starts (an interpreter that hangs), so nothing on the instance would end it."""
+    hang = world.work / "hanging-python"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    config = world.config("hung", steps=100, pace=0.05)
+    job = world.job(config, **{"verda.python": str(hang), "limits.time_limit": 2, "limits.grace_s": 1})
+    started = time.monotonic()
+    assert world.launch(config, job=job) == 3  # stopped early
+    assert 3 <= time.monotonic() - started < 60
+    assert "launcher backstop" in capsys.readouterr().out
+    assert world.emu.live_instances() == []
+    assert {e["state"] for e in world.ledger().values()} == {"terminated"}
 
 
 def test_ctrl_c_without_a_terminal_terminates_and_keeps_the_disk(world):

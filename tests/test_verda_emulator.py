@@ -20,8 +20,8 @@ import requests
 from verda.exceptions import APIException
 from verda.instances import OSVolume
 
-from helpers.emulators.sshhost import ssh_command
-from helpers.emulators.verda_api import VerdaEmulator
+from emulators.sshhost import ssh_command
+from emulators.verda_api import VerdaEmulator
 from verda import VerdaClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -546,7 +546,7 @@ def test_stop_leaves_no_process_and_no_instance(tmp_path: Path, verda_ssh_key):
 
 def test_cli_serves_until_sigterm(tmp_path: Path):
     env = dict(os.environ, PYTHONPATH=str(REPO), VERDA_CLIENT_ID="cli-id", VERDA_CLIENT_SECRET="cli-secret")
-    proc = subprocess.Popen([sys.executable, "-m", "helpers.emulators.verda_api", "--root", str(tmp_path / "cli"),
+    proc = subprocess.Popen([sys.executable, "-m", "emulators.verda_api", "--root", str(tmp_path / "cli"),
                              "--no-ssh"], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         info = json.loads(proc.stdout.readline())

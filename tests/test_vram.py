@@ -304,7 +304,7 @@ def test_openpi_configs_map_to_models_and_methods():
 
 @pytest.fixture()
 def hub(tmp_path, monkeypatch):
-    from helpers.emulators.hub_server import HubServer
+    from emulators.hub_server import HubServer
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     server = HubServer(tmp_path / "hub").start()

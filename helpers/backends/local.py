@@ -28,7 +28,8 @@ def local_gpus() -> list[str]:
     return [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
 
 
-def plan(job) -> dict:
+def plan(job, offline: bool = False) -> dict:
+    """This machine: no offers to choose (`offline` changes nothing here)."""
     gpus = local_gpus()
     return {
         "backend": "local",

@@ -35,7 +35,7 @@ job ends, with the pod-scoped RUNPOD_API_KEY RunPod injects (helpers/runtime/mac
 with `limits.terminate_on_stop: false` (`--no-terminate`). A pod that stops (EXITED) is terminated by the
 launcher when terminate_on_stop is on, else left stopped (its volume still bills; the ledger says `stopped`).
 Past `limits.time_limit` (only with `limits.timeout`, seed `--timeout`) the runtime stops training, syncs the last
-checkpoint and ends the pod; the launcher is the backstop `runpod.time_limit_grace_s` later (ssh mode through the
+checkpoint and ends the pod; the launcher is the backstop `limits.grace_s` later (ssh mode through the
 shared flow's deadline; start_command mode here), so the final sync is not cut short. In ssh mode the launcher
 always terminates after fetching the outputs (terminate_on_stop only governs the runtime's own end there).
 Spot: `podRentInterruptable` with `runpod.bid_per_gpu` (default: the spot price); a preempted pod (EXITED,
@@ -560,8 +560,6 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
     the_plan = the_plan or plan(job, api=api, token=token)
     offer = the_plan["offer"]
     price = float(the_plan["price_per_hour"])
-    grace = job.runpod.time_limit_grace_s
-    limit = job.time_limit_seconds
     fields = {"mode": job.runpod.mode, "spot": offer.spot, "gpu": gpu_type_id(offer), "gpu_count": offer.gpu_count,
               "cloud": offer.cloud, "display_name": job.runpod.name or default_display_name()}
     provider = RunPodProvider(api, job=job, price_per_hour=price, spot=offer.spot,
@@ -575,7 +573,7 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
         provider.env = {"PUBLIC_KEY": public}
         spec = HostSpec(remote_dir=job.runpod.remote_dir, ssh_key=key_path, python=job.runpod.python,
                         skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
-                        deadline_epoch=time.time() + limit + grace if limit else None)
+                        deadline_epoch=job.launcher_deadline(time.time()))
         return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
                                runs_dir=runs_dir, recover=recover, the_plan=the_plan)
     from helpers.backends.instance_flow import supervise
@@ -654,7 +652,7 @@ class StartCommandRun:
         """One status call per poll interval (429/5xx: backoff inside RunPodApi) until the pod ends."""
         job, provider = self.job, self.provider
         limit = job.time_limit_seconds
-        deadline = self.created + limit + job.runpod.time_limit_grace_s if limit else None
+        deadline = job.launcher_deadline(self.created)
         last_state, last_cost = None, time.monotonic()
         while True:
             state, _, _ = call(provider.get, self.pod_id, what="pod status")
@@ -690,7 +688,7 @@ class StartCommandRun:
                 return EXIT_FAILED
             if deadline and time.time() > deadline:
                 verb = "terminating" if job.limits.terminate_on_stop else "stopping"
-                warn(f"time limit ({limit:.0f}s + {job.runpod.time_limit_grace_s:.0f}s grace) passed and the pod "
+                warn(f"time limit ({limit:.0f}s + {job.grace_seconds:.0f}s grace) passed and the pod "
                      f"still runs: {verb} it (launcher backstop)")
                 self.end(stop_only=not job.limits.terminate_on_stop)
                 return EXIT_STOPPED
@@ -806,12 +804,12 @@ def gpus(gpu_count: int = 1, spot: bool | None = None, env_file: str | Path | No
 def rehearsal(job, root: Path | None = None):
     """`runpod.train --rehearse`: a RunPodEmulator (pods are real sshd hosts on this machine) in a temp folder,
     a local Hub server when the store is hf://, an SSH key, and the environment pointing at them, for the
-    whole launch. Yields (job, ledger); the pods run this machine's Python (runpod.python -> this interpreter
+    whole launch. Yields (job, ledger, emulator); the pods run this machine's Python (runpod.python -> this interpreter
     unless set), everything else is as configured. Needs root and openssh-server (see packages.apt)."""
     import tempfile
 
-    from helpers.emulators.runpod_api import RunPodEmulator
-    from helpers.emulators.sshhost import generate_keypair
+    from emulators.runpod_api import RunPodEmulator
+    from emulators.sshhost import generate_keypair
     from helpers.ledger import Ledger
 
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
@@ -833,7 +831,7 @@ def rehearsal(job, root: Path | None = None):
             if job.runpod.python == "python3":
                 job.runpod.python = sys.executable
             if job.store.startswith("hf://"):
-                from helpers.emulators.hub_server import HubServer
+                from emulators.hub_server import HubServer
 
                 hub = HubServer(tmp / "hub").start()
                 token = "hf_rehearsal_" + "0" * 24

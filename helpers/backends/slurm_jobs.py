@@ -312,11 +312,6 @@ def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) 
     return record
 
 
-def launch(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
-    """The shared backend verb: submit; returns the SLURM job id."""
-    return submit(job, host_secrets, runs_dir)["job_id"]
-
-
 def read_record(run_dir: Path) -> dict | None:
     try:
         return json.loads((run_dir / RECORD).read_text())
@@ -452,22 +447,6 @@ def cancel(record: dict) -> None:
     """scancel: the batch shell and the runtime get SIGTERM; the runtime stops the trainer and syncs (within KillWait)."""
     _slurm("scancel", str(record["job_id"]))
     say(f"cancelled slurm job {record['job_id']}: the runtime syncs its last checkpoint before SLURM ends the job")
-
-
-def terminate(record: dict) -> None:
-    cancel(record)
-
-
-def wait(job_id: int, timeout: float | None = None, poll: float = 2.0) -> str | None:
-    """Until the job has ended (a requeue passes through PENDING; that is not the end); returns its final state."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        current = state(job_id)
-        if current is None or current in FINAL_STATES:
-            return current
-        if deadline is not None and time.monotonic() > deadline:
-            return current
-        time.sleep(poll)
 
 
 # --- `python -m helpers.backends.slurm_jobs stage CONFIG`: what a standalone script runs at every start -----------

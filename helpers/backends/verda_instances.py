@@ -109,11 +109,6 @@ def api(fn, *args, what: str = "Verda API call", **kwargs):
         raise classified from exc
 
 
-def _message(exc: BaseException) -> str:
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    return str(getattr(cause, "message", "") or cause)
-
-
 class VerdaProvider:
     """The instance_flow provider (and `invoke cleanup`'s) for Verda."""
 
@@ -441,7 +436,8 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
         extra_files={"train.remote.yaml": Path(config_path)} if config_path else {},
         machine={"kind": PROVIDER, "volume_ids": [], "shutdown_fallback": True},
         ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
-                       "image": the_plan["image"], "mode": mode})
+                       "image": the_plan["image"], "mode": mode},
+        deadline_epoch=job.launcher_deadline(time.time()))
     return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
                            runs_dir=runs_dir, recover=recover, the_plan=the_plan)
 

@@ -42,13 +42,14 @@ def _config(config, train_config):
 
 
 def _job(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-         checkpoint_repo_id, image, location, os_volume_id=None):
+         checkpoint_repo_id, image, location, os_volume_id=None, *, spot: bool | None):
+    """The job from the flags; `spot` None: neither --spot nor --no-spot was given."""
     keys = {"resources.gpu": gpu_model, "resources.gpu_count": gpus_per_instance, "verda.image": image,
             "verda.location": location, "verda.os_volume_id": os_volume_id}
     if checkpoint_repo_id:
         keys.update({"checkpoint.repo_id": checkpoint_repo_id, "checkpoint.store": f"hf://{checkpoint_repo_id}"})
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, **keys)
-    chosen = toggle("spot")
+    chosen = spot
     if chosen is None:  # neither --spot nor --no-spot: the YAML decides if it says, else spot (seed 001)
         chosen = job.resources.spot if "spot" in job.resources.model_fields_set else True
     job.resources.spot = chosen
@@ -93,7 +94,7 @@ def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_p
     """Train on a new Verda instance: upload, start detached, follow, fetch outputs, delete (auto-resumes from the store)."""
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, image, location)
+               checkpoint_repo_id, image, location, spot=toggle("spot"))
     _done(_launch(job, "auto", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
 
 
@@ -105,7 +106,7 @@ def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_
     """Resume on a new (spot) instance from the newest checkpoint in the store (--checkpoint-repo-id or the config)."""
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, image, location)
+               checkpoint_repo_id, image, location, spot=toggle("spot"))
     _done(_launch(job, "resume", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
 
 
@@ -119,7 +120,7 @@ def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None,
     """Boot a new spot instance from a kept OS volume (same location) and resume from the newest checkpoints/last on it."""
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, None, location, os_volume_id)
+               checkpoint_repo_id, None, location, os_volume_id, spot=toggle("spot"))
     _done(_launch(job, "resume_local", dry_run, env_file, path, os_volume_id, detach, image_given=bool(image)))
 
 
@@ -169,3 +170,54 @@ def gpus(c, spot=True, location=None, env_file=None):
     from helpers.backends import verda_instances as verda
 
     verda.gpus(toggle("spot"), location, env_file or ".env")
+
+
+# ------------------------------------------------------------------------------ seed 001's command line
+
+SEED_MODES = {"train": "auto", "resume": "resume", "resume_local": "resume_local"}
+
+
+def seed_main(argv: list[str] | None = None) -> int:
+    """`python verda/verda_lerobot_manager.py train|resume|resume_local --gpu-model H100 --gpus-per-instance 4
+    --env-file .env --train-config configs/train.remote.yaml --run-id first_run`: seed 001's flags, the same code
+    as `invoke verda.train|resume|resume-local`."""
+    import argparse
+
+    from helpers.console import fail
+    from helpers.errors import TrainyardError
+
+    parser = argparse.ArgumentParser(prog="verda_lerobot_manager.py", description="LeRobot training on Verda "
+                                     "instances (seed 001's flags; the same code as `invoke verda.*`).")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="{train,resume,resume_local}")
+    for verb, what in (("train", "train on a new instance"), ("resume", "resume on a new instance from the store"),
+                       ("resume_local", "boot a new spot instance from a kept OS volume and resume from it")):
+        one = sub.add_parser(verb, help=what, description=what)
+        one.add_argument("--train-config", "--config", dest="config", help=LAUNCH_HELP["train_config"])
+        one.add_argument("--env-file", default=".env", help="secrets file (default .env)")
+        one.add_argument("--run-id", help=LAUNCH_HELP["run_id"])
+        one.add_argument("--gpu-model", help=LAUNCH_HELP["gpu_model"])
+        one.add_argument("--gpus-per-instance", type=int, help=LAUNCH_HELP["gpus_per_instance"])
+        one.add_argument("--checkpoint-repo-id", help=LAUNCH_HELP["checkpoint_repo_id"])
+        one.add_argument("--image", help=LAUNCH_HELP["image"])
+        one.add_argument("--location", help=LAUNCH_HELP["location"])
+        if verb == "resume_local":
+            one.add_argument("--os-volume-id", help="the detached OS volume to boot from (else a list to pick from)")
+        one.add_argument("--spot", dest="spot", action="store_const", const=True, default=None, help=LAUNCH_HELP["spot"])
+        one.add_argument("--no-spot", dest="spot", action="store_const", const=False, help="on-demand")
+        one.add_argument("--dry-run", action="store_true", help=LAUNCH_HELP["dry_run"])
+        one.add_argument("--detach", action="store_true", help=LAUNCH_HELP["detach"])
+    args = parser.parse_args(argv)
+    try:
+        path = _config(args.config, None)
+        os_volume_id = getattr(args, "os_volume_id", None)
+        job = _job(path, args.run_id, None, None, None, None, None, None, args.gpu_model, args.gpus_per_instance,
+                   args.checkpoint_repo_id, args.image if args.verb != "resume_local" else None, args.location,
+                   os_volume_id, spot=args.spot)
+        return _launch(job, SEED_MODES[args.verb], args.dry_run, args.env_file, path, os_volume_id, args.detach,
+                       image_given=bool(args.image) and args.verb == "resume_local")
+    except TrainyardError as exc:
+        fail(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        fail("interrupted")
+        return 130

@@ -99,9 +99,9 @@ class World:
     def __init__(self, root: Path, hub, *, runpod_boot_s: float = 0.0, verda_boot_s: float = 0.3, verda_order_s: float = 0.1,
                  runpod_key: str = "rp_test_key", verda_secret: str = "verda_test_secret", hf_token: str | None = None,
                  extra_env: dict[str, str] | None = None):
-        from helpers.emulators.runpod_api import RunPodEmulator
-        from helpers.emulators.sshhost import generate_keypair
-        from helpers.emulators.verda_api import VerdaEmulator
+        from emulators.runpod_api import RunPodEmulator
+        from emulators.sshhost import generate_keypair
+        from emulators.verda_api import VerdaEmulator
 
         self.root, self.hub = root, hub
         self.work = root / "work"

@@ -190,7 +190,7 @@ def judge(code: int, out: str, err: str) -> str:
 
 @pytest.fixture
 def fuzz_env(tmp_path, hub_server, monkeypatch):
-    from helpers.emulators.runpod_api import RunPodEmulator
+    from emulators.runpod_api import RunPodEmulator
 
     emu = RunPodEmulator(tmp_path / "runpod", ssh=False).start()
     home = tmp_path / "home"

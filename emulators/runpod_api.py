@@ -10,14 +10,14 @@ Every request body is parsed by graphql-core's parser and validated against `SCH
 RunPod's schema that the SDK, SkyPilot-style spot launchers and runpodctl v1 use), then executed, so
 selection sets, literals, variables and aliases behave like a GraphQL server's.
 
-Each pod is a real SSH host (`helpers.emulators.sshhost.SshHost`) whose disk is `<root>/pods/<pod_id>`;
+Each pod is a real SSH host (`emulators.sshhost.SshHost`) whose disk is `<root>/pods/<pod_id>`;
 `runtime.ports` maps 22/tcp to its sshd on 127.0.0.1. `dockerArgs` is the container's start command; when
 it exits on its own the pod goes to EXITED, like a stopped container. Stopping/preempting a pod wipes its
 container disk (everything but the volume at `/workspace`-or-`volumeMountPath`, and the volume too when
 `volumeInGb` is 0); resuming boots it again on a new port.
 
 Test controls: Python methods on `RunPodEmulator`, or HTTP under `/_emulator/...` (see `EmulatorClient`).
-Run standalone: `python -m helpers.emulators.runpod_api --root DIR` prints the env to export and serves.
+Run standalone: `python -m emulators.runpod_api --root DIR` prints the env to export and serves.
 
 Values and behaviours the reference marks [INF] (not documented by RunPod) are marked INF here too.
 """
@@ -46,8 +46,8 @@ from typing import Any
 from graphql import GraphQLError, OperationDefinitionNode, build_schema, execute, parse, validate
 from graphql.language import FieldNode
 
-from helpers.emulators.serving import EmulatorHTTPServer
-from helpers.emulators.sshhost import SshHost, free_port
+from emulators.serving import EmulatorHTTPServer
+from emulators.sshhost import SshHost, free_port
 
 __all__ = ["RunPodEmulator", "EmulatorClient", "GPU_CATALOG", "SCHEMA_SDL", "NO_CAPACITY", "NO_FREE_GPUS"]
 
@@ -1249,7 +1249,7 @@ class EmulatorClient:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m helpers.emulators.runpod_api",
+    ap = argparse.ArgumentParser(prog="python -m emulators.runpod_api",
                                  description="Serve a local RunPod GraphQL API whose pods are real SSH hosts.")
     ap.add_argument("--root", required=True, type=Path, help="directory for pod disks (<root>/pods/<id>)")
     ap.add_argument("--port", type=int, default=0)

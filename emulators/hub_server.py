@@ -10,7 +10,7 @@ Storage is plain files under `root` so tests can look at it:
     root/trees/<id>.json                      one revision's {path: entry} map
     root/repos/<type>s/<ns>/<name>.json       refs, commits, visibility
 
-Stdlib only. Run it by hand: `python -m helpers.emulators.hub_server --root DIR --token T --user U`.
+Stdlib only. Run it by hand: `python -m emulators.hub_server --root DIR --token T --user U`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterator, Literal, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from helpers.emulators.serving import EmulatorHTTPServer
+from emulators.serving import EmulatorHTTPServer
 
 REPO_TYPES = ("model", "dataset", "space")
 REGULAR_MAX = 10 * 1024 * 1024  # the Hub sends bigger files through LFS

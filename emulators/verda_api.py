@@ -22,7 +22,7 @@ Refusals use the messages the real API is known to send: "Can't discontinue a pr
 "Can't discontinue a discontinued instance", "Invalid instance id",
 "Operating system is not valid for this instance type".
 
-Each instance is a real SSH host (`helpers.emulators.sshhost.SshHost`): its /root is the directory of its
+Each instance is a real SSH host (`emulators.sshhost.SshHost`): its /root is the directory of its
 OS volume, `<root>/volumes/<volume id>/`.  Booting a new instance from a detached OS volume
 (`image=<volume id>`, or an OS volume among `existing_volumes`) reuses that directory, so the files the
 previous instance wrote are there (how `resume_local` works).  The authorized keys are the public keys of
@@ -55,7 +55,7 @@ EMULATOR-ONLY differences (not in the real API):
   * `on_spot_discontinue` is accepted (and ignored) on on-demand instances; a third-party note says the
     real API rejects it.
 
-Run it alone: `python -m helpers.emulators.verda_api --root DIR [--port N]` (client id/secret from
+Run it alone: `python -m emulators.verda_api --root DIR [--port N]` (client id/secret from
 VERDA_CLIENT_ID / VERDA_CLIENT_SECRET, else the test defaults).  It prints one JSON line with the URLs.
 """
 
@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from helpers.emulators.serving import EmulatorHTTPServer
+from emulators.serving import EmulatorHTTPServer
 
 __all__ = [
     "DEFAULT_INSTANCE_TYPES",
@@ -713,7 +713,7 @@ class VerdaEmulator:
         host, port = None, None
         if self.ssh:
             try:
-                from helpers.emulators.sshhost import SshHost
+                from emulators.sshhost import SshHost
 
                 host = SshHost(disk, keys + "\n" if keys else "", env=env, start_command=start_command,
                                on_exit=lambda h, inst=inst: self._host_exited(inst, h))
@@ -1484,7 +1484,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.emulators.verda_api",
+    parser = argparse.ArgumentParser(prog="python -m emulators.verda_api",
                                      description="Local Verda (DataCrunch) REST API emulator.")
     parser.add_argument("--root", required=True, type=Path, help="directory for volumes and scripts")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
