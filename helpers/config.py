@@ -6,8 +6,10 @@ Every key is documented in configs/README.md. Secrets are never part of the conf
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +132,13 @@ class Checkpoint(Section):
     keep: int = Field(default=1, ge=1)
     private: bool = True
 
+    @field_validator("store")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        from helpers.stores import check_spec
+
+        return check_spec(value)
+
     @model_validator(mode="after")
     def _store_from_repo_id(self) -> "Checkpoint":
         # Seed 001 names the Hub repo `checkpoint.repo_id`; it means the store hf://<repo_id>.
@@ -193,6 +202,7 @@ class Limits(Section):
     budget_usd: float | None = Field(default=None, gt=0)
     max_recoveries: int = Field(default=5, ge=0)
     grace_s: float = Field(default=300, ge=0)
+    recover: bool | None = None
 
     @field_validator("time_limit", mode="before")
     @classmethod
@@ -381,7 +391,12 @@ class JobConfig(Section):
     @property
     def run_id(self) -> str:
         """Safe for paths, host names and Hub repo names."""
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.job.run_id or self.job.name).strip("-") or "run"
+        name = self.job.run_id or self.job.name
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode())
+        slug = slug.strip("-")
+        if not name.isascii():  # "ロボット" and "机器人" must not both become "run": the name's own hash tells them apart
+            slug = f"{slug or 'run'}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+        return slug or "run"
 
     @property
     def output_dir(self) -> str:
@@ -438,6 +453,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config ({exc.strerror or exc})", "check the --config path", str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)",
+                          "pass a YAML job config (examples in configs/)", str(path)) from None
     try:
         data = yaml.load(text, Loader=seed_formats.loader())
     except ConfigError as exc:

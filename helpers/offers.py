@@ -363,6 +363,7 @@ def choose(
     min_vram_gb: float | None = None,
     spot_allowed: bool = False,
     cloud: str | None = None,
+    location_key: str = "resources.location",
     location: str | None = None,
     max_price_per_hour: float | None = None,
 ) -> Choice:
@@ -398,7 +399,7 @@ def choose(
         if cloud is not None and o.cloud != cloud:
             why.append(f"{o.cloud or 'unknown'} cloud (resources.cloud is {cloud})")
         if location and o.location and o.location.lower() != location.lower():
-            why.append(f"location {o.location} (resources.location is {location})")
+            why.append(f"location {o.location} ({location_key} is {location})")
         if max_price_per_hour is not None and o.price_per_hour > max_price_per_hour + 1e-9:
             why.append(f"${o.price_per_hour:.2f}/h > max ${max_price_per_hour:.2f}/h")
         if not o.in_stock:
@@ -440,7 +441,6 @@ def _allowed_keys(allowed: str | Iterable[str] | None) -> set[str] | None:
 _RELAX_TIPS = (
     ("not in resources.gpu", "add {gpu} to resources.gpu"),
     ("spot", "set resources.spot: true"),
-    ("location", "drop resources.location"),
     ("$", "raise resources.max_price_per_hour"),
     ("out of stock", "retry later or use another provider"),
 )
@@ -451,6 +451,8 @@ def _relax_tip(reason: str) -> str:
         return "set resources.cloud: any"
     if "min_vram_gb" in reason:
         return "lower resources.min_vram_gb"
+    if reason.startswith("location") and (key := re.search(r"\((\S+) is ", reason)):
+        return f"drop {key[1]}"  # the key the user set: resources.location or verda.location
     return next((tip for start, tip in _RELAX_TIPS if reason.startswith(start)), reason)
 
 

@@ -412,7 +412,11 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
     candidates [{gpu, gpu_id, memory_gb, gpu_count, price_per_hour, spot, cloud, location, instance_type,
     in_stock, fits, chosen, reason}], warnings, hub {status, checked}, offer (the chosen `Offer`, to launch).
     A job that fits nothing, a gated/missing repo or a GPU the provider lacks raise ConfigError (one line)."""
+    from helpers import stores
+
     warnings = check_offered(job, provider)
+    # where the checkpoints go (refused here, before any network call, when they would not survive the instance)
+    store = stores.choose(job, provider, recover=job.limits.recover, token=token if token is not None else hf_token())
     if token is None and not offline:
         token = hf_token()
     hub = check_hub(job, token, offline)
@@ -423,10 +427,11 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
     _check_priced(job, provider, offers)
     r = job.resources
     location = r.location or (job.verda.location if provider == "verda" else None)
+    location_key = "resources.location" if r.location or not location else "verda.location"
     choice = offers_mod.choose(
         offers, est if est is not None else (r.min_vram_gb or 0.0), gpu_count=r.gpu_count,
         allowed_gpus=_gpu_names(job) or None, min_vram_gb=r.min_vram_gb, spot_allowed=r.spot, cloud=r.cloud,
-        location=location, max_price_per_hour=r.max_price_per_hour,
+        location=location, location_key=location_key, max_price_per_hour=r.max_price_per_hour,
     )
     chosen, rows = _prefer_smallest_free(choice.offer, list(choice.candidates))
     fitting = sum(1 for c in rows if c.fits)
@@ -440,6 +445,10 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         why = f"{where}, free ({o.source}): the smallest of {fitting} GPUs that fit"
     why += f" ~{math.ceil(est.total_gb - 1e-9)} GB per GPU" if est is not None else \
         " (no memory estimate: set model.params for one)"
+    if r.spot and not o.spot:
+        kind = "the dated price table" if o.source != "live" else f"{provider} now"
+        warnings.append(f"resources.spot is true but {kind} has no spot offer that fits: this plan is ON-DEMAND "
+                        f"(${o.price_per_hour:.2f}/h); plan online for live spot prices, or set resources.spot: false")
     return {
         "backend": provider,
         "gpu": {"id": o.gpu.key, "name": o.gpu.label, "memory_gb": o.gpu.memory_gb,
@@ -457,6 +466,8 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         "candidates": [_row(c, o) for c in rows],
         "warnings": warnings,
         "hub": {"status": hub.status, "checked": hub.checked},
+        "store": store.spec,
+        "store_why": store.why,
         "offer": o,
     }
 
@@ -552,6 +563,10 @@ def with_estimate(job, the_plan: dict, token: str | None = None, offline: bool =
 
 def plan_document(job, backend: str, the_plan: dict) -> dict:
     """The plan as one JSON-ready object (what `invoke plan --json` prints)."""
+    from helpers import stores
+
+    store = (stores.StoreChoice(the_plan["store"], the_plan["store_why"]) if the_plan.get("store") else
+             stores.choose(job, backend, recover=job.limits.recover, token=None))  # backends that keep a directory
     hours = (job.time_limit_seconds or 0) / 3600
     price = the_plan.get("price_per_hour")
     budget = job.limits.budget_usd
@@ -565,6 +580,7 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "estimate": the_plan.get("estimate"),
         "price_per_hour": price,
         "spot": the_plan.get("spot", False),
+        "spot_requested": bool(job.resources.spot),
         "cloud": the_plan.get("cloud"),
         "location": the_plan.get("location"),
         "instance_type": the_plan.get("instance_type"),
@@ -577,9 +593,10 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "candidates": the_plan.get("candidates", []),
         "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.get("files", []),
-        "secrets_required": sorted(required_secrets(job, backend)),
+        "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
         "secrets_missing": the_plan.get("secrets_missing"),
-        "store": job.store,
+        "store": store.spec,
+        "store_why": store.why,
         "hub": the_plan.get("hub"),
         "warnings": the_plan.get("warnings", []),
     }
@@ -632,7 +649,8 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
     say(f"  files: {', '.join(doc['files']) or '-'}")
     missing = doc.get("secrets_missing") or []
     secrets = ", ".join(f"{s} (missing)" if s in missing else s for s in doc["secrets_required"]) or "none"
-    say(f"  secrets: {secrets}; checkpoints to {doc['store']}")
+    say(f"  secrets: {secrets}")
+    say(f"  checkpoints: {doc['store']}" + (f" — {doc['store_why']}" if doc.get("store_why") else ""))
     hub = doc.get("hub") or {}
     if hub.get("checked"):
         say(f"  Hub: readable with this token: {', '.join(hub['checked'])}")

@@ -45,12 +45,28 @@ def _model_type(loader: yaml.SafeLoader, node: yaml.Node) -> ModelType:
     return ModelType(name)
 
 
+def _unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A key given twice in one mapping (two `training:` sections) is refused: YAML would keep the last silently."""
+    seen: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(str(key), f"given twice in one mapping (lines {seen[key]} and {line})",
+                              "keep one of them (merge the two into one section)")
+        seen[key] = line
+    return loader.construct_mapping(node, deep=True)
+
+
 def loader() -> type[yaml.SafeLoader]:
     """A safe YAML loader that also understands seed 000's tags."""
 
     class TrainyardLoader(yaml.SafeLoader):
         pass
 
+    TrainyardLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
     TrainyardLoader.add_constructor("!CMD", _cmd)
     TrainyardLoader.add_constructor("!MODEL_TYPE", _model_type)
     return TrainyardLoader

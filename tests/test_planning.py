@@ -84,7 +84,7 @@ def test_cheapest_offer_that_really_fits_and_why_the_others_lost():
 
 
 def test_spot_competes_when_allowed_and_stock_is_respected():
-    job = job_of(policy={"type": "pi05"}, resources={"spot": True})
+    job = job_of(policy={"type": "pi05"}, resources={"spot": True}, checkpoint={"store": "hf://org/pi05-ckpt"})
     assert plan_gpu(job, "runpod", TABLE, offline=True)["gpu"]["id"] == "A100-SXM-80GB"  # 1.39 < H200 spot 3.05
     cheap_spot = TABLE + [offer("H100-SXM", 1.10, spot=True, cloud="community")]
     p = plan_gpu(job, "runpod", cheap_spot, offline=True)

@@ -18,6 +18,7 @@ tests/test_lerobot_e2e.py on the local backend, with the same runtime).
 from __future__ import annotations
 
 import base64
+import re
 import io
 import json
 import os
@@ -512,7 +513,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         for key, value in emu.sdk_env(tmp_path).items():
             monkeypatch.setenv(key, value)
         api = runpod_pods.client(env_file=None)
-        the_plan = runpod_pods.plan(job, api=api, check_hub=False)
+        the_plan = runpod_pods.plan(job, api=api, check_hub=False, token="hf_" + "x" * 34)  # spot: a Hub store is needed
         offer = the_plan["offer"]
         assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan["bid_per_gpu"] == 0.18
         run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"], runs_dir=tmp_path)
@@ -561,3 +562,72 @@ def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_pat
     assert "synced checkpoint step 20" in out and "rehearsal over: no pod left" in out
     assert os.readlink(work / "runs/rehearsed/outputs/checkpoints/last") == "000020"
     assert not (work / "ledger.jsonl").exists()  # a rehearsal keeps its own ledger
+
+
+def _rehearsal_config(work: Path, name: str) -> Path:
+    """A spot job that leaves checkpoint.store unset, as a new user does."""
+    config = work / f"{name}.yaml"
+    config.write_text(json.dumps({
+        "job": {"name": name}, "framework": "command",
+        "command": {"run": f"TOY_STEP_SECONDS=0.1 {sys.executable} {TOY}"},
+        "training": {"steps": 40, "save_freq": 5}, "checkpoint": {"upload_poll_seconds": 0.2},
+        "resources": {"gpu": "RTX 4090", "spot": True}, "runpod": {"skip_setup": True, "poll_seconds": 0.3},
+    }))
+    return config
+
+
+def test_rehearsed_spot_run_with_the_default_store_resumes_at_the_synced_step_after_a_preemption(tmp_path, monkeypatch):
+    """Issue: with checkpoint.store unset, a preempted spot pod was relaunched "resuming" and started at step 0.
+    Now the default store of a spot run is a private Hub repo, so the relaunch resumes where the store is."""
+    from emulators.runpod_api import EmulatorClient
+
+    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = _rehearsal_config(work, "spot-dir")
+    process = subprocess.Popen([INVOKE, "-r", str(REPO), "runpod.train", "-c", str(config), "--rehearse"], cwd=work,
+                               env={**os.environ, "HOME": str(tmp_path), "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    lines, emulator, synced = [], None, None
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if emulator is None and (found := re.search(r"RunPod emulator at (http://127\.0\.0\.1:\d+)", line)):
+                emulator = EmulatorClient(found[1])
+            if found := re.search(r"synced checkpoint step (\d+)", line):
+                synced = int(found[1])
+            if synced is not None and synced >= 15 and emulator is not None:
+                (pod,) = emulator.live_pods()
+                emulator.preempt(pod["id"] if isinstance(pod, dict) else pod)
+                break
+        rest = process.communicate(timeout=240)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    out = "".join(lines) + rest
+    assert process.returncode == 0, out[-4000:]
+    assert "checkpoints: hf://rehearsal/spot-dir-checkpoints" in out  # the plan said where, and why
+    relaunch = re.search(r"relaunch 1/\d+ on .*?; the new instance resumes from step (\d+) in "
+                         r"hf://rehearsal/spot-dir-checkpoints", out)
+    assert relaunch, out[-4000:]
+    resumed = int(re.search(r"resuming from step (\d+)", out)[1])
+    assert resumed == int(relaunch[1]) >= synced >= 15
+    assert out.count("no checkpoint in") == 1 and "synced checkpoint step 40" in out  # only the first launch starts at 0
+
+
+def test_rehearsed_spot_run_with_the_default_store_and_no_token_is_refused_up_front(tmp_path, monkeypatch):
+    """Without the rehearsal's own Hub (a real launch with no HF_TOKEN) nothing is created: one line, exit 2."""
+    for name in ("HF_TOKEN", "RUNPOD_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = _rehearsal_config(work, "spot-dir")
+    done = subprocess.run([INVOKE, "-r", str(REPO), "runpod.train", "-c", str(config)], cwd=work,
+                          env={**os.environ, "HOME": str(tmp_path), "RUNPOD_API_KEY": "rpa_" + "x" * 20,
+                               "TRAINYARD_LEDGER": str(work / "ledger.jsonl")},
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stdout + done.stderr
+    assert "checkpoint.store: unset, and a spot runpod instance can vanish with its disk" in done.stderr
+    assert "set HF_TOKEN in .env" in done.stderr and "checkpoint.store: hf://<org>/<repo>" in done.stderr
+    assert not (work / "ledger.jsonl").exists()  # nothing was recorded, so nothing was created

@@ -303,7 +303,7 @@ def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
     if not shutil.which("condor_submit"):
         warn(f"not submitted: condor_submit is not on this machine. Copy the repository (with {s.run_dir}/) to the "
              f"CHTC access point and run there, from its root:\n  condor_submit {submit_file}")
-        return 0
+        return 1  # nothing was submitted: a script (or `make chtc-submit`) must not take this for success
     # getenv passes WANDB_API_KEY / HF_TOKEN from condor_submit's environment: the .env ones are added there only.
     env = {**os.environ, **{k: v for k, v in host_secrets.items() if not os.environ.get(k)}}
     done = subprocess.run(["condor_submit", str(submit_file)], env=env, capture_output=True, text=True)

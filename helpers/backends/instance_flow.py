@@ -375,6 +375,7 @@ class _Flow:
         self.heartbeat: Heartbeat | None = None
         self.started = False  # the runtime runs on the host: only then can it end the machine itself
         self.ended = False
+        self.last_step: int | None = None  # the newest training step the launcher saw in the log
 
     # --- the steps ----------------------------------------------------------------------------------
     def run(self, mode: str, detach: bool) -> int:
@@ -433,7 +434,7 @@ class _Flow:
         while True:
             followed_from = time.monotonic()
             try:
-                follow(self.remote.tail(self.spec.remote_dir, pid=pid, on_poll=on_poll), total)
+                follow(self.steps_seen(self.remote.tail(self.spec.remote_dir, pid=pid, on_poll=on_poll)), total)
             except _DeadlinePassed:
                 warn(f"the time limit passed and the run goes on: ending instance {self.name} (launcher backstop)")
                 return "stopped"
@@ -459,6 +460,15 @@ class _Flow:
                     break
                 except RemoteError as exc:
                     warn(str(exc))
+
+    def steps_seen(self, lines):
+        """The log lines, remembering the newest training step (what a loss costs, if no checkpoint was synced)."""
+        from helpers.runtime.progress import step_of
+
+        for line in lines:
+            if (step := step_of(line)) is not None:
+                self.last_step = step
+            yield line
 
     def lost(self, exc: Exception) -> str | None:
         """Why, when `exc` means the instance went away (lost while booting, or SSH failed and the provider says
@@ -538,8 +548,9 @@ class _Flow:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             note = call(self.provider.terminate, self.instance_id, keep_disk=keep_disk, what=f"terminating {self.name}")
+            seen = {"last_step": self.last_step} if self.last_step is not None else {}
             self.ledger.record(self.provider.name, self.name, "terminated", instance_id=self.instance_id,
-                               ended=time.time())
+                               ended=time.time(), **seen)
             self.ended = True
             say(f"instance {self.name} terminated ({cost_line(self.provider.price_per_hour, self.created)})")
             if note:
@@ -737,6 +748,8 @@ def supervise(job, provider, offer, attempt: Callable[[Launch], int], *, mode: s
     budget forbids a relaunch."""
     from helpers.ledger import Ledger
 
+    if recover is None:
+        recover = job.limits.recover
     return _Supervisor(job, provider, offer, attempt, mode=mode, recover=bool(offer.spot) if recover is None else recover,
                        the_plan=the_plan, ledger=ledger or Ledger(), runs_dir=runs_dir).run()
 
@@ -829,6 +842,31 @@ class _Supervisor:
             return make(offer)
         return self.provider if offer_key(offer) == offer_key(self.offer) else None
 
+    def resume_point(self, n: int, lost: str) -> str:
+        """What the relaunch will resume from, said only as far as it is known: the store's newest step (an hf://
+        store, read from here), or an error event naming the steps lost when the store has none."""
+        store = self.job.store
+        if not store.startswith("hf://"):
+            return f"the new instance resumes from the newest checkpoint in {store}, if one is there"
+        from helpers.runtime.store import open_store
+
+        try:
+            step = open_store(store).latest_step()
+        except Exception as exc:  # noqa: BLE001 - cannot tell from here: the runtime there will say
+            return f"the store {store} could not be read from here ({type(exc).__name__}); the new instance looks itself"
+        if step is not None:
+            return f"the new instance resumes from step {step} in {store}"
+        seen = next((e.get("last_step") for e in reversed(self.instances()) if e.get("last_step") is not None), None)
+        what = f"the {seen} steps trained on instance {lost} are" if seen is not None else f"what instance {lost} trained is"
+        message = (f"no checkpoint in {store}: relaunch {n} starts at step 0 — {what} lost "
+                   "(no checkpoint had reached the store; lower training.save_freq to lose less)")
+        warn(f"[trainyard] {message}")
+        self.emit("recovery_no_checkpoint", message, level="error", recovery=n, lost_instance=lost, steps_lost=seen)
+        entry = next((e for e in self.instances() if e["id"] == lost), None)
+        if entry is not None:  # `invoke status` shows it with the run; the entry's state stays what it is
+            self.ledger.record(entry["provider"], lost, entry["state"], warning=message)
+        return "it starts at step 0"
+
     # --- the relaunch ---------------------------------------------------------------------------------
     def relaunch(self, n: int, most: int, lost: str) -> int:
         offers = [(o, p) for o in relaunch_offers(self.offer, self.the_plan, self.live_offers())
@@ -838,8 +876,8 @@ class _Supervisor:
             first = offers[0][0]
             where = ("the same offer, " if offer_key(first) == offer_key(self.offer) else "") + first.label
             more = f" (then {len(offers) - 1} other offer(s) of the plan if that one is refused)" if len(offers) > 1 else ""
-            message = (f"instance {lost} was lost: relaunch {n}/{most} on {where}{more}, resuming from the newest "
-                       f"checkpoint in {self.job.store} (spent so far ${spent:.2f})")
+            message = (f"instance {lost} was lost: relaunch {n}/{most} on {where}{more}; {self.resume_point(n, lost)} "
+                       f"(spent so far ${spent:.2f})")
         else:
             message = f"instance {lost} was lost: relaunch {n}/{most}, but no offer of the plan is in stock now"
         warn(f"[trainyard] {message}")

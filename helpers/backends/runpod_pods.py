@@ -483,6 +483,8 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
     from helpers.bundle import BUNDLE_NAME, render_commands
     from helpers.planning import plan_gpu
 
+    from helpers.net import unreachable
+
     note = None
     if api is None and not offline:
         try:
@@ -493,7 +495,11 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
 
     def live() -> list:  # called by plan_gpu once the input is checked: a wrong config costs no API call
         # resources.spot allows spot: the cheapest of spot and on-demand wins (a GPU without spot offers rents on-demand)
-        pool, read["source"] = offers(api, job, offline=offline or api is None)
+        nonlocal note
+        down = unreachable(api.base_url) if api is not None and not offline else None
+        if down:
+            note = f"planning from the dated price table: the RunPod API is unreachable ({down})"
+        pool, read["source"] = offers(api, job, offline=offline or api is None or bool(down))
         return pool
 
     the_plan = plan_gpu(job, PROVIDER, live, token=token, offline=offline or not check_hub)
@@ -811,6 +817,7 @@ def rehearsal(job, root: Path | None = None):
     from emulators.runpod_api import RunPodEmulator
     from emulators.sshhost import generate_keypair
     from helpers.ledger import Ledger
+    from helpers.stores import can_vanish
 
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
         raise ConfigError("--rehearse", "the emulated pods are sshd hosts in their own namespaces: this needs root "
@@ -830,12 +837,12 @@ def rehearsal(job, root: Path | None = None):
             job.runpod.ssh_private_key = None
             if job.runpod.python == "python3":
                 job.runpod.python = sys.executable
-            if job.store.startswith("hf://"):
+            if job.store.startswith("hf://") or can_vanish(job, PROVIDER, job.limits.recover):
                 from emulators.hub_server import HubServer
 
                 hub = HubServer(tmp / "hub").start()
                 token = "hf_rehearsal_" + "0" * 24
-                hub.add_token(token, job.store[5:].split("/")[0])
+                hub.add_token(token, job.store[5:].split("/")[0] if job.store.startswith("hf://") else "rehearsal")
                 os.environ.update({**hub.client_env(token), "HF_HOME": str(tmp / "hf_home")})
                 _point_hub_client(hub.url, tmp / "hf_home")
             say(f"rehearsal: RunPod emulator at {emu.url} (pods are sshd hosts under {tmp}), "

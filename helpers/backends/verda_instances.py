@@ -78,10 +78,14 @@ def client(secrets=None, env_file: str | Path | None = ".env"):
     secrets = secrets or load_secrets(env_file)
     client_id = secrets.require("VERDA_CLIENT_ID", "to talk to the Verda API")
     client_secret = secrets.require("VERDA_CLIENT_SECRET", "to talk to the Verda API")
-    base = (os.environ.get("VERDA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    base = base_url()
     from helpers.backends.instance_flow import call
 
     return call(api, VerdaClient, client_id, client_secret, base_url=base, what=f"connecting to {base}", attempts=3)
+
+
+def base_url() -> str:
+    return (os.environ.get("VERDA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
 def _classify(exc: BaseException, what: str) -> BaseException:
@@ -297,8 +301,12 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
     from helpers.bundle import BUNDLE_NAME, render_commands
     from helpers.planning import plan_gpu
 
+    from helpers.net import unreachable
+
     notes = []
-    if verda_client is None and not offline:
+    if verda_client is None and not offline and (down := unreachable(base_url())):
+        notes.append(f"planning from the dated price table: the Verda API is unreachable ({down})")
+    elif verda_client is None and not offline:
         try:
             verda_client = client(env_file=".env")
         except (ConfigError, ProviderError) as exc:  # said with the plan's warnings (stderr with --json)

@@ -13,6 +13,33 @@ from helpers.errors import TrainyardError
 CONFIG_HELP = "job config YAML (see configs/README.md)"
 
 
+def _flags_get_a_did_you_mean() -> None:
+    """Invoke answers an unknown flag with "No idea what '--gpus' is!" and exit 1; a config key gets a
+    did-you-mean and exit 2, so a flag gets the same: one line naming the flag, the task and the fix."""
+    import difflib
+    import re
+
+    from invoke import Exit as _Exit
+    from invoke.parser.parser import ParseMachine
+
+    plain = ParseMachine.error
+
+    def error(self, msg: str) -> None:
+        token = re.fullmatch(r"No idea what '(.+)' is!", msg)
+        if token is None or self.context is None or not token[1].startswith("-"):
+            return plain(self, msg)
+        flag, task_name = token[1], self.context.name
+        names = sorted({*self.context.flags, *self.context.inverse_flags})
+        close = difflib.get_close_matches(flag.split("=")[0], names, n=1, cutoff=0.75)
+        fix = f"did you mean {close[0]}?" if close else f"`invoke {task_name} --help` lists its flags"
+        raise _Exit(f"error: {flag}: not a flag of {task_name} — {fix}", code=2)
+
+    ParseMachine.error = error
+
+
+_flags_get_a_did_you_mean()
+
+
 def friendly(task_body):
     """A user's mistake prints one line and exits 2; Ctrl-C exits 130 without a traceback."""
 

@@ -81,6 +81,8 @@ def train_job(job, *, dry_run=False, rehearse=False, detach=False, env_file=None
     `recover`: None = on for spot (instance_flow.supervise)."""
     from helpers.backends import runpod_pods as rp
 
+    if recover is not None:
+        job.limits.recover = recover  # carried by the job from here on (plan, store, supervisor)
     if rehearse:
         with rp.rehearsal(job) as (rehearsed, ledger, _emu):
             return _launch(rehearsed, dry_run, detach, env_file, ledger, recover)
@@ -92,6 +94,8 @@ def _launch(job, dry_run, detach, env_file, ledger, recover=None) -> int:
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets, load_secrets
 
+    from helpers.stores import settle
+
     env_file = env_file or ".env"
     secrets = load_secrets(env_file)
     host_secrets = check_secrets(job, "runpod", secrets)
@@ -100,6 +104,13 @@ def _launch(job, dry_run, detach, env_file, ledger, recover=None) -> int:
     print_plan(job, the_plan)
     if dry_run:
         return 0
+    if the_plan["price_source"] != "live":
+        from helpers.errors import ProviderError
+
+        raise ProviderError(f"no live RunPod offers ({the_plan['warnings'][0] if the_plan['warnings'] else 'price table'}): "
+                            "nothing was created")
+    settle(job, "runpod", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
+    host_secrets = check_secrets(job, "runpod", secrets)  # a default Hub store needs HF_TOKEN on the pod
     return rp.launch(job, host_secrets, "auto", env_file=env_file, the_plan=the_plan, api=api, detach=detach,
                      ledger=ledger, recover=recover)
 

@@ -59,10 +59,11 @@ def status(c):
         live = [e for e in mine if e["state"] in LIVE_STATES]
         newest = mine[-1]
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(mine[0].get("created") or mine[0]["time"]))
+        warning = next((e["warning"] for e in reversed(mine) if e.get("warning")), "")
         rows.append([run_id, provider, started, f"{len(live)} live / {len(mine)}", sum(1 for e in mine if e.get("recovery")),
-                     newest["state"], f"${sum(spend_of(e, now) for e in mine):.2f}"])
+                     newest["state"], f"${sum(spend_of(e, now) for e in mine):.2f}", warning])
     table("runs (from the ledger; spend = price x time of every instance of the run)",
-          ["run", "provider", "started", "instances", "relaunches", "newest instance", "spend so far"], rows)
+          ["run", "provider", "started", "instances", "relaunches", "newest instance", "spend so far", "warning"], rows)
     live_rows = []
     for entry in [e for e in entries if e["state"] in LIVE_STATES]:
         price = entry.get("price_per_hour") or 0

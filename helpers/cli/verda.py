@@ -61,13 +61,23 @@ def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach
     env file passed on to the plan and the SSH settings."""
     from helpers.backends import verda_instances as verda
     from helpers.console import warn
+    from helpers.errors import ProviderError
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets, load_secrets
 
+    from helpers.stores import settle
+
     env_file = env_file or ".env"
+    if recover is not None:
+        job.limits.recover = recover
+    from helpers.net import unreachable
+
     secrets = load_secrets(env_file)
     host_secrets = check_secrets(job, "verda", secrets)
-    verda_client = verda.client(secrets)
+    down = unreachable(verda.base_url())
+    if down and (mode == "resume_local" or not dry_run):
+        raise ProviderError(f"the Verda API at {verda.base_url()} is unreachable ({down}): nothing was created")
+    verda_client = None if down else verda.client(secrets)
     boot_volume = None
     if mode == "resume_local":
         if image_given:
@@ -77,6 +87,8 @@ def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach
     print_plan(job, the_plan)
     if dry_run:
         return 0
+    settle(job, "verda", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
+    host_secrets = check_secrets(job, "verda", secrets)  # a default Hub store needs HF_TOKEN on the instance
     return verda.launch(job, host_secrets, mode, env_file=env_file, config_path=config_path, detach=detach,
                         the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume, recover=recover)
 

@@ -182,6 +182,8 @@ class Runtime:
             trainer.after_restore(store_step)
             self.events.emit("restored", f"restored checkpoint step {store_step} from {store.describe}", step=store_step)
             return store_step
+        if local_step is None and self.mode in ("auto", "resume"):
+            self.log(f"no checkpoint in {store.describe}: starting at step 0")
         return local_step
 
     # --- callbacks ----------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ class World:
             "framework": "command",
             "command": {"run": f"TOY_STEP_SECONDS={pace} TOY_PAYLOAD_KB={payload_kb} {sys.executable} {TOY}"},
             "training": {"steps": steps, "save_freq": save_freq},
-            "checkpoint": {"store": f"hf://{HUB_USER}/{run_id}-ckpt", "upload_poll_seconds": WATCH_S},
+            # checkpoint.store unset, as a new user leaves it: a spot run gets hf://<user>/<run_id>-checkpoints
+            "checkpoint": {"upload_poll_seconds": WATCH_S},
             "resources": {"gpu": "RTX 4090" if provider == "runpod" else "H100", "gpu_count": 1, "spot": True},
             provider: {"python": sys.executable, "skip_setup": True, "poll_seconds": 0.3},
         }
@@ -255,7 +256,7 @@ class World:
         return leaked
 
 
-def store_check(run_id: str, payload_kb: int = 4) -> dict:
+def store_check(run_id: str, payload_kb: int = 4, repo: str | None = None) -> dict:
     """The store's newest checkpoint: complete (manifest step == training_state step, the model file whole) and
     loadable (restored into an empty folder the way the runtime does)."""
     from huggingface_hub.utils import disable_progress_bars
@@ -263,7 +264,7 @@ def store_check(run_id: str, payload_kb: int = 4) -> dict:
     from helpers.runtime.store import HubStore
 
     disable_progress_bars()  # one bar per check would bury the trials' table
-    store = HubStore(f"{HUB_USER}/{run_id}-ckpt")
+    store = HubStore(repo or f"{HUB_USER}/{run_id}-checkpoints")  # the default store of a spot run
     latest = store.latest_step()
     if latest is None:
         return {"latest": None, "ok": True, "why": "no checkpoint yet"}

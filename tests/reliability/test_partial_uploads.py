@@ -52,10 +52,10 @@ def test_cut_uploads_never_replace_a_complete_checkpoint(tmp_path, hub_server, c
         hub_server.drop_next_upload(target)
         cuts.append(target)
         time.sleep(0.4)
-        check = store_check("cut", payload_kb=256)
+        check = store_check("cut", payload_kb=256, repo=repo)
         assert check["ok"], check
     assert run.wait(120) == 0, run.output[-3000:]
-    check = store_check("cut", payload_kb=256)
+    check = store_check("cut", payload_kb=256, repo=repo)
     assert check["ok"] and check["latest"] == 80, check
     with capsys.disabled():
         failed = run.output.count("will retry with the next checkpoint")
@@ -100,7 +100,7 @@ def test_spot_kill_during_publish_then_resume_loads_only_complete_checkpoints(tm
         after = latest_step(store_kind, store)
         assert after is not None and (before is None or after >= before)
         if store_kind == "hub":
-            check = store_check(run_id, payload_kb=kb)
+            check = store_check(run_id, payload_kb=kb, repo=repo)
             assert check["ok"], check
         else:
             assert_directory_complete(Path(store), kb)

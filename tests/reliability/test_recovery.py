@@ -11,6 +11,7 @@ against the emulators and `invoke <provider>.train` as the orchestrator:
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_relaunch_goes_to_the_next_cheapest_offer_with_an_event_and_a_ledger_lin
         event = recovery[0]
         assert {"event", "message", "timestamp", "stage", "project", "repo_id"} <= set(event)  # the runtime's payload
         assert event["project"] == "recovery-test" and event["stage"] == "recovery" and event["recovery"] == 1
-        assert event["repo_id"] == f"hf://trainyard-tests/{run_id}-ckpt"
+        assert event["repo_id"] == f"hf://trainyard-tests/{run_id}-checkpoints"  # the default store of a spot run
         local = [json.loads(line) for line in (world.work / "runs" / run_id / "launcher_events.jsonl").read_text().splitlines()]
         assert [e["event"] for e in local] == ["recovery"]
 
@@ -84,6 +85,8 @@ def test_bounds_max_recoveries_no_recover_time_limit_and_budget(world):
     for run_id, (provider, _, _) in cases.items():
         first[run_id] = world.wait_instance(run_id, provider)
         assert world.wait_step(provider, first[run_id], 12)
+        # a checkpoint in the store first: a relaunch with none is an error event of its own (recovery_no_checkpoint)
+        assert world.wait_log(provider, first[run_id], r"synced checkpoint step \d+")
         world.preempt(provider, first[run_id])
     again = world.wait_instance("max-rp", "runpod", 1)  # the one relaunch allowed: lost again, no third instance
     assert world.wait_step("runpod", again, 5)
@@ -120,3 +123,33 @@ def test_bounds_max_recoveries_no_recover_time_limit_and_budget(world):
     row = next(line for line in status.output.splitlines() if "│ max-rp " in line)
     cells = [c.strip() for c in row.split("│")]
     assert cells[4] == "0 live / 2" and cells[5] == "1" and cells[7].startswith("$"), row
+
+
+def test_a_relaunch_that_finds_no_checkpoint_is_an_error_event_naming_the_steps_lost(world):
+    """Preempted before the first checkpoint reached the store: the launcher says so (webhook, launcher_events.jsonl,
+    `invoke status`) instead of claiming a resume, and the relaunch says it starts at step 0."""
+    hook = Webhook()
+    config = world.config("nockpt-vd", "verda", steps=150, save_freq=1000,  # no checkpoint before the end
+                          notify={"webhook_url": hook.url, "project": "nockpt"})
+    orchestrator = world.train("verda", config)
+    first = world.wait_instance("nockpt-vd", "verda")
+    assert world.wait_step("verda", first, 8)
+    time.sleep(2.5)  # two polls of the launcher's log tail: it has seen those steps too
+    world.preempt("verda", first)
+    assert orchestrator.wait(180) == 0, orchestrator.output[-3000:]
+    hook.close()
+    assert world.leaks() == []
+    local = [json.loads(line) for line in (world.work / "runs/nockpt-vd/launcher_events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in local] == ["recovery_no_checkpoint", "recovery"]
+    error = local[0]
+    assert error["level"] == "error" and error["steps_lost"] >= 8 and error["lost_instance"] == first["id"]
+    assert error["message"].startswith("no checkpoint in hf://trainyard-tests/nockpt-vd-checkpoints: relaunch 1 starts "
+                                       f"at step 0 — the {error['steps_lost']} steps trained on instance {first['id']} are lost")
+    assert "resumes from" not in local[1]["message"] and "it starts at step 0" in local[1]["message"]
+    assert [e["event"] for e in hook.events if e["stage"] == "recovery"] == ["recovery_no_checkpoint", "recovery"]
+    second = [e for e in world.instances("nockpt-vd") if e.get("instance_id")][1]
+    assert "no checkpoint in hf://trainyard-tests/nockpt-vd-checkpoints: starting at step 0" in world.log("verda", second)
+    status = world.invoke("status")
+    assert status.wait(60) == 0, status.output
+    row = next(line for line in status.output.splitlines() if "│ nockpt-vd " in line)
+    assert "no checkpoint in" in row
