@@ -13,14 +13,27 @@ What it serves (paths under `/v1`, shapes per CLOUD_APIS.md Part 2):
   /long-term/periods/instances.  Errors are JSON `{"code", "message"}` with a 4xx/5xx status, so the SDK
   raises `verda.exceptions.APIException(code, message)`.
 
-Instances.  `ordered` --order_delay_s--> `provisioning` --(sshd up, at least boot_delay_s)--> `running`
-(ip 127.0.0.1, os_volume_id set).  `shutdown` -> `offline` (processes stopped, disk kept, billing stops),
-`start`/`boot` -> provisioning -> running again (a NEW ssh port).  `delete`/`discontinue` -> `discontinued`
-and hidden from `GET /instances` (still answered by `GET /instances/{id}`).  A spot preemption
-(`preempt(id)`) kills every process at once and leaves the instance listed as `discontinued`, `ip: null`.
-Refusals use the messages the real API is known to send: "Can't discontinue a provisioning instance",
-"Can't discontinue a discontinued instance", "Invalid instance id",
-"Operating system is not valid for this instance type".
+It does only what the real API does; each behaviour carries its provenance (CLOUD_APIS.md Part 2): [SRC] the SDK's
+source, [DOC] Verda's docs, Go SDK and CLI, [3P] others' recorded use, [INF] inferred.
+
+Instances.  Create answers the id as plain text [SRC].  The states before `running` are `boot_states`: by default
+`ordered` -> `provisioning` (the SDK's create waits while `ordered` [SRC]; Verda's own integration test then sees
+`provisioning` [DOC]); `boot_states=LONG_BOOT` walks `new` -> `ordered` -> `validating` -> `pending` ("waiting
+for capacity") -> `provisioning` (the Go SDK's and CLI's status constants [DOC]; their order [INF]), each state
+order_delay_s / (len - 1) long [INF] --(sshd up, at least boot_delay_s)--> `running` (ip 127.0.0.1, os_volume_id
+set [SRC]).  A delete or shutdown before `running` is refused: "Can't discontinue a provisioning
+instance" [3P dstack], the same words for new/ordered/validating/pending [INF].  `shutdown` -> `offline` (processes
+stopped, disk kept) [SRC]; an offline instance KEEPS BILLING until it is deleted [DOC verda-cli cmd/vm/action.go:
+"Shutdown instances continue to charge your account"].  `start`/`boot` -> provisioning -> running again (a NEW
+ssh port) [INF].  `delete`/`discontinue` -> `discontinued` and hidden from `GET /instances`, still answered by
+`GET /instances/{id}` [INF].  A spot preemption (`preempt(id)`, a test control) kills every process at once and
+leaves the instance listed as `discontinued`, `ip: null` [3P].  `PUT /instances` answers 202 with one result per
+id, 207 when some of several ids failed (items with "error" and "statusCode") [DOC Go SDK], a 4xx error body when
+every id failed [INF].  Availability takes `isSpot` (Python SDK) and `is_spot` (Go SDK, CLI) [SRC].  Refusals use
+the messages the real API is known to send [3P]: "Can't discontinue a provisioning instance", "Can't discontinue a
+discontinued instance", "Invalid instance id", "Operating system is not valid for this instance type".
+Credentials: only the account's client id and secret, exchanged at `POST /oauth2/token` [SRC]; an instance gets no
+credential and no environment from the API (a test checks that the emulator never grows one).
 
 Each instance is a real SSH host (`emulators.sshhost.SshHost`): its /root is the directory of its
 OS volume, `<root>/volumes/<volume id>/`.  Booting a new instance from a detached OS volume
@@ -38,20 +51,15 @@ EMULATOR-ONLY differences (not in the real API):
     path_params={"id": id}).json()`), from `VerdaEmulator.ssh_port(id)`, and from
     `GET /_emulator/instances/{id}/ssh-port`.  Volumes carry `emulator_disk_path`; an instance whose sshd
     could not start goes to status `error` with the reason in `emulator_error`.
-  * Inside each instance the environment has VERDA_INSTANCE_ID, VERDA_API_BASE (this emulator's `/v1`
-    base URL) and VERDA_INSTANCE_TOKEN, a bearer token scoped to that one instance.  With it the instance
-    may `GET {VERDA_API_BASE}/instances/{VERDA_INSTANCE_ID}` and
-    `PUT {VERDA_API_BASE}/instances {"id": ["<its id>"], "action": "delete"|"discontinue"|"shutdown"|
-    "force_shutdown"|"hibernate", "volume_ids": ...}` - the same request shape as the real API - and
-    nothing else (403 forbidden_action).  A real Verda instance has no such token: it would need API
-    credentials, which Trainyard never ships to a host.
   * Test controls: the Python methods below, and the same over HTTP under `/_emulator/...` (outside `/v1`,
     unauthenticated, loopback only).
   * Catalog prices are an illustrative snapshot (GPU_FACTS.md 3.2 "snapshot A" where known); spot uses
     `spot_price`, `pricing: DYNAMIC_PRICE` uses `dynamic_price`, LONG_TERM uses the on-demand price.
-    Billing (`spend()`) is price x seconds spent `running`, not rounded to the real 10-minute steps.
+    Billing (`spend()`) is price x seconds from `running` until deleted (offline included [DOC]), not rounded
+    to the real 10-minute steps [INF].
   * Capacity is a count of instance slots per (instance type, location, spot or not); instances that are
-    ordered/provisioning/running/offline/error hold a slot.  Spot and on-demand pools are separate.
+    new/ordered/validating/pending/provisioning/running/offline/error hold a slot.  Spot and on-demand pools
+    are separate [INF].
   * `on_spot_discontinue` is accepted (and ignored) on on-demand instances; a third-party note says the
     real API rejects it.
 
@@ -210,8 +218,10 @@ LONG_TERM_PERIODS: list[dict[str, Any]] = [
 ]
 
 # Live states hold a capacity slot and count as "live" for `live_instances()`.
-_LIVE = ("ordered", "provisioning", "running", "offline", "error")
-_SELF_ACTIONS = ("delete", "discontinue", "shutdown", "force_shutdown", "hibernate")
+_BOOTING = ("new", "ordered", "validating", "pending", "provisioning")  # before `running` [DOC Go SDK constants]
+SHORT_BOOT = ("ordered", "provisioning")  # what the SDK and Verda's integration test see [SRC][DOC]
+LONG_BOOT = _BOOTING  # every state the Go SDK and CLI name before running; the order is [INF]
+_LIVE = (*_BOOTING, "running", "offline", "error")
 _DEFAULT_OS_VOLUME_GB = 50
 _MAX_CALLS = 50_000  # the calls log drops its oldest tenth beyond this (long --rehearse runs)
 
@@ -266,7 +276,6 @@ class _Instance:
     os_volume: str  # id of its OS volume (always known internally; shown only once provisioned)
     on_spot_discontinue: str
     created_at: str
-    self_token: str
     jupyter_token: str
     status: str = "ordered"
     deleted: bool = False  # deleted via the API: hidden from GET /instances
@@ -292,6 +301,7 @@ class VerdaEmulator:
 
     def __init__(self, root: Path, client_id: str = "verda_test_id", client_secret: str = "verda_test_secret",
                  port: int = 0, *, boot_delay_s: float = 0.5, order_delay_s: float = 0.2,
+                 boot_states: tuple[str, ...] = SHORT_BOOT,
                  token_ttl_s: float = 3600.0, default_capacity: int = 4, balance_usd: float = 1000.0,
                  rate_limit_per_s: float | None = None, instance_types: list[dict[str, Any]] | None = None,
                  ssh: bool = True) -> None:
@@ -302,6 +312,7 @@ class VerdaEmulator:
         self._port_wanted = port
         self.boot_delay_s = boot_delay_s
         self.order_delay_s = order_delay_s
+        self.boot_states = tuple(boot_states)
         self.token_ttl_s = token_ttl_s
         self.default_capacity = default_capacity
         self.balance_usd = balance_usd
@@ -319,7 +330,7 @@ class VerdaEmulator:
         self._ssh_keys: dict[str, dict[str, Any]] = {}
         self._scripts: dict[str, dict[str, Any]] = {}
         self._capacity: dict[tuple[str, str, bool], int] = {}
-        self._access: dict[str, tuple[float, str | None]] = {}  # token -> (expires monotonic, instance scope)
+        self._access: dict[str, float] = {}  # access token -> expires (monotonic) [SRC oauth2 client credentials]
         self._refresh: dict[str, float] = {}  # refresh token -> expires monotonic
         self._failures: list[dict[str, Any]] = []
         self._calls: list[dict[str, Any]] = []
@@ -358,7 +369,6 @@ class VerdaEmulator:
                         hosts.append(inst.host)
                         inst.host, inst.port = None, None
                     inst.status, inst.deleted = "discontinued", True
-                    self._access.pop(inst.self_token, None)
                     for vol in self._volumes.values():
                         if vol.instance_id == inst.id:
                             vol.status, vol.instance_id = "detached", None
@@ -542,7 +552,7 @@ class VerdaEmulator:
     def expire_tokens(self) -> None:
         """Invalidate every client access token (the next SDK call gets 401 unauthorized_request)."""
         with self._lock:
-            self._access = {t: v for t, v in self._access.items() if v[1] is not None}
+            self._access = {}
 
     def wait_for_status(self, instance_id: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
         """Poll until the instance has `status`; returns its view. TimeoutError otherwise."""
@@ -571,7 +581,7 @@ class VerdaEmulator:
     # ------------------------------------------------------------------ internals: bookkeeping
 
     def _settings(self) -> dict[str, Any]:
-        return {"boot_delay_s": self.boot_delay_s, "order_delay_s": self.order_delay_s,
+        return {"boot_delay_s": self.boot_delay_s, "order_delay_s": self.order_delay_s, "boot_states": list(self.boot_states),
                 "token_ttl_s": self.token_ttl_s, "rate_limit_per_s": self.rate_limit_per_s,
                 "balance_usd": self.balance_usd, "default_capacity": self.default_capacity, "ssh": self.ssh}
 
@@ -583,13 +593,13 @@ class VerdaEmulator:
             inst.running_intervals[-1][1] = now
 
     def _take_down(self, inst: _Instance, status: str) -> Any:
-        """Under the lock: leave the running state; returns the host to kill (outside the lock)."""
+        """Under the lock: leave the running state; returns the host to kill (outside the lock). Billing ends
+        only when the instance is gone: an `offline` one keeps billing [DOC verda-cli]."""
         inst.boot_gen += 1
-        self._end_running(inst, time.monotonic())
+        if status != "offline":
+            self._end_running(inst, time.monotonic())
         host, inst.host, inst.port = inst.host, None, None
         inst.status = status
-        if status == "discontinued":
-            self._access.pop(inst.self_token, None)
         return host
 
     def _trash_volume(self, vol: _Volume) -> None:
@@ -688,13 +698,18 @@ class VerdaEmulator:
         thread.start()
 
     def _boot(self, inst: _Instance, gen: int) -> None:
-        if inst.status == "ordered" and self._stop_event.wait(self.order_delay_s):
-            return
+        states = self.boot_states
+        while inst.status in states[:-1]:  # walk the states before provisioning [DOC] states, [INF] order and pace
+            if self._stop_event.wait(self.order_delay_s / max(1, len(states) - 1)):
+                return
+            with self._lock:
+                if inst.boot_gen != gen or self._stop_event.is_set():
+                    return
+                if inst.status in states[:-1]:
+                    inst.status = states[states.index(inst.status) + 1]
         with self._lock:
             if inst.boot_gen != gen or self._stop_event.is_set():
                 return
-            if inst.status == "ordered":
-                inst.status = "provisioning"
             if inst.status != "provisioning":
                 return
             began = time.monotonic()
@@ -708,8 +723,7 @@ class VerdaEmulator:
                 script_file.write_text(self._scripts[inst.startup_script_id]["script"])
                 script_file.chmod(0o700)
                 start_command = "/root/.verda/startup-script"
-            env = {"VERDA_INSTANCE_ID": inst.id, "VERDA_API_BASE": self.base_url,
-                   "VERDA_INSTANCE_TOKEN": inst.self_token}
+            env: dict[str, str] = {}  # the API puts nothing into an instance's environment [DOC: no such feature]
         host, port = None, None
         if self.ssh:
             try:
@@ -732,7 +746,8 @@ class VerdaEmulator:
             else:
                 inst.host, inst.port = host, port
                 inst.status, inst.provisioned, inst.first_boot = "running", True, False
-                inst.running_intervals.append([time.monotonic(), None])
+                if not inst.running_intervals or inst.running_intervals[-1][1] is not None:
+                    inst.running_intervals.append([time.monotonic(), None])  # (offline kept the meter running)
                 for vol in self._volumes_of(inst):
                     vol.status = "attached"
         if stale:
@@ -805,10 +820,8 @@ class VerdaEmulator:
                 raise ApiError(405, "invalid_request", "Use POST")
             result = self._token(body)
         else:
-            scope = self._authenticate(headers)
-            call["auth"] = "client" if scope is None else f"instance:{scope}"
-            if scope is not None:
-                self._check_scope(scope, method, rel, body)
+            self._authenticate(headers)
+            call["auth"] = "client"
             result = self._route(method, rel, query, body)
         if failure is not None:
             raise self._failure_error(failure)
@@ -864,27 +877,19 @@ class VerdaEmulator:
                 raise _bad("Unsupported grant_type")
             access, refresh = "at-" + secrets.token_urlsafe(24), "rt-" + secrets.token_urlsafe(24)
             ttl = self.token_ttl_s
-            self._access[access] = (now + ttl, None)
+            self._access[access] = now + ttl
             self._refresh[refresh] = now + max(ttl * 10, 3600.0)
         return _json(200, {"access_token": access, "refresh_token": refresh, "scope": "cloud-api-v1",
                            "token_type": "Bearer", "expires_in": ttl})
 
-    def _authenticate(self, headers: dict[str, str]) -> str | None:
+    def _authenticate(self, headers: dict[str, str]) -> None:
+        """A bearer access token from /oauth2/token, not expired [SRC]; the only kind of credential there is."""
         value = headers.get("authorization", "")
         token = value[7:].strip() if value[:7].lower() == "bearer " else ""
         with self._lock:
-            entry = self._access.get(token)
-            if entry is None or (entry[1] is None and entry[0] < time.monotonic()):
+            expires = self._access.get(token)
+            if expires is None or expires < time.monotonic():
                 raise ApiError(401, "unauthorized_request", "Invalid or expired access token")
-            return entry[1]
-
-    def _check_scope(self, instance_id: str, method: str, rel: str, body: Any) -> None:
-        if method == "GET" and rel == f"/instances/{instance_id}":
-            return
-        if (method == "PUT" and rel == "/instances" and isinstance(body, dict)
-                and _as_list(body.get("id")) == [instance_id] and body.get("action") in _SELF_ACTIONS):
-            return
-        raise ApiError(403, "forbidden_action", f"This token may only read or end instance {instance_id}")
 
     def _route(self, method: str, rel: str, query: dict[str, str], body: Any
                ) -> tuple[int, str, bytes, dict[str, str]]:
@@ -1095,15 +1100,14 @@ class VerdaEmulator:
                 vol = self._new_volume(spec.get("name") or f"Volume-{hostname}", spec["size"], spec["type"],
                                        location, False)
                 vol.status, vol.instance_id = "creating", inst_id
-            self_token = "it-" + secrets.token_urlsafe(24)
             inst = _Instance(
                 id=inst_id, instance_type=itype_name, hostname=hostname, description=body["description"],
                 image=image, location=location, is_spot=is_spot, contract=contract, pricing=pricing,
                 price_per_hour=price, ssh_key_ids=list(ssh_key_ids), startup_script_id=script_id,
                 os_volume=boot_vol.id, on_spot_discontinue=policy, created_at=_now_iso(),
-                self_token=self_token, jupyter_token=secrets.token_hex(16))
+                jupyter_token=secrets.token_hex(16))
+            inst.status = self.boot_states[0]
             self._instances[inst_id] = inst
-            self._access[self_token] = (float("inf"), inst_id)
             self._launch_boot(inst)
         return 202, "text/plain", inst_id.encode(), {}
 
@@ -1155,13 +1159,13 @@ class VerdaEmulator:
                     raise _bad("Invalid instance id" if inst.deleted else "Can't shutdown a discontinued instance")
                 if status == "offline":
                     raise _bad("Can't shutdown an offline instance")
-                if status in ("ordered", "provisioning") and action == "shutdown":
+                if status in _BOOTING and action == "shutdown":  # [DOC example] for provisioning, [INF] the rest
                     raise _bad(f"Can't shutdown a {status} instance")
                 hosts.append((self._take_down(inst, "offline"), action == "shutdown"))
             elif action in ("delete", "discontinue", "delete_stuck", "hibernate"):
                 if status == "discontinued":
                     raise _bad("Can't discontinue a discontinued instance")
-                if status in ("ordered", "provisioning") and action != "delete_stuck":
+                if status in _BOOTING and action != "delete_stuck":  # [3P] for provisioning, [INF] the rest
                     raise _bad(f"Can't discontinue a {status} instance")
                 mine = {v.id: v for v in self._volumes_of(inst)}
                 if action == "hibernate":
@@ -1389,6 +1393,8 @@ class VerdaEmulator:
                 for key in ("boot_delay_s", "order_delay_s", "token_ttl_s", "balance_usd"):
                     if key in args:
                         setattr(self, key, float(args[key]))
+                if "boot_states" in args:
+                    self.boot_states = tuple(args["boot_states"])
                 if "default_capacity" in args:
                     self.default_capacity = int(args["default_capacity"])
                 if "rate_limit_per_s" in args:

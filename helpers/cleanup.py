@@ -3,7 +3,7 @@ credentials for — the live entries of the ledger, and the instances at the pro
 ledger lost (a crash before the id was written, a deleted runs/ folder, another checkout).
 
 Provider-generic: PROVIDERS maps a ledger provider name to "module:function", a factory
-`(env_file) -> provider | None` (None: no credentials). The provider has the instance_flow interface
+`() -> provider | None` (None: no credentials). The provider has the instance_flow interface
 (helpers/backends/instance_flow.py): `get(instance_id)`, `terminate(instance_id, keep_disk=True) -> str | None`,
 `find(name)`, `list_instances() -> [{"id", "name", "state", "price_per_hour"}]`, and optionally `leftovers() -> [str]`
 (things that still bill but are not instances, e.g. kept volumes: listed, never deleted here).
@@ -29,9 +29,9 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def _provider(name: str, env_file):
+def _provider(name: str):
     module, _, function = PROVIDERS[name].partition(":")
-    return getattr(importlib.import_module(module), function)(env_file)
+    return getattr(importlib.import_module(module), function)()
 
 
 def _confirm(count: int) -> bool:
@@ -42,8 +42,7 @@ def _confirm(count: int) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | Path | None = ".env",
-            ledger=None) -> list[dict]:
+def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> list[dict]:
     """Find what is alive, show it, ask (unless assume_yes), terminate, mark the ledger. Returns what was ended."""
     from helpers.backends.instance_flow import call
     from helpers.ledger import Ledger
@@ -61,7 +60,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, env_file: str | P
     for name in names:
         live = ledger.live(name)
         try:
-            provider = _provider(name, env_file)
+            provider = _provider(name)
         except Exception as exc:  # noqa: BLE001 - one provider down must not stop the others
             warn(f"{name}: cannot reach the provider ({exc}); {len(live)} ledger entries left for later")
             left.append(f"{name} (not reachable)")

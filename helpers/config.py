@@ -296,6 +296,7 @@ class VerdaSection(Section):
     poll_seconds: float = Field(default=10, gt=0)
     python: str = "python3"
     skip_setup: bool = False
+    deadman: Literal["account", "launcher"] = "account"
 
 
 class SlurmSection(Section):

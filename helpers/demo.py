@@ -16,14 +16,14 @@ def run_demo(config: str) -> None:
     from helpers.backends import local
     from helpers.config import load_job
     from helpers.errors import ProviderError
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
     first = load_job(config)
     total = first.training.steps
     half = load_job(config, {"training.steps": total // 2})
     for stale in (Path(first.output_dir), Path("runs") / first.run_id):
         shutil.rmtree(stale, ignore_errors=True)
-    secrets = {k: v for k, v in load_secrets().values.items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
+    secrets = {k: v for k, v in current().secrets.values.items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
 
     say(f"== 1/3 train {half.training.steps} of {total} steps (ACT on CPU), syncing every {half.training.save_freq}")
     if local.launch(half, secrets, mode="fresh") != 0:

@@ -508,9 +508,9 @@ def _row(c: offers_mod.Candidate, chosen) -> dict:
 
 
 def hf_token() -> str | None:
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    return load_secrets(".env").get("HF_TOKEN")
+    return current().secrets.get("HF_TOKEN")
 
 
 # ------------------------------------------------------------------------------------------ `invoke plan`
@@ -595,6 +595,7 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "files": the_plan.get("files", []),
         "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
         "secrets_missing": the_plan.get("secrets_missing"),
+        "ends": the_plan.get("ends"),
         "store": store.spec,
         "store_why": store.why,
         "hub": the_plan.get("hub"),
@@ -651,6 +652,8 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
     secrets = ", ".join(f"{s} (missing)" if s in missing else s for s in doc["secrets_required"]) or "none"
     say(f"  secrets: {secrets}")
     say(f"  checkpoints: {doc['store']}" + (f" — {doc['store_why']}" if doc.get("store_why") else ""))
+    if doc.get("ends"):
+        say(f"  without the laptop: {doc['ends']}")
     hub = doc.get("hub") or {}
     if hub.get("checked"):
         say(f"  Hub: readable with this token: {', '.join(hub['checked'])}")

@@ -36,11 +36,15 @@ class Secrets:
 
 
 def load_secrets(env_file: str | Path | None = ".env", environ=None) -> Secrets:
-    """Environment beats `.env`; unknown names in `.env` are ignored (they are not ours to read)."""
-    from dotenv import dotenv_values
+    """For a command line outside a task (SLURM's staging step): the secrets of that .env file and the
+    environment. Inside a task: `helpers.workspace.current().secrets` (the .env parsed once)."""
+    from helpers.workspace import Workspace
 
-    environ = os.environ if environ is None else environ
-    filed = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    return secrets_from(os.environ if environ is None else environ, Workspace(Path(env_file) if env_file else None).dotenv)
+
+
+def secrets_from(environ, filed: dict[str, str]) -> Secrets:
+    """Environment beats `.env`; unknown names in `.env` are ignored (they are not ours to read)."""
     values = {}
     for name, accepted in SECRET_NAMES.items():
         for source in (environ, filed):
@@ -102,4 +106,6 @@ def check_secrets(job, backend: str, secrets: Secrets) -> dict[str, str]:
     for name, why in needed.items():
         secrets.require(name, why)
     host = {n: secrets.values[n] for n in ("HF_TOKEN", "WANDB_API_KEY") if secrets.get(n)}
+    if backend == "verda" and job.verda.deadman == "account":  # the instance deletes itself through the API
+        host.update({n: secrets.values[n] for n in ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")})
     return host

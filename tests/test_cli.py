@@ -46,3 +46,26 @@ def test_logs_of_a_local_run(tmp_path):
     assert result.returncode == 0 and "synced checkpoint step 7" in result.stdout
     missing = run("logs", "--run-id", "nope", cwd=tmp_path)
     assert missing.returncode == 2 and "no local run 'nope'" in missing.stderr
+
+
+def test_the_secrets_file_is_a_setting_of_every_task(tmp_path):
+    """`--env-file` (or Invoke's configuration: INVOKE_TRAINYARD_ENV_FILE, ~/.invoke.yaml) is read once per task
+    and reaches everything below it; `invoke plan` used to read ./.env whatever was asked."""
+    config = tmp_path / "spot.yaml"
+    config.write_text("job: {name: spot}\nframework: command\ncommand: {run: python t.py}\n"
+                      "resources: {spot: true, gpu: H100}\n")
+    (tmp_path / "lab.env").write_text("HF_TOKEN=hf_" + "e" * 34 + "\n")
+    env = {**os.environ, "HOME": str(tmp_path), "HF_TOKEN": "", "RUNPOD_API_KEY": "", "VERDA_CLIENT_ID": ""}
+    plan = INVOKE + ["plan", "--config", str(config), "--backend", "verda", "--offline"]
+
+    def go(*extra, **more_env):
+        return subprocess.run(plan + list(extra), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**env, **more_env})
+
+    refused = go()  # no token anywhere: a spot run's default store cannot be made
+    assert refused.returncode == 2 and "checkpoint.store: unset" in refused.stderr
+    for done in (go("--env-file", "lab.env"), go(INVOKE_TRAINYARD_ENV_FILE="lab.env")):
+        assert done.returncode == 0, done.stderr
+        assert "checkpoints: hf://<HF_TOKEN's user>/spot-checkpoints" in done.stdout
+    (tmp_path / ".invoke.yaml").write_text("trainyard:\n  env_file: lab.env\n")  # the user's Invoke configuration
+    assert go().returncode == 0

@@ -99,7 +99,7 @@ class World:
 
         job = job or self.job(config)
         host = check_secrets(job, "runpod", load_secrets(None))
-        return runpod_pods.launch(job, host, "auto", env_file=None, **kwargs)
+        return runpod_pods.launch(job, host, "auto", **kwargs)
 
     def invoke(self, *args: str, program: list[str] | None = None) -> subprocess.Popen:
         return subprocess.Popen((program or [INVOKE, "-r", str(REPO)]) + list(args), cwd=self.work,
@@ -181,7 +181,7 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
     from helpers.backends import runpod_pods
     from helpers.errors import ConfigError
 
-    api = runpod_pods.client(env_file=None)
+    api = runpod_pods.client()
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 2, "resources.spot": True})
     p = runpod_pods.plan(job, api=api)
     assert p["gpu"]["provider_id"] == "NVIDIA GeForce RTX 4090" and p["gpu_count"] == 2 and p["spot"]
@@ -338,12 +338,12 @@ def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):
     table = status.communicate(timeout=60)[0]
     assert status.returncode == 0 and "done 20/20" in table and entry["instance_id"] in table, table
     capsys.readouterr()
-    runpod_pods.logs("detached", env_file=None)
+    runpod_pods.logs("detached")
     assert "synced checkpoint step 20" in capsys.readouterr().out
-    local = runpod_pods.fetch("detached", env_file=None)
+    local = runpod_pods.fetch("detached")
     assert os.readlink(local / "checkpoints" / "last") == "000020"
     assert world.emu.live_pods() == [entry["instance_id"]]  # end_when_done false: the pod stays up
-    runpod_pods.terminate("detached", env_file=None)
+    runpod_pods.terminate("detached")
     assert world.emu.live_pods() == [] and world.ledger()[entry["id"]]["state"] == "terminated"
 
 
@@ -357,7 +357,7 @@ def test_api_errors_are_retried_with_backoff(world, capsys):
     from helpers.backends import runpod_pods
 
     job = world.job(config)
-    the_plan = runpod_pods.plan(job, api=runpod_pods.client(env_file=None))
+    the_plan = runpod_pods.plan(job, api=runpod_pods.client())
     assert world.launch(config, job=job, the_plan=the_plan) == 0
     out = capsys.readouterr().out
     assert len(emu.pods()) == 1 and emu.live_pods() == []
@@ -380,7 +380,7 @@ def test_killed_orchestrator_then_cleanup_leaves_no_pod(world):
     # a Trainyard pod whose ledger line was lost, and a pod that is not Trainyard's
     from helpers.backends import runpod_pods
 
-    api = runpod_pods.client(env_file=None)
+    api = runpod_pods.client()
     spec = {"image_name": "runpod/pytorch", "gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "ALL", "gpu_count": 1,
             "volume_in_gb": 0, "env": {}}
     orphan = api.create_on_demand({**spec, "name": "python-Nov 1 [ty-lost-abc123]"})["id"]
@@ -475,7 +475,7 @@ def test_a_pod_that_stops_itself_is_terminated_or_kept_stopped_with_no_terminate
     entry = next(e for e in world.ledger().values() if e["run_id"] == "stopper-kept")
     assert entry["state"] == "stopped" and world.emu.pod(entry["instance_id"])["status"] == "EXITED"
     assert "is stopped and kept" in capsys.readouterr().out
-    ended = cleanup(assume_yes=True, env_file=None)  # a stopped pod still bills for its volume: cleanup ends it
+    ended = cleanup(assume_yes=True)  # a stopped pod still bills for its volume: cleanup ends it
     assert [e["instance_id"] for e in ended] == [entry["instance_id"]]
     assert world.emu.pod(entry["instance_id"])["status"] == "TERMINATED"
     assert world.ledger()[entry["id"]]["state"] == "terminated"
@@ -512,7 +512,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     try:
         for key, value in emu.sdk_env(tmp_path).items():
             monkeypatch.setenv(key, value)
-        api = runpod_pods.client(env_file=None)
+        api = runpod_pods.client()
         the_plan = runpod_pods.plan(job, api=api, check_hub=False, token="hf_" + "x" * 34)  # spot: a Hub store is needed
         offer = the_plan["offer"]
         assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan["bid_per_gpu"] == 0.18

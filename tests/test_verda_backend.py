@@ -11,6 +11,7 @@ a trainer venv with pip on every new instance — the same switch a prebuilt ima
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import stat
@@ -73,7 +74,7 @@ class World:
 
         job = kwargs.pop("job", None) or self.job(config)
         host = check_secrets(job, "verda", load_secrets(None))
-        return verda_instances.launch(job, host, mode, env_file=None, config_path=config, **kwargs)
+        return verda_instances.launch(job, host, mode, config_path=config, **kwargs)
 
     def invoke(self, *args: str, **popen) -> subprocess.Popen:
         return subprocess.Popen([INVOKE, "-r", str(REPO), *args], cwd=self.work, env={**os.environ, **self.env},
@@ -169,11 +170,11 @@ def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
     from helpers.backends import verda_instances
 
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 4})
-    the_plan = verda_instances.plan(job, verda_client=verda_instances.client(env_file=None))
+    the_plan = verda_instances.plan(job, verda_client=verda_instances.client())
     assert the_plan["instance_type"] == "4H100.80S.176V" and the_plan["spot"] is True
     assert the_plan["price_per_hour"] == 4.0 and the_plan["location"] in ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
     on_demand = verda_instances.plan(world.job(world.config("plan", 10, 0), **{"resources.spot": False}),
-                                     verda_client=verda_instances.client(env_file=None))
+                                     verda_client=verda_instances.client())
     assert on_demand["instance_type"] == "1H100.80S.30V" and not on_demand["spot"] and on_demand["price_per_hour"] == 1.99
 
 
@@ -319,7 +320,7 @@ def test_killed_orchestrator_then_cleanup_leaves_no_instance(world):
     # an instance whose ledger line was lost, and one that is not Trainyard's
     from helpers.backends import verda_instances
 
-    verda = verda_instances.client(env_file=None)
+    verda = verda_instances.client()
     orphan = verda.instances.create("1A6000.10V", "ubuntu-24.04", "ty-lost-abc123", "ty-lost-abc123", location="FIN-02",
                                     wait_for_status=None)
     other = verda.instances.create("1A6000.10V", "ubuntu-24.04", "someone-else", "not ours", location="FIN-02",
@@ -380,11 +381,13 @@ def test_detached_run_ends_its_own_instance_and_cleanup_settles_the_ledger(world
     view = world.emu.instance(entry["instance_id"])
     assert view["status"] == "discontinued"
     assert world.emu.volume(view["os_volume_id"])["status"] == "detached"  # volume_ids: [] from the host
-    self_calls = [c for c in world.emu.calls if c["auth"] == f"instance:{view['id']}" and c["method"] == "PUT"]
+    # the host deleted itself with the account's client credentials (verda.deadman: account), as the real API allows
+    self_calls = [c for c in world.emu.calls if c["user_agent"] == "trainyard-runtime (dead-man)" and c["method"] == "PUT"]
+    assert all(c["auth"] == "client" for c in self_calls)
     assert self_calls and self_calls[0]["body"] == {"id": [view["id"]], "action": "delete", "volume_ids": []}
     assert hub_step(f"{HUB_USER}/deadman-ckpt") == 20
 
-    ended = cleanup(assume_yes=True, env_file=None)
+    ended = cleanup(assume_yes=True)
     assert ended == [] or all(e["instance_id"] == view["id"] for e in ended)
     assert world.ledger()[entry["id"]]["state"] == "terminated"
 
@@ -398,16 +401,16 @@ def test_status_logs_fetch_terminate_and_gpus_on_a_detached_run(world, capsys):
     world.wait_synced(instance, 20)
     capsys.readouterr()
 
-    rows = verda.status("verbs", env_file=None)
+    rows = verda.status("verbs")
     assert rows and rows[0][0] == "verbs" and rows[0][4] == "running" and rows[0][5].startswith("training ")
-    verda.logs("verbs", env_file=None)
+    verda.logs("verbs")
     assert "synced checkpoint step 20" in capsys.readouterr().out
-    local = verda.fetch("verbs", env_file=None)
+    local = verda.fetch("verbs")
     assert (local / "checkpoints" / "last" / "training_state" / "training_step.json").is_file()
-    verda.gpus(env_file=None)
+    verda.gpus()
     assert "4H100.80S.176V" in capsys.readouterr().out
 
-    verda.terminate("verbs", env_file=None)
+    verda.terminate("verbs")
     out = capsys.readouterr().out
     assert world.emu.live_instances() == [] and "volume_ids=[]" in out
     assert world.emu.volume(instance["os_volume_id"])["status"] == "detached"
@@ -421,10 +424,85 @@ def test_a_refused_create_costs_nothing_and_says_why(world):
 
     config = world.config("full", steps=10, pace=0)
     job = world.job(config)
-    the_plan = verda_instances.plan(job, verda_client=verda_instances.client(env_file=None))
+    the_plan = verda_instances.plan(job, verda_client=verda_instances.client())
     world.emu.set_capacity("1H100.80S.30V", 0, is_spot=True)  # gone between the plan and the create
     with pytest.raises(ProviderError, match="Not enough capacity"):
         world.launch(config, job=job, the_plan=the_plan)
     assert world.emu.state()["instances"] == []
     (entry,) = world.ledger().values()
     assert entry["state"] == "failed" and "capacity" in entry["error"]
+
+
+def test_an_instance_that_only_shut_down_still_bills_is_listed_and_cleanup_deletes_it(world):
+    """`offline` is not ended (Verda bills a shut-down instance until it is deleted): status lists it with its
+    growing cost, and `invoke cleanup` deletes it."""
+    from helpers.backends import verda_instances as verda
+
+    config = world.config("shutdown", steps=100000, pace=0.05)
+    assert world.launch(config, detach=True) == 0
+    instance = world.wait_instance()
+    client = verda.client()
+    client.instances.action(instance["id"], "shutdown")  # e.g. `shutdown -h now` on the VM, or the console
+    world.emu.wait_for_status(instance["id"], "offline")
+    billed = world.emu.spend(instance["id"])
+    time.sleep(1.2)
+    assert world.emu.spend(instance["id"]) > billed  # the meter runs on
+
+    rows = verda.status("shutdown")
+    assert [(r[2], r[4]) for r in rows] == [(instance["id"], "offline")]
+    first = float(re.search(r"cost so far \$([\d.]+)", rows[0][6])[1])
+    status = world.invoke("status")
+    out = status.communicate(timeout=60)[0]
+    assert status.returncode == 0 and instance["id"] in out and "live instances" in out, out
+
+    cleanup = world.invoke("cleanup", "--yes")
+    out = cleanup.communicate(timeout=120)[0]
+    assert cleanup.returncode == 0, out
+    assert world.emu.instance(instance["id"])["status"] == "discontinued" and world.emu.live_instances() == []
+    ended = world.emu.spend(instance["id"])
+    time.sleep(0.5)
+    assert world.emu.spend(instance["id"]) == ended >= first
+    assert {e["state"] for e in world.ledger().values()} == {"terminated"}
+
+
+def test_detach_with_the_launcher_dead_man_is_refused_before_any_api_call(world):
+    config = world.config("nodetach", steps=10, pace=0.05)
+    data = json.loads(config.read_text())
+    data["verda"]["deadman"] = "launcher"
+    config.write_text(json.dumps(data))
+    world.emu.clear_calls()
+    done = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--detach")
+    out = done.communicate(timeout=60)[0]
+    assert done.returncode == 2, out
+    assert out.strip() == (f"error: {config}: verda.deadman: launcher: only the launcher deletes the instance, and "
+                           "--detach leaves nobody to do it (it would bill until `invoke cleanup`) — set "
+                           "verda.deadman: account (the instance deletes itself), or drop --detach")
+    assert world.emu.calls == []  # not even a token
+    # without --detach the plan says what that choice costs, and the instance gets no credential
+    plan = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--dry-run")
+    out = plan.communicate(timeout=60)[0]
+    assert plan.returncode == 0, out
+    assert "without the laptop: only the launcher deletes it (verda.deadman: launcher): if the launcher dies, it " \
+           "bills until `invoke cleanup`" in out
+    assert "with VERDA_CLIENT_ID/SECRET" not in out
+
+
+def test_the_account_dead_man_ships_the_credentials_only_to_the_instance_env(world):
+    """verda.deadman: account — the instance's .env (0600) holds the client credentials, the plan says so, and the
+    trainer's environment does not have them."""
+    from helpers.config import load_job
+    from helpers.secrets import check_secrets, load_secrets
+
+    config = world.config("creds", steps=5, pace=0.01)
+    host = check_secrets(load_job(config), "verda", load_secrets(None))
+    assert host["VERDA_CLIENT_SECRET"] == world.emu.client_secret
+    plan = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--dry-run")
+    out = plan.communicate(timeout=60)[0]
+    assert "without the laptop: it deletes itself through the Verda API" in out and "account-wide" in out
+    assert world.emu.client_secret not in out
+    data = json.loads(config.read_text())
+    data["command"]["run"] = f"{sys.executable} -c \"import os; print('env-has-secret', 'VERDA_CLIENT_SECRET' in os.environ)\""
+    config.write_text(json.dumps(data))
+    assert world.launch(config) == 0
+    log = (world.work / "runs/creds/runtime.log").read_text()
+    assert "env-has-secret False" in log and world.emu.client_secret not in log

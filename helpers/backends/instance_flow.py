@@ -263,7 +263,7 @@ def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec
     name = instance_name(job.run_id)
     heartbeat_file = posixpath.join(spec.remote_dir, HEARTBEAT_NAME)
     machine = {"heartbeat_file": heartbeat_file, "heartbeat_stale_s": HEARTBEAT_STALE_S,
-               "orchestrator_grace_s": ORCHESTRATOR_GRACE_S, **spec.machine}
+               "orchestrator_grace_s": ORCHESTRATOR_GRACE_S, "instance_name": name, **spec.machine}
     host_env = {**{k: os.environ[k] for k in HOST_ENV_PASSTHROUGH if os.environ.get(k)}, **host_secrets}
     run_dir = stage_run(job, machine, host_env, provider.price_per_hour, runs_dir=runs_dir)
     say(f"run {job.run_id}: staged {run_dir}/ -> {spec.remote_dir} on a new {provider.name} instance {name}")

@@ -263,21 +263,12 @@ def spot_mutation(spec: dict, bid_per_gpu: float) -> str:
             "    id desiredStatus costPerHr machineId podType\n  }\n}")
 
 
-def client(secrets=None, env_file: str | Path | None = ".env") -> RunPodApi:
+def client() -> RunPodApi:
     """The API with RUNPOD_API_KEY (environment beats .env) and RUNPOD_API_BASE_URL (environment, .env, default)."""
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    secrets = secrets or load_secrets(env_file)
-    key = secrets.require("RUNPOD_API_KEY", "to talk to the RunPod API")
-    return RunPodApi(key, os.environ.get("RUNPOD_API_BASE_URL") or _dotenv(env_file).get("RUNPOD_API_BASE_URL"))
-
-
-def _dotenv(env_file) -> dict:
-    if not env_file or not Path(env_file).is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(env_file).items() if v}
+    key = current().secrets.require("RUNPOD_API_KEY", "to talk to the RunPod API")
+    return RunPodApi(key, current().setting("RUNPOD_API_BASE_URL"))
 
 
 # ============================================================================================== pods
@@ -453,14 +444,13 @@ class RunPodProvider:
                 for p in self.api.pods() if tag_of(p.get("name")) and p.get("desiredStatus") != "TERMINATED"]
 
 
-def cleanup_provider(env_file: str | Path | None = ".env") -> RunPodProvider | None:
+def cleanup_provider() -> RunPodProvider | None:
     """For `invoke cleanup`: a provider when RUNPOD_API_KEY exists, else None."""
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    secrets = load_secrets(env_file)
-    if not secrets.get("RUNPOD_API_KEY"):
+    if not current().secrets.get("RUNPOD_API_KEY"):
         return None
-    return RunPodProvider(client(secrets, env_file))
+    return RunPodProvider(client())
 
 
 # ============================================================================================== planning
@@ -488,7 +478,7 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
     note = None
     if api is None and not offline:
         try:
-            api = client(env_file=".env")
+            api = client()
         except ConfigError as exc:  # no key: plan anyway (said with the plan, not before a possible error)
             note = f"planning from the dated price table: {exc}"
     read: dict[str, str] = {}
@@ -526,7 +516,9 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
     else:
         commands.append(f"(on the pod, in {job.runpod.remote_dir}, over SSH) {runtime}")
         files = [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env (0600)"]
-    the_plan.update(mode=job.runpod.mode, commands=commands, files=files)
+    ends = ("the runtime terminates it through RunPod's API with the pod's own pod-scoped RUNPOD_API_KEY (RunPod "
+            "sets it in every pod; no account key is shipped) at the end of the job, the time limit and the budget")
+    the_plan.update(mode=job.runpod.mode, commands=commands, files=files, ends=ends)
     if note:
         the_plan["warnings"] = [note, *the_plan.get("warnings", [])]
     return the_plan
@@ -535,15 +527,13 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
 # ============================================================================================== SSH keys
 
 
-def ssh_settings(job, env_file: str | Path | None = ".env") -> tuple[Path, str]:
+def ssh_settings(job) -> tuple[Path, str]:
     """(private key file, public key text): seed 004's SSH_PRIVATE_KEY_PATH / SSH_PUBLIC_KEY / RUNPOD_SSH_PUBLIC_KEY,
     from the config, the environment or .env; the public key defaults to the private key's public half."""
     from helpers.backends.verda_instances import public_key
+    from helpers.workspace import current
 
-    filed = _dotenv(env_file)
-
-    def setting(name: str) -> str | None:
-        return os.environ.get(name) or filed.get(name)
+    setting = current().setting
 
     path = Path(job.runpod.ssh_private_key or setting("SSH_PRIVATE_KEY_PATH") or DEFAULT_PRIVATE_KEY).expanduser()
     if not path.is_file():
@@ -556,13 +546,12 @@ def ssh_settings(job, env_file: str | Path | None = ".env") -> tuple[Path, str]:
 # ============================================================================================== launch
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: str | Path | None = ".env",
-           the_plan: dict | None = None, api: RunPodApi | None = None, runs_dir: Path = Path("runs"), ledger=None,
+def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: dict | None = None, api: RunPodApi | None = None, runs_dir: Path = Path("runs"), ledger=None,
            detach: bool = False, token: str | None = None, recover: bool | None = False) -> int:
     """Create the pod and run the job on it (runpod.mode ssh: the shared flow; start_command: below).
     Returns 0 done, 1 failed, 3 stopped early (time limit), 4 pod lost (spot), 130 interrupted.
     `recover` (None: on for spot): relaunch a lost pod and resume (instance_flow.supervise, both modes)."""
-    api = api or client(env_file=env_file)
+    api = api or client()
     the_plan = the_plan or plan(job, api=api, token=token)
     offer = the_plan["offer"]
     price = float(the_plan["price_per_hour"])
@@ -575,7 +564,7 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
     if job.runpod.mode == "ssh":
         from helpers.backends.instance_flow import run_on_instance
 
-        key_path, public = ssh_settings(job, env_file)
+        key_path, public = ssh_settings(job)
         provider.env = {"PUBLIC_KEY": public}
         spec = HostSpec(remote_dir=job.runpod.remote_dir, ssh_key=key_path, python=job.runpod.python,
                         skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
@@ -738,8 +727,8 @@ class StartCommandRun:
 # ============================================================================================== other verbs
 
 
-def _provider(env_file) -> RunPodProvider:
-    return RunPodProvider(client(env_file=env_file))
+def _provider() -> RunPodProvider:
+    return RunPodProvider(client())
 
 
 def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
@@ -750,9 +739,9 @@ def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
     return connect(provider, entry, wait_seconds)
 
 
-def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
+def status(run_id: str | None = None) -> list[list]:
     """Live RunPod pods of the ledger: RunPod's state, the run's step/loss/synced step (ssh mode), cost so far."""
-    provider = cleanup_provider(env_file)
+    provider = cleanup_provider()
 
     def look(entry: dict) -> tuple[str, bool]:
         pod = provider.api.get(entry["instance_id"])
@@ -768,24 +757,24 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
     return rows
 
 
-def logs(run_id: str, follow_lines: bool = False, env_file: str | Path | None = ".env") -> None:
+def logs(run_id: str, follow_lines: bool = False) -> None:
     """The run's runtime.log from its pod over SSH (or the copy fetched when it ended)."""
-    show_log(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(env_file), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, follow_lines)
 
 
-def fetch(run_id: str, env_file: str | Path | None = ".env", dest: str | Path | None = None) -> Path:
+def fetch(run_id: str, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs (or `dest`)."""
-    return fetch_outputs(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(env_file), entry), REMOTE_DIR, dest)
+    return fetch_outputs(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, dest)
 
 
-def terminate(run_id: str | None = None, pod_id: str | None = None, env_file: str | Path | None = ".env") -> None:
+def terminate(run_id: str | None = None, pod_id: str | None = None) -> None:
     """Terminate the run's pod(s) now (or one pod by id) and mark the ledger."""
-    end_now(_provider(env_file), PROVIDER, "pod", run_id, pod_id)
+    end_now(_provider(), PROVIDER, "pod", run_id, pod_id)
 
 
-def gpus(gpu_count: int = 1, spot: bool | None = None, env_file: str | Path | None = ".env") -> list[list]:
+def gpus(gpu_count: int = 1, spot: bool | None = None) -> list[list]:
     """GPU type ids (what --gpu takes) with memory, prices per GPU-hour and stock, live (seed 000's list)."""
-    api = client(env_file=env_file)
+    api = client()
     rows = []
     money = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) and v else "-"  # noqa: E731
     for t in sorted(api.gpu_types(gpu_count), key=lambda t: (t.get("memoryInGb") or 0, t["id"])):

@@ -21,23 +21,22 @@ kept, detached) unless the run finished and its outputs are home, then `[<os vol
 Verda's trash, restorable for about 96 h). What happened is printed each time; a kept volume bills as storage
 (~$0.20/GB/month for NVMe) until deleted, and `invoke cleanup` lists the ones named ty-*.
 
-The dead-man on a real Verda instance. Verda has no narrowly scoped API token: the only credentials are the
-account's client id/secret, which can create and delete anything. Trainyard never ships those to a host
-(secrets contract). So the runtime's ender (helpers/runtime/machine.py `end_verda`) can delete its own instance
-only where the environment provides an instance-scoped token (VERDA_INSTANCE_ID / VERDA_API_BASE /
-VERDA_INSTANCE_TOKEN — the emulator does; real Verda does not). On a real instance it runs `shutdown -h now`
-instead: training and its costs on the GPU stop being useful at once, but the instance still exists (`offline`)
-and holds its GPU; whether Verda bills an offline instance is not documented anywhere we could check, so assume
-it does until it is deleted. Deleting is the orchestrator's job (it waits, follows, and deletes), and when the
-laptop is gone, `invoke cleanup` (ledger + `ty-*` names) does it later. Cost of that choice: with the laptop
-closed, an instance that ended itself may bill (at most) until the next `invoke cleanup`. Set
-`limits.end_when_done`/`limits.time_limit` anyway: they stop the GPU work, and the shutdown ends the SSH service.
+The dead-man on a real Verda instance (`verda.deadman`). Verda has no narrowly scoped credential: the only ones are
+the account's client id and secret, and an instance that is only shut down (`offline`) keeps billing until it is
+deleted (Verda's CLI: "Shutdown instances continue to charge your account"), so shutdown never counts as ended.
+`account` (the default): the instance's .env (0600, beside the runtime; seed 001 uploads its .env too) holds the
+client id and secret; the runtime takes them out of the trainer's environment and, at the end of the job, the time
+limit and the budget, deletes its own instance through the real API (token, list, `PUT /instances` delete; see
+helpers/runtime/machine.py `end_verda`). The plan says so; the credentials leave with the instance's deletion.
+`launcher`: nothing is uploaded and only the launcher deletes (at the end, on Ctrl-C, and `limits.grace_s` after the
+time limit); `--detach` is refused, and a launcher that dies leaves the instance billing until `invoke cleanup`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,6 +55,9 @@ DEFAULT_BASE_URL = "https://api.verda.com/v1"
 DEFAULT_KEY_NAME = "trainyard"
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
 TRANSIENT_CODES = ("server_error", "too_many_requests", "rate_limited")
+# A delete refused while the instance boots [3P: "Can't discontinue a provisioning instance"; the other states INF]
+BOOTING_REFUSAL = re.compile(r"can't (discontinue|shutdown) an? (new|ordered|validating|pending|provisioning) instance")
+DELETE_WAIT_S = 1800.0  # how long a delete waits for a booting instance to become deletable (real boots take minutes)
 STATES = {
     "ordered": PENDING, "new": PENDING, "provisioning": PENDING, "validating": PENDING, "pending": PENDING,
     "starting": PENDING, "restoring": PENDING, "unknown": PENDING,
@@ -69,13 +71,13 @@ STATES = {
 # --------------------------------------------------------------------------------------------- the API
 
 
-def client(secrets=None, env_file: str | Path | None = ".env"):
+def client():
     """The real VerdaClient (it authenticates at once)."""
     from verda import VerdaClient
 
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    secrets = secrets or load_secrets(env_file)
+    secrets = current().secrets
     client_id = secrets.require("VERDA_CLIENT_ID", "to talk to the Verda API")
     client_secret = secrets.require("VERDA_CLIENT_SECRET", "to talk to the Verda API")
     base = base_url()
@@ -85,7 +87,9 @@ def client(secrets=None, env_file: str | Path | None = ".env"):
 
 
 def base_url() -> str:
-    return (os.environ.get("VERDA_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    from helpers.workspace import current
+
+    return current().setting("VERDA_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
 
 
 def _classify(exc: BaseException, what: str) -> BaseException:
@@ -172,25 +176,39 @@ class VerdaProvider:
             return InstanceInfo(state if state != RUNNING else PENDING, None, None)
         return InstanceInfo(RUNNING, data["ip"], int(data.get("emulator_ssh_port") or 22))
 
+    def delete(self, instance_id: str, volume_ids: list[str]) -> None:
+        """PUT /instances delete for one id. A 207 (some ids failed) is read per instance: the SDK would take it
+        for success [DOC Go SDK: 202 success, 207 partial, items with "error" and "statusCode"]."""
+        from verda.exceptions import APIException
+
+        answer = self.client._http_client.put("/instances", json={"id": [instance_id], "action": "delete",
+                                                                   "volume_ids": volume_ids})
+        if answer.status_code == 207:
+            items = answer.json() if answer.text.strip() else []
+            mine = next((i for i in items if isinstance(i, dict) and i.get("instanceId") == instance_id), {})
+            if mine.get("status") != "success":
+                raise APIException("invalid_request", str(mine.get("error") or f"207 without a result for {instance_id}"))
+
     def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
-        """Delete with an explicit volume list; wait while Verda refuses (still ordered/provisioning); confirm."""
+        """Delete with an explicit volume list; while Verda refuses because the instance is still booting (new,
+        ordered, validating, pending, provisioning) ask again until it accepts; confirm."""
         from verda.exceptions import APIException
 
         data = self.raw(instance_id)
         os_volume = (data or {}).get("os_volume_id") or self.os_volumes.get(instance_id)
         volume_ids = [] if keep_disk or not os_volume else [os_volume]
         already_gone = data is None or data.get("status") == "discontinued"
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + DELETE_WAIT_S
         while not already_gone:
             try:
-                self.client.instances.action(instance_id, "delete", volume_ids=volume_ids)
+                self.delete(instance_id, volume_ids)
                 break
             except APIException as exc:
                 message = (exc.message or "").lower()
                 if "discontinued" in message or "invalid instance id" in message:
                     already_gone = True
                     break
-                if ("provisioning" in message or "ordered" in message) and time.monotonic() < deadline:
+                if BOOTING_REFUSAL.search(message) and time.monotonic() < deadline:
                     time.sleep(2)  # "Can't discontinue a provisioning instance": it will be deletable soon
                     continue
                 raise _classify(exc, f"deleting instance {instance_id}") from exc
@@ -264,14 +282,14 @@ class VerdaProvider:
                 f"invoke verda.resume-local --os-volume-id {volume_id}; delete it in the Verda console when done.")
 
 
-def cleanup_provider(env_file: str | Path | None = ".env") -> VerdaProvider | None:
+def cleanup_provider() -> VerdaProvider | None:
     """For `invoke cleanup`: a provider when Verda credentials exist, else None."""
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    secrets = load_secrets(env_file)
+    secrets = current().secrets
     if not (secrets.get("VERDA_CLIENT_ID") and secrets.get("VERDA_CLIENT_SECRET")):
         return None
-    return VerdaProvider(client(secrets))
+    return VerdaProvider(client())
 
 
 # --------------------------------------------------------------------------------------------- planning
@@ -308,7 +326,7 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
         notes.append(f"planning from the dated price table: the Verda API is unreachable ({down})")
     elif verda_client is None and not offline:
         try:
-            verda_client = client(env_file=".env")
+            verda_client = client()
         except (ConfigError, ProviderError) as exc:  # said with the plan's warnings (stderr with --json)
             notes.append(f"planning from the dated price table: {exc}")
     read: dict[str, str] = {}
@@ -324,11 +342,19 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
                 the_plan.get("location") or job.verda.location or job.resources.location or "FIN-03")
     image = f"OS volume {boot_volume.id}" if boot_volume is not None else job.verda.image
     runtime = f"{job.verda.python} {BUNDLE_NAME} job.json --mode <mode>" + (" --skip-setup" if job.verda.skip_setup else "")
+    if job.verda.deadman == "account":
+        ends = ("it deletes itself through the Verda API at the end of the job, the time limit and the budget, with "
+                "the account-wide Verda credentials it holds in its .env (0600, verda.deadman: account); they leave "
+                "with the instance's deletion")
+    else:
+        ends = ("only the launcher deletes it (verda.deadman: launcher): if the launcher dies, it bills until "
+                "`invoke cleanup` — a shut-down Verda instance still bills")
     the_plan.update(
-        warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
+        ends=ends, warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
         why=f"{the_plan['instance_type']} in {location}, {image} ({source}); {the_plan['why']}",
         commands=render_commands(job, the_plan["gpu_count"]) + [f"(on the instance, in {job.verda.remote_dir}) {runtime}"],
-        files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env (0600)",
+        files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json",
+               f"runs/{job.run_id}/.env (0600{', with VERDA_CLIENT_ID/SECRET' if job.verda.deadman == 'account' else ''})",
                "train.remote.yaml"],
     )
     return the_plan
@@ -337,14 +363,13 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
 # --------------------------------------------------------------------------------------------- SSH keys
 
 
-def ssh_settings(job, env_file: str | Path | None = ".env") -> tuple[str, Path]:
+def ssh_settings(job) -> tuple[str, Path]:
     """(key name at Verda, private key file): config (and CLI) > environment > .env > defaults."""
-    from dotenv import dotenv_values
+    from helpers.workspace import current
 
-    filed = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
-    name = job.verda.ssh_key_name or os.environ.get("VERDA_SSH_KEY_NAME") or filed.get("VERDA_SSH_KEY_NAME") or DEFAULT_KEY_NAME
-    key = (job.verda.ssh_private_key or os.environ.get("VERDA_SSH_PRIVATE_KEY") or filed.get("VERDA_SSH_PRIVATE_KEY")
-           or DEFAULT_PRIVATE_KEY)
+    setting = current().setting
+    name = job.verda.ssh_key_name or setting("VERDA_SSH_KEY_NAME", DEFAULT_KEY_NAME)
+    key = job.verda.ssh_private_key or setting("VERDA_SSH_PRIVATE_KEY", DEFAULT_PRIVATE_KEY)
     path = Path(key).expanduser()
     if not path.is_file():
         raise ConfigError("verda.ssh_private_key", f"no SSH private key at {path}",
@@ -418,21 +443,19 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
 # --------------------------------------------------------------------------------------------- verbs
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: str | Path | None = ".env",
-           config_path: str | Path | None = None, os_volume_id: str | None = None, detach: bool = False,
+def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, config_path: str | Path | None = None, os_volume_id: str | None = None, detach: bool = False,
            the_plan: dict | None = None, verda_client=None, boot_volume=None, runs_dir: Path = Path("runs"),
            ledger=None, recover: bool | None = False) -> int:
     """Rent the instance and run the job there (helpers.backends.instance_flow); returns the exit code.
     `recover` (None: on for spot): relaunch a lost instance and resume from the store (instance_flow.supervise)."""
     from helpers.backends.instance_flow import run_on_instance
-    from helpers.secrets import load_secrets
 
-    verda_client = verda_client or client(load_secrets(env_file))
+    verda_client = verda_client or client()
     if mode == "resume_local" and boot_volume is None:
         boot_volume = choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
     the_plan = the_plan or plan(job, verda_client=verda_client, boot_volume=boot_volume)
     offer = the_plan["offer"]
-    key_name, key_path = ssh_settings(job, env_file)
+    key_name, key_path = ssh_settings(job)
     key_id = ensure_ssh_key(verda_client, key_name, key_path)
     provider = VerdaProvider(
         verda_client, price_per_hour=offer.price_per_hour, instance_type=offer.instance_type, image=job.verda.image,
@@ -442,7 +465,7 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
     spec = HostSpec(
         remote_dir=job.verda.remote_dir, ssh_key=key_path, python=job.verda.python, skip_setup=job.verda.skip_setup,
         extra_files={"train.remote.yaml": Path(config_path)} if config_path else {},
-        machine={"kind": PROVIDER, "volume_ids": [], "shutdown_fallback": True},
+        machine={"kind": PROVIDER, "volume_ids": [], "deadman": job.verda.deadman, "api_base": base_url()},
         ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
                        "image": the_plan["image"], "mode": mode},
         deadline_epoch=job.launcher_deadline(time.time()))
@@ -450,13 +473,13 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, env_file: s
                            runs_dir=runs_dir, recover=recover, the_plan=the_plan)
 
 
-def _provider(env_file) -> VerdaProvider:
-    return cleanup_provider(env_file) or VerdaProvider(client(env_file=env_file))
+def _provider() -> VerdaProvider:
+    return cleanup_provider() or VerdaProvider(client())
 
 
-def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> list[list]:
+def status(run_id: str | None = None) -> list[list]:
     """Live Verda instances from the ledger: provider state, cost so far, and the run's step/loss/synced step."""
-    provider = cleanup_provider(env_file)
+    provider = cleanup_provider()
 
     def look(entry: dict) -> tuple[str, bool]:
         raw = provider.raw(entry["instance_id"])
@@ -469,28 +492,26 @@ def status(run_id: str | None = None, env_file: str | Path | None = ".env") -> l
     return rows
 
 
-def logs(run_id: str, follow_lines: bool = False, env_file: str | Path | None = ".env") -> None:
+def logs(run_id: str, follow_lines: bool = False) -> None:
     """The run's runtime.log from its instance (or the copy fetched when it ended)."""
-    show_log(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(env_file), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, follow_lines)
 
 
-def fetch(run_id: str, env_file: str | Path | None = ".env", dest: str | Path | None = None) -> Path:
+def fetch(run_id: str, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its instance to runs/<run_id>/outputs (or `dest`)."""
-    return fetch_outputs(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(env_file), entry), REMOTE_DIR,
-                         dest)
+    return fetch_outputs(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, dest)
 
 
-def terminate(run_id: str | None = None, instance_id: str | None = None, delete_volume: bool = False,
-              env_file: str | Path | None = ".env") -> None:
+def terminate(run_id: str | None = None, instance_id: str | None = None, delete_volume: bool = False) -> None:
     """End the run's instance(s) now; the OS volume is kept (detached) unless delete_volume."""
-    end_now(_provider(env_file), PROVIDER, "instance", run_id, instance_id, keep_disk=not delete_volume)
+    end_now(_provider(), PROVIDER, "instance", run_id, instance_id, keep_disk=not delete_volume)
 
 
-def gpus(spot: bool | None = None, location: str | None = None, env_file: str | Path | None = ".env") -> None:
+def gpus(spot: bool | None = None, location: str | None = None) -> None:
     """Instance types with GPUs: on-demand and spot price, and where each can start now."""
     from helpers import gpus as gpu_catalog
 
-    verda_client = client(env_file=env_file)
+    verda_client = client()
     types = api(verda_client.instance_types.get, what="listing instance types")
     available = {}
     for is_spot in (False, True):

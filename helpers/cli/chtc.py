@@ -21,7 +21,7 @@ def _job(config, exp_name=None, set_=None):
 @friendly
 def submit(c, config=None, exp_name=None, set_=None, dry_run=False, env_file=None):
     """Render runs/chtc/<config>/<exp>/ (bundle, job.json, train.sub) and condor_submit it."""
-    code = launch("chtc", _job(config, exp_name, set_), dry_run, env_file)
+    code = launch("chtc", _job(config, exp_name, set_), dry_run)
     if code:
         raise Exit(code=code)
 

@@ -45,8 +45,11 @@ def friendly(task_body):
 
     @functools.wraps(task_body)
     def run(c, *args, **kwargs):
+        from helpers.workspace import from_invoke, opened
+
         try:
-            return task_body(c, *args, **kwargs)
+            with opened(**from_invoke(c, kwargs.get("env_file"))):
+                return task_body(c, *args, **kwargs)
         except TrainyardError as exc:
             fail(str(exc))
             raise Exit(code=exc.exit_code) from None
@@ -103,7 +106,7 @@ TRAIN_HELP = {
     "time_limit": "limits.time_limit: seconds, '90m', '2h' (the machine ends itself then)",
     "set_": "any key: --set training.steps=500 (repeatable)",
     "dry_run": "print the plan (GPU and why, price, exact command, files, secrets) and stop",
-    "env_file": "secrets file (default .env)",
+    "env_file": "secrets file (default .env; or trainyard.env_file in invoke.yaml)",
 }
 
 
@@ -123,15 +126,15 @@ def job_from_flags(config, run_id=None, steps=None, batch_size=None, save_freq=N
     return load(config, **{k.replace(".", "__"): v for k, v in overrides.items()})
 
 
-def launch(backend_name: str, job, dry_run: bool, env_file: str | None, **launch_args):
+def launch(backend_name: str, job, dry_run: bool, **launch_args):
     """Shared by every `<backend>.train`: secrets checked first (no network), plan, then the backend's launch."""
     from helpers.backends import backend
     from helpers.planning import print_plan
-    from helpers.secrets import check_secrets, load_secrets
+    from helpers.secrets import check_secrets
+    from helpers.workspace import current
 
     module = backend(backend_name)
-    secrets = load_secrets(env_file or ".env")
-    host_secrets = check_secrets(job, backend_name, secrets)
+    host_secrets = check_secrets(job, backend_name, current().secrets)
     the_plan = module.plan(job)
     print_plan(job, the_plan)
     if dry_run:

@@ -153,9 +153,9 @@ def push_dataset(path, repo_id: str, token: str | None = None, batch: int = PUSH
 def push(c, path, repo_id, env_file=None):
     """Upload a local LeRobot dataset to a PRIVATE Hub dataset repo (resumable, with a progress bar)."""
     from helpers.console import say
-    from helpers.secrets import load_secrets
+    from helpers.workspace import current
 
-    token = load_secrets(env_file or ".env").require("HF_TOKEN", "to upload the dataset")
+    token = current().secrets.require("HF_TOKEN", "to upload the dataset")
     result = push_dataset(path, repo_id, token)
     tag = f", tagged {result['tag']}" if result["tag"] else ""
     say(f"{repo_id}: {result['uploaded']} files uploaded, {result['skipped']} already there{tag} (private)")

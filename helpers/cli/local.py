@@ -11,7 +11,7 @@ def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=No
           set_=None, dry_run=False, env_file=None):
     """Train here: set up the trainer environment, train, sync checkpoints, resume automatically if one exists."""
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_)
-    code = launch("local", job, dry_run, env_file, mode="auto")
+    code = launch("local", job, dry_run, mode="auto")
     if code:
         raise Exit(code=code)
 
@@ -22,7 +22,7 @@ def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=No
 def resume(c, config=None, run_id=None, steps=None, store=None, set_=None, local_only=False, dry_run=False, env_file=None):
     """Resume from the newest complete checkpoint in the store (or on disk with --local-only)."""
     job = job_from_flags(config, run_id, steps, None, None, store, None, set_)
-    code = launch("local", job, dry_run, env_file, mode="resume_local" if local_only else "resume")
+    code = launch("local", job, dry_run, mode="resume_local" if local_only else "resume")
     if code:
         raise Exit(code=code)
 

@@ -76,7 +76,7 @@ def job_from_seed_flags(config=None, *, name=None, template_id=None, gpu=None, g
     return job
 
 
-def train_job(job, *, dry_run=False, rehearse=False, detach=False, env_file=None, recover=None) -> int:
+def train_job(job, *, dry_run=False, rehearse=False, detach=False, recover=None) -> int:
     """Secrets checked before any network call, the plan (live offers), then the launch; returns the exit code.
     `recover`: None = on for spot (instance_flow.supervise)."""
     from helpers.backends import runpod_pods as rp
@@ -85,21 +85,20 @@ def train_job(job, *, dry_run=False, rehearse=False, detach=False, env_file=None
         job.limits.recover = recover  # carried by the job from here on (plan, store, supervisor)
     if rehearse:
         with rp.rehearsal(job) as (rehearsed, ledger, _emu):
-            return _launch(rehearsed, dry_run, detach, env_file, ledger, recover)
-    return _launch(job, dry_run, detach, env_file, None, recover)
+            return _launch(rehearsed, dry_run, detach, ledger, recover)
+    return _launch(job, dry_run, detach, None, recover)
 
 
-def _launch(job, dry_run, detach, env_file, ledger, recover=None) -> int:
+def _launch(job, dry_run, detach, ledger, recover=None) -> int:
     from helpers.backends import runpod_pods as rp
     from helpers.planning import print_plan
-    from helpers.secrets import check_secrets, load_secrets
-
+    from helpers.secrets import check_secrets
     from helpers.stores import settle
+    from helpers.workspace import current
 
-    env_file = env_file or ".env"
-    secrets = load_secrets(env_file)
+    secrets = current().secrets
     host_secrets = check_secrets(job, "runpod", secrets)
-    api = rp.client(secrets, env_file)
+    api = rp.client()
     the_plan = rp.plan(job, api=api, token=secrets.get("HF_TOKEN"), check_hub=ledger is None)
     print_plan(job, the_plan)
     if dry_run:
@@ -111,7 +110,7 @@ def _launch(job, dry_run, detach, env_file, ledger, recover=None) -> int:
                             "nothing was created")
     settle(job, "runpod", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
     host_secrets = check_secrets(job, "runpod", secrets)  # a default Hub store needs HF_TOKEN on the pod
-    return rp.launch(job, host_secrets, "auto", env_file=env_file, the_plan=the_plan, api=api, detach=detach,
+    return rp.launch(job, host_secrets, "auto", the_plan=the_plan, api=api, detach=detach,
                      ledger=ledger, recover=recover)
 
 
@@ -131,7 +130,7 @@ def train(c, config=None, name=None, template_id=None, gpu=None, gpu_count=None,
                               time_limit=time_limit, spot=toggle("spot"), terminate=toggle("terminate"),
                               timeout=toggle("timeout"), image=image, skip_setup=skip_setup, mode=mode, run_id=run_id,
                               steps=steps, batch_size=batch_size, save_freq=save_freq, store=store, set_=set_)
-    _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, env_file=env_file, recover=toggle("recover")))
+    _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, recover=toggle("recover")))
 
 
 @task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)", "env_file": "secrets file (default .env)"})
@@ -140,7 +139,7 @@ def fetch(c, run_id, dest=None, env_file=None):
     """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs."""
     from helpers.backends import runpod_pods as rp
 
-    rp.fetch(run_id, env_file or ".env", dest)
+    rp.fetch(run_id, dest)
 
 
 @task(help={"run_id": "only this run", "env_file": "secrets file (default .env)"})
@@ -149,7 +148,7 @@ def status(c, run_id=None, env_file=None):
     """Live RunPod pods from the ledger: RunPod's state, step, loss, synced step, cost so far."""
     from helpers.backends import runpod_pods as rp
 
-    rp.status(run_id, env_file or ".env")
+    rp.status(run_id)
 
 
 @task(help={"run_id": "the run", "follow": "keep following until it ends", "env_file": "secrets file (default .env)"})
@@ -158,7 +157,7 @@ def logs(c, run_id, follow=False, env_file=None):
     """The run's runtime.log from its pod (ssh mode), or the copy fetched when it ended."""
     from helpers.backends import runpod_pods as rp
 
-    rp.logs(run_id, follow, env_file or ".env")
+    rp.logs(run_id, follow)
 
 
 @task(help={"run_id": "the run", "pod_id": "a RunPod pod id instead", "env_file": "secrets file (default .env)"})
@@ -167,7 +166,7 @@ def terminate(c, run_id=None, pod_id=None, env_file=None):
     """Terminate the run's pod now (its volume goes with it; checkpoints are in the store)."""
     from helpers.backends import runpod_pods as rp
 
-    rp.terminate(run_id, pod_id, env_file or ".env")
+    rp.terminate(run_id, pod_id)
 
 
 @task(help={"gpu_count": "stock for this many GPUs per pod (default 1)",
@@ -178,7 +177,7 @@ def gpus(c, gpu_count=1, spot=True, env_file=None):
     """GPU type ids (what --gpu takes) with memory, prices and stock, live from RunPod."""
     from helpers.backends import runpod_pods as rp
 
-    rp.gpus(int(gpu_count), toggle("spot"), env_file or ".env")
+    rp.gpus(int(gpu_count), toggle("spot"))
 
 
 # ------------------------------------------------------------------------------ seed 000's command line

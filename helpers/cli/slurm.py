@@ -57,11 +57,12 @@ def submit(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=N
     from helpers.backends import slurm_jobs
     from helpers.console import say
     from helpers.planning import print_plan
-    from helpers.secrets import check_secrets, load_secrets
+    from helpers.secrets import check_secrets
+    from helpers.workspace import current
 
     extra = {"slurm.time": slurm_jobs.format_time(time_limit)} if time_limit else {}
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, **extra)
-    host_secrets = check_secrets(job, "slurm", load_secrets(env_file or ".env"))
+    host_secrets = check_secrets(job, "slurm", current().secrets)
     print_plan(job, slurm_jobs.plan(job))
     if dry_run:
         import sys

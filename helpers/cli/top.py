@@ -8,10 +8,10 @@ from helpers.cli.common import CONFIG_HELP, friendly, load, parse_sets
 @task(iterable=["set_"], help={
     "config": CONFIG_HELP, "backend": "local, runpod, verda, slurm or chtc (default: the config's backend)",
     "json": "print one JSON object instead of tables", "offline": "use the dated price table; no network at all",
-    "set_": "any key: --set resources.gpu_count=2 (repeatable)",
+    "set_": "any key: --set resources.gpu_count=2 (repeatable)", "env_file": "secrets file (default .env)",
 })
 @friendly
-def plan(c, config=None, backend=None, json=False, offline=False, set_=None):
+def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env_file=None):
     """What a launch would do: GPU and why, memory estimate, price, cost for the time limit, command, secrets.
 
     Nothing is created. A job that cannot start (gated model, GPU the backend lacks, nothing fits) exits 2
@@ -21,10 +21,11 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None):
     from helpers.console import console
     from helpers.errors import ConfigError
     from helpers.planning import plan_for, print_plan
-    from helpers.secrets import load_secrets, required_secrets
+    from helpers.secrets import required_secrets
+    from helpers.workspace import current
 
     job = load(config, backend=backend, **{k.replace(".", "__"): v for k, v in parse_sets(set_).items()})
-    secrets = load_secrets(".env")  # no network; HF_TOKEN for the Hub check
+    secrets = current().secrets  # no network; HF_TOKEN for the Hub check
     out = console()
     saved = out.file
     if json:  # stdout carries exactly one JSON object: whatever planning says goes to stderr
@@ -39,9 +40,9 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None):
     print_plan(job, the_plan, as_json=json)
 
 
-@task
+@task(help={"env_file": "secrets file (default .env)"})
 @friendly
-def status(c):
+def status(c, env_file=None):
     """Runs on rented machines (instances, relaunches, spend so far), the live instances, and the local runs."""
     import time
 
@@ -73,18 +74,18 @@ def status(c):
     local.status()
 
 
-@task(help={"yes": "do not ask (for scripts)", "provider": "only this provider"})
+@task(help={"yes": "do not ask (for scripts)", "provider": "only this provider", "env_file": "secrets file (default .env)"})
 @friendly
-def cleanup(c, yes=False, provider=None):
+def cleanup(c, yes=False, provider=None, env_file=None):
     """Find and end every instance Trainyard started that is still alive (ledger, plus name match at the provider)."""
     from helpers.cleanup import cleanup as run_cleanup
 
     run_cleanup(assume_yes=yes, only=provider)
 
 
-@task(help={"run_id": "the run", "follow": "keep following"})
+@task(help={"run_id": "the run", "follow": "keep following", "env_file": "secrets file (default .env)"})
 @friendly
-def logs(c, run_id, follow=False):
+def logs(c, run_id, follow=False, env_file=None):
     """A run's log, wherever it runs: a pod or instance from the ledger, a SLURM job, or here."""
     from pathlib import Path
 

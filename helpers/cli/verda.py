@@ -56,28 +56,31 @@ def _job(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, 
     return job
 
 
-def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach=False, image_given=False, recover=None):
-    """Like helpers.cli.common.launch (secrets checked before any network call, plan, then launch), with the
-    env file passed on to the plan and the SSH settings."""
+def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, image_given=False, recover=None):
+    """Like helpers.cli.common.launch (secrets checked before any network call, plan, then launch), with Verda's
+    own cheap checks first and the boot volume of resume_local."""
     from helpers.backends import verda_instances as verda
     from helpers.console import warn
-    from helpers.errors import ProviderError
+    from helpers.errors import ConfigError, ProviderError
+    from helpers.net import unreachable
     from helpers.planning import print_plan
-    from helpers.secrets import check_secrets, load_secrets
-
+    from helpers.secrets import check_secrets
     from helpers.stores import settle
+    from helpers.workspace import current
 
-    env_file = env_file or ".env"
+    if detach and job.verda.deadman == "launcher":
+        raise ConfigError("verda.deadman", "launcher: only the launcher deletes the instance, and --detach leaves "
+                          "nobody to do it (it would bill until `invoke cleanup`)",
+                          "set verda.deadman: account (the instance deletes itself), or drop --detach"
+                          ).with_source(str(config_path or ""))
     if recover is not None:
         job.limits.recover = recover
-    from helpers.net import unreachable
-
-    secrets = load_secrets(env_file)
+    secrets = current().secrets
     host_secrets = check_secrets(job, "verda", secrets)
     down = unreachable(verda.base_url())
     if down and (mode == "resume_local" or not dry_run):
         raise ProviderError(f"the Verda API at {verda.base_url()} is unreachable ({down}): nothing was created")
-    verda_client = None if down else verda.client(secrets)
+    verda_client = None if down else verda.client()
     boot_volume = None
     if mode == "resume_local":
         if image_given:
@@ -89,7 +92,7 @@ def _launch(job, mode, dry_run, env_file, config_path, os_volume_id=None, detach
         return 0
     settle(job, "verda", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
     host_secrets = check_secrets(job, "verda", secrets)  # a default Hub store needs HF_TOKEN on the instance
-    return verda.launch(job, host_secrets, mode, env_file=env_file, config_path=config_path, detach=detach,
+    return verda.launch(job, host_secrets, mode, config_path=config_path, detach=detach,
                         the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume, recover=recover)
 
 
@@ -107,7 +110,7 @@ def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_p
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
                checkpoint_repo_id, image, location, spot=toggle("spot"))
-    _done(_launch(job, "auto", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
+    _done(_launch(job, "auto", dry_run, path, detach=detach, recover=toggle("recover")))
 
 
 @task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
@@ -119,7 +122,7 @@ def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
                checkpoint_repo_id, image, location, spot=toggle("spot"))
-    _done(_launch(job, "resume", dry_run, env_file, path, detach=detach, recover=toggle("recover")))
+    _done(_launch(job, "resume", dry_run, path, detach=detach, recover=toggle("recover")))
 
 
 @task(iterable=["set_"], help={**{k: v for k, v in LAUNCH_HELP.items() if k != "recover"},
@@ -133,7 +136,7 @@ def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None,
     path = _config(config, train_config)
     job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
                checkpoint_repo_id, None, location, os_volume_id, spot=toggle("spot"))
-    _done(_launch(job, "resume_local", dry_run, env_file, path, os_volume_id, detach, image_given=bool(image)))
+    _done(_launch(job, "resume_local", dry_run, path, os_volume_id, detach, image_given=bool(image)))
 
 
 @task(help={"run_id": "only this run", "env_file": "secrets file (default .env)"})
@@ -142,7 +145,7 @@ def status(c, run_id=None, env_file=None):
     """Live Verda instances from the ledger: state, step, loss, synced step, cost so far."""
     from helpers.backends import verda_instances as verda
 
-    verda.status(run_id, env_file or ".env")
+    verda.status(run_id)
 
 
 @task(help={"run_id": "the run", "follow": "keep following until it ends", "env_file": "secrets file (default .env)"})
@@ -151,7 +154,7 @@ def logs(c, run_id, follow=False, env_file=None):
     """The run's runtime.log from its instance (or the copy fetched when it ended)."""
     from helpers.backends import verda_instances as verda
 
-    verda.logs(run_id, follow, env_file or ".env")
+    verda.logs(run_id, follow)
 
 
 @task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)",
@@ -161,7 +164,7 @@ def fetch(c, run_id, dest=None, env_file=None):
     """Copy the run's output directory from its instance."""
     from helpers.backends import verda_instances as verda
 
-    verda.fetch(run_id, env_file or ".env", dest)
+    verda.fetch(run_id, dest)
 
 
 @task(help={"run_id": "the run", "instance_id": "a Verda instance id instead",
@@ -171,7 +174,7 @@ def terminate(c, run_id=None, instance_id=None, delete_volume=False, env_file=No
     """Delete the run's instance now (the OS volume is kept for resume_local unless --delete-volume)."""
     from helpers.backends import verda_instances as verda
 
-    verda.terminate(run_id, instance_id, delete_volume, env_file or ".env")
+    verda.terminate(run_id, instance_id, delete_volume)
 
 
 @task(help={"spot": "only types available as spot now (--no-spot: on-demand)", "location": "only this location",
@@ -181,7 +184,7 @@ def gpus(c, spot=True, location=None, env_file=None):
     """Instance types with GPUs: prices (on-demand and spot) and where each can start now."""
     from helpers.backends import verda_instances as verda
 
-    verda.gpus(toggle("spot"), location, env_file or ".env")
+    verda.gpus(toggle("spot"), location)
 
 
 # ------------------------------------------------------------------------------ seed 001's command line
@@ -197,6 +200,7 @@ def seed_main(argv: list[str] | None = None) -> int:
 
     from helpers.console import fail
     from helpers.errors import TrainyardError
+    from helpers.workspace import opened
 
     parser = argparse.ArgumentParser(prog="verda_lerobot_manager.py", description="LeRobot training on Verda "
                                      "instances (seed 001's flags; the same code as `invoke verda.*`).")
@@ -225,8 +229,9 @@ def seed_main(argv: list[str] | None = None) -> int:
         job = _job(path, args.run_id, None, None, None, None, None, None, args.gpu_model, args.gpus_per_instance,
                    args.checkpoint_repo_id, args.image if args.verb != "resume_local" else None, args.location,
                    os_volume_id, spot=args.spot)
-        return _launch(job, SEED_MODES[args.verb], args.dry_run, args.env_file, path, os_volume_id, args.detach,
-                       image_given=bool(args.image) and args.verb == "resume_local")
+        with opened(env_file=args.env_file):
+            return _launch(job, SEED_MODES[args.verb], args.dry_run, path, os_volume_id, args.detach,
+                           image_given=bool(args.image) and args.verb == "resume_local")
     except TrainyardError as exc:
         fail(str(exc))
         return exc.exit_code

@@ -74,46 +74,79 @@ def wait_for_orchestrator(machine: dict) -> float:
     return time.time() - started
 
 
+VERDA_CREDENTIALS = ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")
+_held: dict[str, str] = {}  # the account credentials, out of os.environ so the trainer never inherits them
+USER_AGENT = "trainyard-runtime (dead-man)"
+
+
+def hold_credentials(environ) -> None:
+    """Take the Verda account credentials out of the environment (the trainer is started from it) and keep them
+    for the ender. Called once at start-up, after the host's .env was read."""
+    for name in VERDA_CREDENTIALS:
+        if environ.get(name):
+            _held[name] = environ.pop(name)
+
+
+def _verda(base: str, method: str, path: str, body: dict | None = None, token: str | None = None):
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{base.rstrip('/')}{path}", method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def _delete_verda_instance(base: str, name: str, volume_ids: list) -> str | None:
+    """One try with the real API (client credentials -> token -> find by name -> PUT /instances delete); None
+    when the delete was accepted (or the instance is gone), else why not."""
+    _, token = _verda(base, "POST", "/oauth2/token", {"grant_type": "client_credentials",
+                                                        "client_id": _held["VERDA_CLIENT_ID"],
+                                                        "client_secret": _held["VERDA_CLIENT_SECRET"]})
+    token = token["access_token"]
+    _, listed = _verda(base, "GET", "/instances", token=token)
+    mine = [i for i in listed or [] if name in (i.get("hostname"), i.get("description"))
+            and i.get("status") not in ("discontinued", "deleting", "deleted")]
+    if not mine:
+        return None
+    status, results = _verda(base, "PUT", "/instances", {"id": [mine[0]["id"]], "action": "delete",
+                                                         "volume_ids": volume_ids}, token)
+    failed = [r for r in results or [] if isinstance(r, dict) and r.get("status") not in (None, "success")]
+    if status == 207 or failed:  # a 2xx that failed for our id [DOC Go SDK]; the Python SDK would miss it
+        return f"Verda answered {status}: {(failed or [{}])[0].get('error') or results}"
+    return None
+
+
 def end_verda(machine: dict) -> str:
-    """Delete this Verda instance (volumes per `machine["volume_ids"]`, default [] = all kept, detached).
-
-    The emulator gives each instance VERDA_INSTANCE_ID, VERDA_API_BASE and VERDA_INSTANCE_TOKEN (a token that may
-    only read or end that one instance) and this sends the real API's request with it. A real Verda VM has no
-    such token, and Verda has no narrowly scoped keys, so Trainyard never ships credentials there: without the
-    token the fallback is `shutdown -h now` (training stops; whether a shut-down instance still bills is not
-    documented, so the launcher or `invoke cleanup` deletes it). See helpers/backends/verda_instances.py."""
+    """Delete this Verda instance through Verda's real API, with the account's client credentials that the
+    launcher put in this host's .env (`verda.deadman: account`; Verda has no narrower credential). Volumes per
+    `machine["volume_ids"]` (default [] = all kept, detached). 429, 5xx, a dropped answer and any refusal are
+    tried again with backoff for `machine["end_retry_s"]` (default 30 min): a Verda instance bills until deleted,
+    also when it is only shut down, so shutdown is no way to end one. With `verda.deadman: launcher` no
+    credential is here: the launcher (or `invoke cleanup`) deletes it."""
     wait_for_orchestrator(machine)  # attached launcher: it fetches the outputs and ends the machine (or goes away)
-    instance_id, base, token = (os.environ.get(n) for n in ("VERDA_INSTANCE_ID", "VERDA_API_BASE", "VERDA_INSTANCE_TOKEN"))
-    if instance_id and base and token:
-        volumes = machine.get("volume_ids", [])
-        body = json.dumps({"id": [instance_id], "action": "delete", "volume_ids": volumes}).encode()
-        last: Exception | None = None
-        for attempt in range(5):
-            request = urllib.request.Request(f"{base.rstrip('/')}/instances", data=body, method="PUT", headers={
-                "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-            try:
-                with urllib.request.urlopen(request, timeout=30):
-                    pass
-                break
-            except urllib.error.HTTPError as exc:
-                last = exc
-                if exc.code not in (408, 429) and exc.code < 500:
-                    return f"Verda refused to delete instance {instance_id}: HTTP {exc.code} {exc.read()[:200]!r}"
-            except OSError as exc:  # the answer may never come: deleting kills this very process
-                last = exc
-            time.sleep(2 ** attempt)
-        else:
-            return f"could not delete Verda instance {instance_id}: {last}"
-        kept = "all volumes kept (detached)" if volumes == [] else f"volumes {volumes} deleted"
-        return f"delete sent for Verda instance {instance_id} ({kept})"
-    if machine.get("shutdown_fallback", True):
-        import subprocess
-
-        done = subprocess.run(["shutdown", "-h", "now"], capture_output=True, text=True)
-        if done.returncode == 0:
-            return "no instance token on this VM: `shutdown -h now` sent; the launcher or `invoke cleanup` deletes it"
-        return f"could not shut down: {done.stderr.strip()[-200:]}"
-    return "not ended: no VERDA_INSTANCE_TOKEN and shutdown_fallback is off"
+    name = machine.get("instance_name")
+    if machine.get("deadman") == "launcher" or not all(_held.get(n) for n in VERDA_CREDENTIALS) or not name:
+        return ("not ended: verda.deadman is launcher (no credentials on this instance) — it bills until the launcher "
+                "or `invoke cleanup` deletes it")
+    base = machine.get("api_base") or "https://api.verda.com/v1"
+    deadline = time.time() + float(machine.get("end_retry_s", 1800))
+    attempt, last = 0, ""
+    while True:
+        try:
+            refused = _delete_verda_instance(base, name, machine.get("volume_ids", []))
+            if refused is None:
+                return f"delete sent for Verda instance {name} through the API (account credentials)"
+            last = refused
+        except urllib.error.HTTPError as exc:  # 4xx included: logged and tried again, never dropped
+            last = f"HTTP {exc.code} {exc.read()[:200]!r}"
+        except (OSError, ValueError, KeyError) as exc:  # the answer may never come: deleting kills this very process
+            last = f"{type(exc).__name__}: {exc}"
+        if time.time() > deadline:
+            return f"could not delete Verda instance {name}: {last}"
+        print(f"[trainyard] deleting this instance: {last} — retrying", flush=True)
+        time.sleep(min(60.0, 2.0 ** attempt))
+        attempt += 1
 
 
 ENDERS = {"runpod": end_runpod, "verda": end_verda}

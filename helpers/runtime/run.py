@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             if not os.environ.get(key):  # the launcher's .env fills what the host's environment lacks
                 os.environ[key] = value
     REDACTOR.add(*(os.environ.get(n, "") for names in SECRET_NAMES.values() for n in names))
+    machine.hold_credentials(os.environ)  # the dead-man's, never the trainer's
     if not (args.in_env or args.skip_setup or doc.config.get("runpod", {}).get("skip_setup")):
         bin_dir = environment.ensure(doc.config, log=lambda m: print(f"[trainyard] {m}", flush=True))
         python = bin_dir / "python"

@@ -98,7 +98,7 @@ class World:
 
     def __init__(self, root: Path, hub, *, runpod_boot_s: float = 0.0, verda_boot_s: float = 0.3, verda_order_s: float = 0.1,
                  runpod_key: str = "rp_test_key", verda_secret: str = "verda_test_secret", hf_token: str | None = None,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, verda_boot_states: tuple[str, ...] | None = None):
         from emulators.runpod_api import RunPodEmulator
         from emulators.sshhost import generate_keypair
         from emulators.verda_api import VerdaEmulator
@@ -111,7 +111,8 @@ class World:
         self.key, _ = generate_keypair(root / "keys")
         self.runpod = RunPodEmulator(root / "runpod", api_key=runpod_key, boot_delay_s=runpod_boot_s).start()
         self.verda = VerdaEmulator(root / "verda", client_secret=verda_secret, boot_delay_s=verda_boot_s,
-                                   order_delay_s=verda_order_s).start()
+                                   order_delay_s=verda_order_s,
+                                   **({"boot_states": verda_boot_states} if verda_boot_states else {})).start()
         self.ledger_path = self.work / "runs" / "ledger.jsonl"
         self.env = {
             **os.environ, **self.runpod.sdk_env(home), **hub.client_env(hf_token or os.environ["HF_TOKEN"]),

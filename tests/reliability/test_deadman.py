@@ -1,6 +1,7 @@
 """The dead-man: with the orchestrator SIGKILLed (a closed laptop), the instance ends itself — at the time limit, at
 the budget, and when the runtime finishes — through each provider's ender (helpers/runtime/machine.py): RunPod's
-podTerminate with the pod's own key, Verda's delete with the instance-scoped token. With `limits.end_when_done:
+podTerminate with the pod's own key, Verda's delete through the real API with the account's client
+credentials the instance holds (verda.deadman: account). With `limits.end_when_done:
 false` a finished instance stays up (as asked) and `invoke cleanup --yes` ends it.
 
 All runs start at once (one world, seven orchestrators), so the whole test takes about as long as the slowest one.
@@ -76,8 +77,11 @@ def test_instances_end_themselves_when_the_orchestrator_is_killed(world):
             assert any(c["field"] == "podTerminate" and c["t"] > killed_at for c in world.runpod.calls), run_id
         else:
             assert world.verda.instance(iid)["status"] == "discontinued", run_id
-            mine = [c for c in world.verda.calls if c["auth"] == f"instance:{iid}" and c["method"] == "PUT"]
-            assert mine and mine[0]["body"]["action"] == "delete", run_id
+            # deleted, not just shut down (an offline instance bills on), by the instance itself: the launcher was
+            # dead, and the only credential there is is the account's (verda.deadman: account)
+            mine = [c for c in world.verda.calls if c["method"] == "PUT" and c["t"] > killed_at
+                    and c["user_agent"] == "trainyard-runtime (dead-man)" and c["body"]["id"] == [iid]]
+            assert mine and mine[0]["body"]["action"] == "delete" and mine[0]["auth"] == "client", run_id
 
     # end_when_done: false — the runtime finished, the pod stays up past the heartbeat's staleness; cleanup ends it
     keep = entries["rp-keep"]

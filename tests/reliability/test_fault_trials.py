@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import re
 import time
 from collections import Counter
@@ -286,3 +287,43 @@ def check_end(world: World, trial: Trial) -> None:
         trial.checkpoint_lost = f"store: {check['why']}"
     elif reported and (check["latest"] or 0) < max(reported):
         trial.checkpoint_lost = f"step {max(reported)} was reported synced, the store has {check['latest']}"
+
+
+# ------------------------------------------------------------------------------ a Verda instance that is still booting
+
+
+def test_kills_and_ctrl_c_while_a_verda_instance_boots_leave_nothing_billing(tmp_path, hub_server, capsys):
+    """The orchestrator SIGKILLed (then `invoke cleanup --yes`) or interrupted (Ctrl-C) while its Verda instance is
+    `new`, `validating` or `pending` (the states the Go SDK and CLI name before running; the emulator walks them,
+    order [INF]). A delete is refused while an instance boots, so the one who deletes asks again until it is
+    accepted: 0 instances left, no ledger line open, no spend still rising."""
+    from emulators.verda_api import LONG_BOOT
+
+    rows = []
+    for index, (state, fault) in enumerate((s, f) for s in ("new", "validating", "pending") for f in ("kill", "ctrl-c")):
+        world = World(tmp_path / f"boot-{index}", hub_server, verda_order_s=2.0, verda_boot_states=LONG_BOOT)
+        try:
+            run_id = f"boot-{state}-{fault}"
+            orchestrator = world.train("verda", world.config(run_id, "verda", steps=20))
+            deadline, seen = time.monotonic() + 60, None
+            while time.monotonic() < deadline and seen != state:
+                entry = next((e for e in world.instances(run_id) if e.get("instance_id")), None)
+                seen = world.status("verda", entry["instance_id"]) if entry else None
+                time.sleep(0.02)
+            assert seen == state, f"never saw {state} (last {seen})"
+            if fault == "kill":
+                orchestrator.kill()
+                code, output = world.cleanup()
+                assert code == 0, output[-2000:]
+            else:
+                orchestrator.process.send_signal(signal.SIGINT)
+                assert orchestrator.wait(120) == 130, orchestrator.output[-2000:]
+            leaks = world.leaks()
+            rows.append((state, fault, world.status("verda", entry["instance_id"]), leaks))
+        finally:
+            world.stop()
+    with capsys.disabled():
+        print("\nVerda instance still booting: " + "; ".join(f"{f} in {s} -> {end}, leaks {len(l)}"
+                                                            for s, f, end, l in rows), flush=True)
+    assert [r[:2] for r in rows] == [(s, f) for s in ("new", "validating", "pending") for f in ("kill", "ctrl-c")]
+    assert all(end == "discontinued" and not leaks for _, _, end, leaks in rows), rows
