@@ -72,6 +72,22 @@ def stage_run(job: JobConfig, machine: dict, host_secrets: dict[str, str], price
     return run_dir
 
 
+def outputs_here(run_dir: Path, base: Path, dest: str | Path | None, what: str) -> Path:
+    """A run's output folder on this filesystem (local runs, SLURM's shared one), from its job.json; copied to
+    `dest` when asked."""
+    import json
+    import shutil
+
+    from helpers.console import say
+
+    out = base / json.loads((run_dir / "job.json").read_text())["derived"]["output_dir"]
+    if dest:
+        shutil.copytree(out, dest, symlinks=True, dirs_exist_ok=True)
+        out = Path(dest)
+    say(f"outputs of {what}: {out}/")
+    return out
+
+
 def render_commands(job: JobConfig, gpus: int, bin_dir: str = "$TRAINER_ENV/bin") -> list[str]:
     """The exact command line of each run, as the runtime will start it (fresh, not resuming)."""
     import shlex

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from pathlib import Path
 
 from helpers.backends.instance_flow import GONE
 from helpers.console import say, table, warn
@@ -44,11 +43,9 @@ def _confirm(count: int) -> bool:
 
 def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> list[dict]:
     """Find what is alive, show it, ask (unless assume_yes), terminate, mark the ledger. Returns what was ended."""
-    from helpers.backends.instance_flow import call
     from helpers.ledger import Ledger
 
     ledger = ledger or Ledger()
-    names = [only] if only else list(PROVIDERS)
     if only and only not in PROVIDERS:
         from helpers.errors import ConfigError
 
@@ -57,7 +54,7 @@ def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> l
     providers = {}
     notes: list[str] = []
     left: list[str] = []  # what may still bill: providers not reached, instances not ended
-    for name in names:
+    for name in [only] if only else list(PROVIDERS):
         live = ledger.live(name)
         try:
             provider = _provider(name)
@@ -70,62 +67,82 @@ def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> l
                 warn(f"{name}: no credentials; {len(live)} live ledger entries not checked")
             continue
         providers[name] = provider
-        seen: set[str] = set()
-        for entry in live:
-            instance_id = entry.get("instance_id")
-            if not instance_id and hasattr(provider, "find"):
-                instance_id = call(provider.find, entry["id"], what=f"{name}: looking for {entry['id']}")
-            if instance_id and call(provider.get, instance_id, what=f"{name}: status of {entry['id']}")[0] == GONE:
-                # ended already (it ended itself, a spot kill, the console): only the ledger needs to know
-                ledger.record(name, entry["id"], "terminated", instance_id=instance_id, ended=time.time(),
-                       note="already gone at the provider")
-                say(f"{name}: {entry['id']} ({instance_id}) had already ended; ledger updated")
-                seen.add(instance_id)
-                continue
-            todo.append({"provider": name, "name": entry["id"], "instance_id": instance_id, "source": "ledger",
-                         "state": entry["state"], "price_per_hour": entry.get("price_per_hour"),
-                         "run_id": entry.get("run_id")})
-            if instance_id:
-                seen.add(instance_id)
-        if hasattr(provider, "list_instances"):
-            for found in call(provider.list_instances, what=f"{name}: listing instances"):
-                if found["id"] not in seen:
-                    todo.append({"provider": name, "name": found["name"], "instance_id": found["id"],
-                                 "source": "provider (not in the ledger)", "state": found.get("state"),
-                                 "price_per_hour": found.get("price_per_hour"), "run_id": None})
-        if hasattr(provider, "leftovers"):
-            try:
-                notes += [f"{name}: {line}" for line in provider.leftovers()]
-            except Exception as exc:  # noqa: BLE001
-                notes.append(f"{name}: could not list leftovers ({exc})")
+        todo += _alive(name, provider, live, ledger)
+        notes += _leftovers(name, provider)
     if not todo:
         say("nothing to clean up: no live instance found")
     else:
         table("instances to end", ["provider", "name", "instance id", "found in", "state", "price/h"],
               [[t["provider"], t["name"], t["instance_id"] or "(never created)", t["source"], t["state"],
                 t["price_per_hour"] if t["price_per_hour"] is not None else "?"] for t in todo])
-    ended = []
-    if todo and (assume_yes or _confirm(len(todo))):
-        for item in todo:
-            provider = providers[item["provider"]]
-            if not item["instance_id"]:  # the create never happened (or is long gone)
-                ledger.record(item["provider"], item["name"], "terminated", note="not found at the provider",
-                              ended=time.time())
-                continue
-            try:
-                note = call(provider.terminate, item["instance_id"], what=f"terminating {item['name']}")
-            except Exception as exc:  # noqa: BLE001 - go on with the others, say which one is left
-                warn(f"{item['provider']}: could not end {item['name']} ({item['instance_id']}): {exc}")
-                left.append(f"{item['provider']}:{item['name']}")
-                continue
-            ledger.record(item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
-                          ended=time.time(), by="cleanup")
-            say(f"{item['provider']}: ended {item['name']} ({item['instance_id']}). {note or ''}")
-            ended.append(item)
+    ended = _end_all(todo, providers, ledger, left) if todo and (assume_yes or _confirm(len(todo))) else []
     for line in notes:
         say(line)
     if left:
         from helpers.errors import ProviderError
 
         raise ProviderError(f"cleanup incomplete, may still bill: {', '.join(left)} — run `invoke cleanup` again later")
+    return ended
+
+
+def _alive(name: str, provider, live: list[dict], ledger) -> list[dict]:
+    """What still lives at the provider: the ledger's live entries (those already gone are settled here) and the
+    `ty-*` instances the ledger never heard of."""
+    from helpers.backends.instance_flow import call
+
+    todo, seen = [], set()
+    for entry in live:
+        instance_id = entry.get("instance_id")
+        if not instance_id and hasattr(provider, "find"):
+            instance_id = call(provider.find, entry["id"], what=f"{name}: looking for {entry['id']}")
+        if instance_id and call(provider.get, instance_id, what=f"{name}: status of {entry['id']}")[0] == GONE:
+            # ended already (it ended itself, a spot kill, the console): only the ledger needs to know
+            ledger.record(name, entry["id"], "terminated", instance_id=instance_id, ended=time.time(),
+                          note="already gone at the provider")
+            say(f"{name}: {entry['id']} ({instance_id}) had already ended; ledger updated")
+            seen.add(instance_id)
+            continue
+        todo.append({"provider": name, "name": entry["id"], "instance_id": instance_id, "source": "ledger",
+                     "state": entry["state"], "price_per_hour": entry.get("price_per_hour"), "run_id": entry.get("run_id")})
+        if instance_id:
+            seen.add(instance_id)
+    if hasattr(provider, "list_instances"):
+        for found in call(provider.list_instances, what=f"{name}: listing instances"):
+            if found["id"] not in seen:
+                todo.append({"provider": name, "name": found["name"], "instance_id": found["id"],
+                             "source": "provider (not in the ledger)", "state": found.get("state"),
+                             "price_per_hour": found.get("price_per_hour"), "run_id": None})
+    return todo
+
+
+def _leftovers(name: str, provider) -> list[str]:
+    if not hasattr(provider, "leftovers"):
+        return []
+    try:
+        return [f"{name}: {line}" for line in provider.leftovers()]
+    except Exception as exc:  # noqa: BLE001
+        return [f"{name}: could not list leftovers ({exc})"]
+
+
+def _end_all(todo: list[dict], providers: dict, ledger, left: list[str]) -> list[dict]:
+    """End each one; the ledger says `terminated` only once the provider confirmed. Appends what failed to `left`."""
+    from helpers.backends.instance_flow import call
+
+    ended = []
+    for item in todo:
+        provider = providers[item["provider"]]
+        if not item["instance_id"]:  # the create never happened (or is long gone)
+            ledger.record(item["provider"], item["name"], "terminated", note="not found at the provider",
+                          ended=time.time())
+            continue
+        try:
+            note = call(provider.terminate, item["instance_id"], what=f"terminating {item['name']}")
+        except Exception as exc:  # noqa: BLE001 - go on with the others, say which one is left
+            warn(f"{item['provider']}: could not end {item['name']} ({item['instance_id']}): {exc}")
+            left.append(f"{item['provider']}:{item['name']}")
+            continue
+        ledger.record(item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
+                      ended=time.time(), by="cleanup")
+        say(f"{item['provider']}: ended {item['name']} ({item['instance_id']}). {note or ''}")
+        ended.append(item)
     return ended

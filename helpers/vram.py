@@ -175,60 +175,21 @@ def estimate(
         train_gpus = gpu_count - 1
     n = train_gpus if sharding != "none" else 1
     half = precision in ("bf16", "fp16")
-    wbytes = 2.0 if half else 4.0
-    p = float(params)
-
     seq = seq_len or DEFAULT_SEQ_LEN
-    h_l, h, coarse = _shape(p, hidden_size, layers)
-    gather = _gathered_layer(p * wbytes, layers) if sharding in ("zero3", "fsdp") and n > 1 else 0.0
-
-    weights = grads = optim = acts = generation = server = 0.0
-    if method in ("full", "grpo"):
-        state = _OPTIMIZER_STATE_BYTES[optimizer]
-        weights = p * wbytes
-        grads = p * 4.0
-        optim = p * ((4.0 if half else 0.0) + state)
-        if sharding in ("zero3", "fsdp"):
-            weights /= n
-        if sharding != "none":
-            grads /= n
-            optim /= n
-        weights += gather
-        if method == "grpo":
-            weights += p * wbytes / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
-            notes.append("weights include a frozen reference model")
-    elif method in ("lora", "qlora"):
-        base = p * (QLORA_BYTES if method == "qlora" else wbytes)
-        adapters = p * lora_fraction
-        weights = (base / n if sharding in ("zero3", "fsdp") else base) + adapters * 4.0 + gather
-        grads = adapters * 4.0 / n
-        optim = adapters * _OPTIMIZER_STATE_BYTES[optimizer] / n  # fp32 adapters: 4 + 4 + state = 16 B
-    else:  # inference
-        weights = p * wbytes / n + gather
-
-    if method == "inference":
-        acts = 0.2 * (p * wbytes) / n * max(1.0, batch_size / 8.0)
-    elif activation_gb_per_sample is not None:
-        acts = activation_gb_per_sample * GB * batch_size
-        notes.append(f"activations {activation_gb_per_sample:g} GB/sample (preset)")
-    else:
-        act_bytes = 2.0 if half else 4.0
-        per_token = (2.0 * h_l + 34.0 * h) if gradient_checkpointing else 34.0 * h_l
-        per_token *= act_bytes / 2.0
-        vocab = vocab_size if vocab_size is not None else (COARSE_VOCAB if coarse else 0)
-        logit_bytes = vocab * (LOGIT_BYTES_GRPO if method == "grpo" else LOGIT_BYTES)
-        acts = (per_token * seq + logit_bytes * min(logit_tokens or seq, seq)) * batch_size
-        if coarse:
-            notes.append("activations: coarse heuristic (hidden size unknown)")
-        if seq_len is None:
-            notes.append(f"seq_len assumed {DEFAULT_SEQ_LEN}")
-
+    h_l, h, coarse = _shape(float(params), hidden_size, layers)
+    weights, grads, optim = _model_state(float(params), method, half, optimizer, sharding, n, layers, lora_fraction,
+                                         notes)
+    acts = _activations(float(params), method, half, batch_size, n, gradient_checkpointing, seq, h_l, h, coarse,
+                        vocab_size, logit_tokens, activation_gb_per_sample, notes)
+    if method != "inference" and activation_gb_per_sample is None and seq_len is None:
+        notes.append(f"seq_len assumed {DEFAULT_SEQ_LEN}")
+    generation = server = 0.0
     if method == "grpo":
         kv = 4.0 * h_l * seq * batch_size  # K and V, 16 bit, every layer, full-width heads (MHA: errs high for GQA)
         if engine == "vllm_colocate":
-            generation = p * 2.0 + kv + ENGINE_OVERHEAD_GB * GB
+            generation = float(params) * 2.0 + kv + ENGINE_OVERHEAD_GB * GB
         elif engine == "vllm_server":
-            server = p * 2.0 + kv + (ENGINE_OVERHEAD_GB + CUDA_CONTEXT_GB) * GB
+            server = float(params) * 2.0 + kv + (ENGINE_OVERHEAD_GB + CUDA_CONTEXT_GB) * GB
         else:
             generation = kv
 
@@ -240,6 +201,50 @@ def estimate(
         cuda_overhead_gb=overhead / GB, generation_gb=generation / GB, total_gb=max(total, server) / GB,
         server_gb=server / GB, inputs=inputs, notes=tuple(notes),
     )
+
+
+def _model_state(p: float, method: str, half: bool, optimizer: str, sharding: str, n: int, layers: int | None,
+                 lora_fraction: float, notes: list[str]) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) in bytes per GPU, with sharding over `n` GPUs."""
+    wbytes = 2.0 if half else 4.0
+    gather = _gathered_layer(p * wbytes, layers) if sharding in ("zero3", "fsdp") and n > 1 else 0.0
+    if method in ("full", "grpo"):
+        weights, grads = p * wbytes, p * 4.0
+        optim = p * ((4.0 if half else 0.0) + _OPTIMIZER_STATE_BYTES[optimizer])
+        if sharding in ("zero3", "fsdp"):
+            weights /= n
+        if sharding != "none":
+            grads /= n
+            optim /= n
+        weights += gather
+        if method == "grpo":
+            weights += p * wbytes / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
+            notes.append("weights include a frozen reference model")
+        return weights, grads, optim
+    if method in ("lora", "qlora"):
+        base = p * (QLORA_BYTES if method == "qlora" else wbytes)
+        adapters = p * lora_fraction
+        weights = (base / n if sharding in ("zero3", "fsdp") else base) + adapters * 4.0 + gather
+        return weights, adapters * 4.0 / n, adapters * _OPTIMIZER_STATE_BYTES[optimizer] / n  # fp32 adapters: 16 B
+    return p * wbytes / n + gather, 0.0, 0.0  # inference
+
+
+def _activations(p: float, method: str, half: bool, batch_size: int, n: int, gradient_checkpointing: bool, seq: int,
+                 h_l: float, h: float, coarse: bool, vocab_size: int | None, logit_tokens: int | None,
+                 activation_gb_per_sample: float | None, notes: list[str]) -> float:
+    """Activation bytes per GPU: a preset's measured figure per sample, else from the model's shape."""
+    if method == "inference":
+        return 0.2 * (p * (2.0 if half else 4.0)) / n * max(1.0, batch_size / 8.0)
+    if activation_gb_per_sample is not None:
+        notes.append(f"activations {activation_gb_per_sample:g} GB/sample (preset)")
+        return activation_gb_per_sample * GB * batch_size
+    per_token = (2.0 * h_l + 34.0 * h) if gradient_checkpointing else 34.0 * h_l
+    per_token *= (2.0 if half else 4.0) / 2.0
+    vocab = vocab_size if vocab_size is not None else (COARSE_VOCAB if coarse else 0)
+    logit_bytes = vocab * (LOGIT_BYTES_GRPO if method == "grpo" else LOGIT_BYTES)
+    if coarse:
+        notes.append("activations: coarse heuristic (hidden size unknown)")
+    return (per_token * seq + logit_bytes * min(logit_tokens or seq, seq)) * batch_size
 
 
 def _shape(params: float, hidden_size: int | None, layers: int | None) -> tuple[float, float, bool]:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.backends.base import RunHandle
 from tests.fixtures_hub import HUB_USER
 from tests.webhook import Webhook
 
@@ -338,12 +339,12 @@ def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):
     table = status.communicate(timeout=60)[0]
     assert status.returncode == 0 and "done 20/20" in table and entry["instance_id"] in table, table
     capsys.readouterr()
-    runpod_pods.logs("detached")
+    runpod_pods.logs(RunHandle("runpod", "detached"))
     assert "synced checkpoint step 20" in capsys.readouterr().out
-    local = runpod_pods.fetch("detached")
+    local = runpod_pods.fetch(RunHandle("runpod", "detached"))
     assert os.readlink(local / "checkpoints" / "last") == "000020"
     assert world.emu.live_pods() == [entry["instance_id"]]  # end_when_done false: the pod stays up
-    runpod_pods.terminate("detached")
+    runpod_pods.stop(RunHandle("runpod", "detached"))
     assert world.emu.live_pods() == [] and world.ledger()[entry["id"]]["state"] == "terminated"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.backends.base import RunHandle
 from tests.fixtures_hub import HUB_USER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -401,16 +402,16 @@ def test_status_logs_fetch_terminate_and_gpus_on_a_detached_run(world, capsys):
     world.wait_synced(instance, 20)
     capsys.readouterr()
 
-    rows = verda.status("verbs")
+    rows = verda.status(RunHandle("verda", "verbs"))
     assert rows and rows[0][0] == "verbs" and rows[0][4] == "running" and rows[0][5].startswith("training ")
-    verda.logs("verbs")
+    verda.logs(RunHandle("verda", "verbs"))
     assert "synced checkpoint step 20" in capsys.readouterr().out
-    local = verda.fetch("verbs")
+    local = verda.fetch(RunHandle("verda", "verbs"))
     assert (local / "checkpoints" / "last" / "training_state" / "training_step.json").is_file()
     verda.gpus()
     assert "4H100.80S.176V" in capsys.readouterr().out
 
-    verda.terminate("verbs")
+    verda.stop(RunHandle("verda", "verbs"))
     out = capsys.readouterr().out
     assert world.emu.live_instances() == [] and "volume_ids=[]" in out
     assert world.emu.volume(instance["os_volume_id"])["status"] == "detached"
@@ -448,7 +449,7 @@ def test_an_instance_that_only_shut_down_still_bills_is_listed_and_cleanup_delet
     time.sleep(1.2)
     assert world.emu.spend(instance["id"]) > billed  # the meter runs on
 
-    rows = verda.status("shutdown")
+    rows = verda.status(RunHandle("verda", "shutdown"))
     assert [(r[2], r[4]) for r in rows] == [(instance["id"], "offline")]
     first = float(re.search(r"cost so far \$([\d.]+)", rows[0][6])[1])
     status = world.invoke("status")

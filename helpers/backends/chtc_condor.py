@@ -320,7 +320,10 @@ def _condor(tool: str, *args: str) -> int:
     return subprocess.run([tool, *args]).returncode
 
 
-def status(all_jobs: bool = False) -> int:
+def status(handle=None, all_jobs: bool = False) -> int:
+    """condor_q: Trainyard's jobs (all of yours with all_jobs; one job, given a handle with its job id)."""
+    if handle is not None and handle.native_id:
+        return _condor("condor_q", "-batch", handle.native_id)
     args = [] if all_jobs else ["-constraint", "TrainyardRun =!= undefined"]
     return _condor("condor_q", "-batch", *args)
 
@@ -330,10 +333,10 @@ def newest_output(runs_dir: Path = RUNS) -> Path | None:
     return outputs[-1] if outputs else None
 
 
-def logs(job_id: str | None = None, follow: bool = False, runs_dir: Path = RUNS) -> int:
-    """condor_tail of a running job; without a job id, the newest job's stdout file in runs/chtc/."""
-    if job_id:
-        return _condor("condor_tail", *(["-f"] if follow else []), job_id)
+def logs(handle, follow: bool = False, runs_dir: Path = RUNS) -> int:
+    """condor_tail of a running job (the handle's job id); without one, the newest job's stdout file in runs/chtc/."""
+    if handle.native_id:
+        return _condor("condor_tail", *(["-f"] if follow else []), handle.native_id)
     out = newest_output(runs_dir)
     if out is None:
         raise ConfigError("job_id", "no CHTC job output in runs/chtc/", "give a job id (see `invoke chtc.status`)")
@@ -343,5 +346,18 @@ def logs(job_id: str | None = None, follow: bool = False, runs_dir: Path = RUNS)
     return 0
 
 
-def terminate(job_id: str) -> int:
-    return _condor("condor_rm", job_id)
+def fetch(handle, dest: str | Path | None = None, runs_dir: Path = RUNS) -> Path:
+    """The run folder here; HTCondor transfers checkpoints to /staging (`invoke chtc.pull` copies them home)."""
+    found = sorted((runs_dir / "chtc").glob(f"*/{handle.run_id}"))
+    if not found:
+        raise ConfigError("run_id", f"no CHTC run folder for '{handle.run_id}' in {runs_dir}/chtc/",
+                          "render or submit it first (invoke chtc.submit)")
+    say(f"run folder of {handle.run_id}: {found[-1]}/ — checkpoints: `invoke chtc.pull` (from /staging)")
+    return found[-1]
+
+
+def stop(handle) -> int:
+    """condor_rm the handle's job."""
+    if not handle.native_id:
+        raise ConfigError("job_id", "which HTCondor job?", "pass the job id (see `invoke chtc.status`), e.g. 12345.0")
+    return _condor("condor_rm", handle.native_id)

@@ -72,6 +72,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol
@@ -173,6 +174,20 @@ def call(fn, *args, what: str, attempts: int = 8, max_wait_s: float = 60.0, **kw
         raise ProviderError(f"{what} failed {attempts} times: {exc}") from exc
 
 
+@contextmanager
+def translated(classify, what: str, chain: bool = True):
+    """The block's provider-SDK errors re-raised as Trainyard's (Transient, ProviderError, ConfigError) by the
+    provider's `classify(exc, what)`; anything it does not know passes unchanged. `chain=False` drops the SDK's
+    exception (RunPod's carries the query text, pod env included)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - classified right here
+        mapped = classify(exc, what)
+        if mapped is exc:
+            raise
+        raise mapped from (exc if chain else None)
+
+
 def ask_detach_or_terminate() -> str:
     """After Ctrl-C: 'detach' or 'terminate'. Without a terminal to ask on, terminate (never leave it billing)."""
     if not (sys.stdin and sys.stdin.isatty()):
@@ -237,11 +252,12 @@ def cost_line(price_per_hour: float, since: float) -> str:
 
 def run_on_instance(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str = "auto",
                     ledger=None, runs_dir: Path = Path("runs"), detach: bool = False, ask=ask_detach_or_terminate,
-                    recover: bool | None = False, the_plan: dict | None = None) -> int:
+                    recover: bool | None = False, the_plan: dict | None = None, flow_class: type | None = None) -> int:
     """Create an instance, run the job there, fetch outputs on success, end the instance. Returns the exit code:
     0 done, 1 failed, 3 stopped early (time limit, budget), 4 instance lost (spot preemption), 130 interrupted.
     `recover` (None: on for a spot offer): relaunch after a lost instance (see `supervise`); `the_plan`: the plan
-    whose candidate offers a relaunch may use."""
+    whose candidate offers a relaunch may use. `flow_class`: how the job runs once the instance exists — `Flow`
+    (over SSH, the default) or a subclass (RunPod's start command, polled through the API)."""
     from helpers.ledger import Ledger
 
     ledger = ledger or Ledger()
@@ -249,23 +265,21 @@ def run_on_instance(provider, job, offer, host_secrets: dict[str, str], spec: Ho
     def attempt(launch: Launch) -> int:
         this = replace(spec, ledger_fields={**spec.ledger_fields, **launch.ledger_fields}) if launch.ledger_fields else spec
         return _run_once(launch.provider, launch.job, launch.offer, host_secrets, this, mode=launch.mode, ledger=ledger,
-                         runs_dir=runs_dir, detach=detach, ask=ask)
+                         runs_dir=runs_dir, detach=detach, ask=ask, flow_class=flow_class or Flow)
 
     return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan,
                      ledger=ledger, runs_dir=runs_dir)
 
 
 def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str, ledger,
-              runs_dir: Path, detach: bool, ask) -> int:
-    """One instance: create, run, follow, fetch, end (run_on_instance's body, once per launch)."""
-    from helpers.bundle import stage_run
-
+              runs_dir: Path, detach: bool, ask, flow_class: type) -> int:
+    """One instance, the one lifecycle of every cloud: stage, ledger line, create, run (flow_class), end."""
     name = instance_name(job.run_id)
     heartbeat_file = posixpath.join(spec.remote_dir, HEARTBEAT_NAME)
     machine = {"heartbeat_file": heartbeat_file, "heartbeat_stale_s": HEARTBEAT_STALE_S,
                "orchestrator_grace_s": ORCHESTRATOR_GRACE_S, "instance_name": name, **spec.machine}
     host_env = {**{k: os.environ[k] for k in HOST_ENV_PASSTHROUGH if os.environ.get(k)}, **host_secrets}
-    run_dir = stage_run(job, machine, host_env, provider.price_per_hour, runs_dir=runs_dir)
+    run_dir = flow_class.stage(provider, job, machine, host_env, spec, mode, runs_dir)
     say(f"run {job.run_id}: staged {run_dir}/ -> {spec.remote_dir} on a new {provider.name} instance {name}")
 
     created = time.time()
@@ -277,7 +291,7 @@ def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec
     ledger.record(provider.name, name, "running", instance_id=instance_id)
     say(f"instance {name} ({instance_id}) ordered at ${provider.price_per_hour:.2f}/h")
 
-    flow = _Flow(provider, job, spec, ledger, name, instance_id, created, run_dir)
+    flow = flow_class(provider, job, spec, ledger, name, instance_id, created, run_dir)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -287,12 +301,13 @@ def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec
         if flow.started and ask() == "detach":
             flow.detach()
             return EXIT_DONE
-        say("Ctrl-C: terminating the instance ..." if flow.started else
-            "Ctrl-C before the job started: terminating the instance ...")
+        noun = getattr(provider, "noun", "instance")
+        say(f"Ctrl-C: terminating the {noun} ..." if flow.started else
+            f"Ctrl-C before the job started: terminating the {noun} ...")
         flow.end(keep_disk=True)
         return EXIT_INTERRUPTED
     except _Terminated:
-        say("SIGTERM: terminating the instance ...")
+        say(f"SIGTERM: terminating the {getattr(provider, 'noun', 'instance')} ...")
         flow.end(keep_disk=True)
         return EXIT_INTERRUPTED
     except BaseException as exc:
@@ -365,8 +380,17 @@ def _nothing_left(exc: BaseException) -> None:
         exc.nothing_left = True
 
 
-class _Flow:
-    """Everything after create, with what it needs to end the instance from any point."""
+class Flow:
+    """Everything after create, with what it needs to end the instance from any point: here the job runs over SSH
+    (upload the run folder, start the runtime detached, follow its log, fetch the outputs). A subclass changes how
+    the job is staged and run (`stage`, `run`, `detach`); ending stays here."""
+
+    @staticmethod
+    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str, runs_dir: Path) -> Path:
+        """The run folder the host receives (its .env, mode 0600, holds `host_env`)."""
+        from helpers.bundle import stage_run
+
+        return stage_run(job, machine, host_env, provider.price_per_hour, runs_dir=runs_dir)
 
     def __init__(self, provider, job, spec: HostSpec, ledger, name: str, instance_id: str, created: float, run_dir: Path):
         self.provider, self.job, self.spec, self.ledger = provider, job, spec, ledger
@@ -540,13 +564,19 @@ class _Flow:
             pass
 
     # --- ending -------------------------------------------------------------------------------------
-    def end(self, keep_disk: bool) -> None:
-        """Terminate and mark the ledger once the provider confirms. Ctrl-C cannot interrupt this."""
+    def end(self, keep_disk: bool, stop_only: bool = False) -> None:
+        """Terminate (or only stop, with `stop_only`: seed 000's --no-terminate) and mark the ledger once the
+        provider confirms. Ctrl-C cannot interrupt this."""
         if self.ended:
             return
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
+            if stop_only:
+                call(self.provider.stop, self.instance_id, what=f"stopping {self.name}")
+                self.ledger.record(self.provider.name, self.name, "stopped", instance_id=self.instance_id)
+                self.ended = True
+                return
             note = call(self.provider.terminate, self.instance_id, keep_disk=keep_disk, what=f"terminating {self.name}")
             seen = {"last_step": self.last_step} if self.last_step is not None else {}
             self.ledger.record(self.provider.name, self.name, "terminated", instance_id=self.instance_id,

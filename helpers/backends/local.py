@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers.bundle import BUNDLE_NAME, render_commands, stage_run
+from helpers.bundle import BUNDLE_NAME, outputs_here, render_commands, stage_run
 from helpers.console import say, table
 from helpers.follow import follow
 
@@ -64,9 +64,10 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto") -> int:
     return code
 
 
-def status() -> None:
+def status(handle=None) -> None:
+    """Local runs (or one): state, step, loss, last synced step."""
     rows = []
-    for path in sorted(RUNS.glob("*/status.json")):
+    for path in sorted(RUNS.glob(f"{handle.run_id if handle else '*'}/status.json")):
         s = json.loads(path.read_text())
         running = (path.parent / "runtime.pid").exists()
         rows.append([s.get("run_id"), "running" if running and s["state"] == "training" else s["state"],
@@ -74,20 +75,31 @@ def status() -> None:
     table("local runs", ["run", "state", "step", "loss", "synced step"], rows)
 
 
-def logs(run_id: str, follow_lines: bool = False) -> None:
-    log = RUNS / run_id / "runtime.log"
-    if not log.exists():
+def _run_dir(handle) -> Path:
+    run_dir = RUNS / handle.run_id
+    if not (run_dir / "runtime.log").exists():
         from helpers.errors import ConfigError
 
-        raise ConfigError("run_id", f"no local run '{run_id}'", "see `invoke local.status`")
+        raise ConfigError("run_id", f"no local run '{handle.run_id}'", "see `invoke local.status`")
+    return run_dir
+
+
+def logs(handle, follow_lines: bool = False) -> None:
+    log = _run_dir(handle) / "runtime.log"
     if follow_lines:
         subprocess.run(["tail", "-n", "+1", "-F", str(log)])
     else:
         say(log.read_text())
 
 
-def terminate(run_id: str) -> None:
-    pid_file = RUNS / run_id / "runtime.pid"
+def fetch(handle, dest: str | Path | None = None) -> Path:
+    """The run's outputs are already here: their folder (copied to `dest` if asked)."""
+    return outputs_here(_run_dir(handle), Path("."), dest, f"run {handle.run_id}")
+
+
+def stop(handle) -> None:
+    """Stop training cleanly: the runtime syncs its last checkpoint first."""
+    pid_file = RUNS / handle.run_id / "runtime.pid"
     if pid_file.exists():
         os.killpg(int(pid_file.read_text()), signal.SIGINT)
-        say(f"asked run {run_id} to stop (it syncs its last checkpoint first)")
+        say(f"asked run {handle.run_id} to stop (it syncs its last checkpoint first)")

@@ -49,18 +49,16 @@ import io
 import json
 import os
 import re
-import signal
 import sys
-import threading
 import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.backends.instance_flow import (
-    COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED, GONE, HOST_ENV_PASSTHROUGH,
-    PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs,
-    show_log, status_rows,
+    COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_LOST, EXIT_STOPPED, GONE, PENDING, RUNNING, STOPPED, Flow, HostSpec,
+    InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs, run_on_instance, show_log, status_rows,
+    translated,
 )
 from helpers.config import RunpodSection
 from helpers.console import say, table, warn
@@ -158,28 +156,13 @@ class RunPodApi:
         return runpod
 
     def _once(self, fn, *args, what: str, **kwargs):
-        try:
+        with translated(_classify, what, chain=False):  # never chain: a QueryError carries the pod env
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - classified right here
-            classified = _classify(exc, what)
-            if classified is exc:
-                raise
-            raise classified from None  # never chain: a QueryError carries the query text (pod env included)
 
     def _retried(self, fn, *args, what: str, **kwargs):
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
-
-        def before_sleep(state) -> None:
-            warn(f"{what}: {state.outcome.exception()} — retrying in {state.next_action.sleep:.1f}s")
-
-        try:
-            for attempt in Retrying(retry=retry_if_exception_type(Transient), stop=stop_after_attempt(self.attempts),
-                                    wait=wait_exponential_jitter(initial=1, max=self.max_wait_s, jitter=1),
-                                    before_sleep=before_sleep, reraise=True):
-                with attempt:
-                    return self._once(fn, *args, what=what, **kwargs)
-        except Transient as exc:
-            raise ProviderError(f"{what} failed {self.attempts} times: {exc}") from None
+        """The one retry helper (instance_flow.call, tenacity) around a classified call."""
+        return call(lambda: self._once(fn, *args, what=what, **kwargs), what=what, attempts=self.attempts,
+                    max_wait_s=self.max_wait_s)
 
     # --- reading ------------------------------------------------------------------------------------
     def gpu_types(self, gpu_count: int = 1, cloud: str = "any") -> list[dict]:
@@ -358,6 +341,8 @@ def bundle_env(run_dir: Path) -> dict[str, str]:
 
 class RunPodProvider:
     """The shared flow's provider (helpers/backends/instance_flow.py) and `invoke cleanup`'s, for RunPod pods."""
+
+    noun = "pod"
 
     name = PROVIDER
 
@@ -561,167 +546,101 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: d
                               bid_per_gpu=the_plan.get("bid_per_gpu"), mode=job.runpod.mode,
                               poll_seconds=job.runpod.poll_seconds, display=fields["display_name"])
     machine = {"kind": PROVIDER, "terminate": job.limits.terminate_on_stop}
+    spec = HostSpec(remote_dir=job.runpod.remote_dir, ssh_key=None, python=job.runpod.python,
+                    skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
+                    deadline_epoch=job.launcher_deadline(time.time()))
     if job.runpod.mode == "ssh":
-        from helpers.backends.instance_flow import run_on_instance
-
         key_path, public = ssh_settings(job)
         provider.env = {"PUBLIC_KEY": public}
-        spec = HostSpec(remote_dir=job.runpod.remote_dir, ssh_key=key_path, python=job.runpod.python,
-                        skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
-                        deadline_epoch=job.launcher_deadline(time.time()))
-        return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
-                               runs_dir=runs_dir, recover=recover, the_plan=the_plan)
-    from helpers.backends.instance_flow import supervise
-
-    def attempt(launch) -> int:  # one pod; supervise relaunches after a preemption
-        return StartCommandRun(launch.provider, launch.job, launch.offer, host_secrets, machine,
-                               {**fields, **launch.ledger_fields}, mode=launch.mode, ledger=ledger, runs_dir=runs_dir).run(detach)
-
-    return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan,
-                     ledger=ledger, runs_dir=runs_dir)
+        spec.ssh_key = key_path
+    return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
+                           runs_dir=runs_dir, recover=recover, the_plan=the_plan,
+                           flow_class=Flow if job.runpod.mode == "ssh" else StartCommandFlow)
 
 
-class StartCommandRun:
-    """runpod.mode start_command (seed 000): the pod runs the runtime from its start command; the launcher
-    records the pod, polls its status, and ends it when it stops, at the time limit, on Ctrl-C or an error.
-    Ledger, create-with-retries and the Ctrl-C question are the shared flow's (helpers/backends/instance_flow.py)."""
+class StartCommandFlow(Flow):
+    """runpod.mode start_command (seed 000): no SSH. The bundle travels in the pod's environment, the pod's start
+    command runs it, and the launcher polls the pod until it ends. Create, the ledger, Ctrl-C, SIGTERM, recovery
+    and ending are the one lifecycle's (instance_flow: run_on_instance, Flow)."""
 
-    def __init__(self, provider: RunPodProvider, job, offer, host_secrets: dict[str, str], machine: dict,
-                 fields: dict, *, mode: str = "auto", ledger=None, runs_dir: Path = Path("runs")):
-        from helpers.ledger import Ledger
-
-        self.provider, self.job, self.offer, self.machine, self.fields = provider, job, offer, machine, fields
-        self.host_env = {**{k: os.environ[k] for k in HOST_ENV_PASSTHROUGH if os.environ.get(k)}, **host_secrets}
-        self.mode, self.ledger, self.runs_dir = mode, ledger or Ledger(), runs_dir
-        self.name = self.pod_id = None
-        self.created = 0.0
-        self.ended = False
-
-    def run(self, detach: bool = False) -> int:
-        from helpers.backends.instance_flow import _create, _raise_terminated, _Terminated, ask_detach_or_terminate, instance_name
+    @staticmethod
+    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str, runs_dir: Path) -> Path:
         from helpers.bundle import stage_run
 
-        job, provider = self.job, self.provider
-        self.name = instance_name(job.run_id)
-        run_dir = stage_run(job, self.machine, {}, provider.price_per_hour, runs_dir=self.runs_dir)  # no secrets in it
+        # no secrets in it; no heartbeat either (nobody attaches over SSH): only how the pod ends itself
+        run_dir = stage_run(job, spec.machine, {}, provider.price_per_hour, runs_dir=runs_dir)
         pieces = bundle_env(run_dir)
-        provider.env = {**self.host_env, **pieces}  # secrets as pod env vars, never in the start command
-        provider.docker_args = start_command(job, len(pieces), self.mode)
-        say(f"run {job.run_id}: staged {run_dir}/ -> pod env ({len(pieces)} x {BUNDLE_ENV}_*); the pod's start "
-            f"command runs it in {job.runpod.remote_dir} (no SSH)")
-        self.created = time.time()
-        self.ledger.record(PROVIDER, self.name, "creating", created=self.created, price_per_hour=provider.price_per_hour,
-               run_id=job.run_id, remote_dir=job.runpod.remote_dir, **self.fields)
-        self.pod_id = _create(provider, job, self.offer, self.name, self.ledger)
-        self.ledger.record(PROVIDER, self.name, "running", instance_id=self.pod_id,
-               pod_name=provider.pod_names.get(self.name))
-        say(f"pod {provider.pod_names.get(self.name, self.name)} ({self.pod_id}) created at ${provider.price_per_hour:.2f}/h"
-            + (" (spot)" if provider.spot else ""))
+        provider.env = {**host_env, **pieces}  # secrets as pod env vars, never in the start command
+        provider.docker_args = start_command(job, len(pieces), mode)
+        say(f"the pod's start command runs the bundle ({len(pieces)} x {BUNDLE_ENV}_* in its env; no SSH)")
+        return run_dir
+
+    def run(self, mode: str, detach: bool) -> int:
+        self.started = True  # the start command runs the job: from now on the pod can end itself
         if detach:
-            return self.detach()
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        try:
-            return self.watch()
-        except KeyboardInterrupt:
-            if ask_detach_or_terminate() == "detach":
-                return self.detach()
-            say("Ctrl-C: terminating the pod ...")
-            self.end()
-            return EXIT_INTERRUPTED
-        except _Terminated:
-            say("SIGTERM: terminating the pod ...")
-            self.end()
-            return EXIT_INTERRUPTED
-        except BaseException as exc:
-            if not isinstance(exc, (ConfigError, ProviderError)):
-                warn(f"{type(exc).__name__}: {exc} — terminating the pod so it does not keep billing")
-            self.end()
-            raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            self.detach()
+            return EXIT_DONE
+        return self.watch()
 
     def watch(self) -> int:
         """One status call per poll interval (429/5xx: backoff inside RunPodApi) until the pod ends."""
-        job, provider = self.job, self.provider
-        limit = job.time_limit_seconds
-        deadline = job.launcher_deadline(self.created)
+        job, provider, pod_id = self.job, self.provider, self.instance_id
         last_state, last_cost = None, time.monotonic()
         while True:
-            state, _, _ = call(provider.get, self.pod_id, what="pod status")
+            state, _, _ = call(provider.get, pod_id, what="pod status")
             if state != last_state:
-                say(f"pod {self.pod_id}: {(provider.last_pod or {}).get('desiredStatus') or 'gone'} "
+                say(f"pod {pod_id}: {(provider.last_pod or {}).get('desiredStatus') or 'gone'} "
                     f"({cost_line(provider.price_per_hour, self.created)})")
                 last_state = state
             if state == GONE:  # the runtime ended its pod (seed 000: !CMD STOP), or someone else did
-                self.ledger.record(PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time(),
-                       by="the pod itself")
+                self.ledger.record(PROVIDER, self.name, "terminated", instance_id=pod_id, ended=time.time(),
+                                   by="the pod itself")
                 self.ended = True
-                say(f"pod {self.pod_id} ended itself (or was terminated elsewhere); checkpoints are in {job.store} "
+                say(f"pod {pod_id} ended itself (or was terminated elsewhere); checkpoints are in {job.store} "
                     f"({cost_line(provider.price_per_hour, self.created)})")
                 return EXIT_DONE
             if state == STOPPED:
-                if provider.preempted():
-                    warn(f"spot pod {self.pod_id} was interrupted; checkpoints synced so far are in {job.store}. "
-                         "Launch again to resume from there.")
-                    self.end()
-                    return EXIT_LOST
-                if job.limits.terminate_on_stop:  # seed 000 --terminate
-                    say(f"pod {self.pod_id} stopped itself: terminating it (limits.terminate_on_stop)")
-                    self.end()
-                    return EXIT_DONE
-                self.ledger.record(PROVIDER, self.name, "stopped", instance_id=self.pod_id)
-                self.ended = True
-                warn(f"pod {self.pod_id} is stopped and kept (--no-terminate): its volume bills until "
-                     f"`invoke runpod.terminate --run-id {job.run_id}`")
-                return EXIT_DONE
+                return self.stopped()
             if state == ERROR:
-                warn(f"pod {self.pod_id} is {(provider.last_pod or {}).get('desiredStatus')}: terminating it")
-                self.end()
+                warn(f"pod {pod_id} is {(provider.last_pod or {}).get('desiredStatus')}: terminating it")
+                self.end(keep_disk=True)
                 return EXIT_FAILED
-            if deadline and time.time() > deadline:
+            if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
                 verb = "terminating" if job.limits.terminate_on_stop else "stopping"
-                warn(f"time limit ({limit:.0f}s + {job.grace_seconds:.0f}s grace) passed and the pod "
+                warn(f"time limit ({job.time_limit_seconds:.0f}s + {job.grace_seconds:.0f}s grace) passed and the pod "
                      f"still runs: {verb} it (launcher backstop)")
-                self.end(stop_only=not job.limits.terminate_on_stop)
+                self.end(keep_disk=True, stop_only=not job.limits.terminate_on_stop)
                 return EXIT_STOPPED
             if time.monotonic() - last_cost >= COST_EVERY_S:
                 last_cost = time.monotonic()
-                say(f"[trainyard] pod {self.pod_id} {state}; {cost_line(provider.price_per_hour, self.created)}")
+                say(f"[trainyard] pod {pod_id} {state}; {cost_line(provider.price_per_hour, self.created)}")
             time.sleep(provider.poll_seconds)
 
-    def end(self, stop_only: bool = False) -> None:
-        """Terminate (or stop) and mark the ledger once RunPod confirms. Ctrl-C cannot interrupt this."""
-        if self.ended or self.pod_id is None:
-            return
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            if stop_only:
-                call(self.provider.stop, self.pod_id, what=f"stopping {self.name}")
-                self.ledger.record(PROVIDER, self.name, "stopped", instance_id=self.pod_id)
-            else:
-                note = call(self.provider.terminate, self.pod_id, what=f"terminating {self.name}")
-                self.ledger.record(PROVIDER, self.name, "terminated", instance_id=self.pod_id, ended=time.time())
-                say(f"pod {self.pod_id} terminated ({cost_line(self.provider.price_per_hour, self.created)})"
-                    + (f"; {note}" if note else ""))
-            self.ended = True
-        except Exception as exc:  # noqa: BLE001 - said loudly; the ledger keeps it for `invoke cleanup`
-            self.ledger.record(PROVIDER, self.name, "unknown", instance_id=self.pod_id, error=f"{type(exc).__name__}: {exc}"[:300])
-            warn(f"could not confirm that pod {self.pod_id} ended: {exc}. Run `invoke cleanup` to end it.")
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-
-    def detach(self) -> int:
+    def stopped(self) -> int:
+        """The pod stopped: a spot interruption (lost), or it stopped itself (terminated, or kept with
+        --no-terminate)."""
+        job, pod_id = self.job, self.instance_id
+        if self.provider.preempted():
+            warn(f"spot pod {pod_id} was interrupted; checkpoints synced so far are in {job.store}. "
+                 "Launch again to resume from there.")
+            self.end(keep_disk=True)
+            return EXIT_LOST
+        if job.limits.terminate_on_stop:  # seed 000 --terminate
+            say(f"pod {pod_id} stopped itself: terminating it (limits.terminate_on_stop)")
+            self.end(keep_disk=True)
+            return EXIT_DONE
+        self.ledger.record(PROVIDER, self.name, "stopped", instance_id=pod_id)
         self.ended = True
+        warn(f"pod {pod_id} is stopped and kept (--no-terminate): its volume bills until "
+             f"`invoke runpod.stop --run-id {job.run_id}`")
+        return EXIT_DONE
+
+    def detach(self) -> None:
+        self.ended = True  # on purpose: it keeps running
         ends = "ends itself when the job ends" if self.job.limits.end_when_done else \
             "keeps running after the job (limits.end_when_done is false)"
-        say(f"detached: pod {self.pod_id} runs at ${self.provider.price_per_hour:.2f}/h and {ends}. "
-            f"Status: invoke runpod.status; end now: invoke runpod.terminate --run-id {self.job.run_id}")
-        return EXIT_DONE
+        say(f"detached: pod {self.instance_id} runs at ${self.provider.price_per_hour:.2f}/h and {ends}. "
+            f"Status: invoke runpod.status; end now: invoke runpod.stop --run-id {self.job.run_id}")
 
 
 # ============================================================================================== other verbs
@@ -739,8 +658,10 @@ def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
     return connect(provider, entry, wait_seconds)
 
 
-def status(run_id: str | None = None) -> list[list]:
-    """Live RunPod pods of the ledger: RunPod's state, the run's step/loss/synced step (ssh mode), cost so far."""
+def status(handle=None) -> list[list]:
+    """Live RunPod pods of the ledger (of one run, given its handle): RunPod's state, the run's step/loss/synced step
+    (ssh mode), cost so far."""
+    run_id = handle.run_id if handle else None
     provider = cleanup_provider()
 
     def look(entry: dict) -> tuple[str, bool]:
@@ -757,19 +678,20 @@ def status(run_id: str | None = None) -> list[list]:
     return rows
 
 
-def logs(run_id: str, follow_lines: bool = False) -> None:
+def logs(handle, follow_lines: bool = False) -> None:
     """The run's runtime.log from its pod over SSH (or the copy fetched when it ended)."""
-    show_log(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "RunPod pod", handle.run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, follow_lines)
 
 
-def fetch(run_id: str, dest: str | Path | None = None) -> Path:
+def fetch(handle, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs (or `dest`)."""
-    return fetch_outputs(PROVIDER, "RunPod pod", run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, dest)
+    return fetch_outputs(PROVIDER, "RunPod pod", handle.run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR,
+                         dest)
 
 
-def terminate(run_id: str | None = None, pod_id: str | None = None) -> None:
-    """Terminate the run's pod(s) now (or one pod by id) and mark the ledger."""
-    end_now(_provider(), PROVIDER, "pod", run_id, pod_id)
+def stop(handle) -> None:
+    """Terminate the run's pod(s) now (or the one pod the handle names) and mark the ledger."""
+    end_now(_provider(), PROVIDER, "pod", handle.run_id, handle.native_id)
 
 
 def gpus(gpu_count: int = 1, spot: bool | None = None) -> list[list]:

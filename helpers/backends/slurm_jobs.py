@@ -368,9 +368,15 @@ def state(job_id: int) -> str | None:
     return rows[0]["State"].split()[0] if rows else None
 
 
-def status(record: dict, runs_dir: Path = RUNS) -> dict:
+def record_of(handle) -> dict:
+    """The SLURM job of a handle: its job id (native_id), else the one `submit` recorded last for the run."""
+    return find_record(handle.run_id, int(handle.native_id) if handle.native_id is not None else None)
+
+
+def status(handle, runs_dir: Path = RUNS) -> dict:
     """Print the job as SLURM sees it (scontrol, like squeue; sacct when the cluster keeps accounting) and the runtime's
     progress (runs/<run_id>/status.json on the shared filesystem)."""
+    record = record_of(handle)
     job_id = record["job_id"]
     info = job_info(job_id)
     sacct = accounting(job_id)
@@ -405,8 +411,9 @@ def output_path(record: dict) -> Path | None:
     return Path(path) if path else None
 
 
-def logs(record: dict, follow: bool = False, poll: float = 1.0) -> None:
+def logs(handle, follow: bool = False, poll: float = 1.0) -> None:
     """Print the job's output file; with follow, keep printing until the job has ended (through requeues)."""
+    record = record_of(handle)
     path = output_path(record)
     if path is None:
         raise ConfigError("--job-id", f"no output file known for job {record['job_id']}", "see `invoke slurm.status`")
@@ -443,8 +450,18 @@ def logs(record: dict, follow: bool = False, poll: float = 1.0) -> None:
         time.sleep(poll)
 
 
-def cancel(record: dict) -> None:
+def fetch(handle, dest: str | Path | None = None) -> Path:
+    """The job ran on the shared filesystem: its outputs are already here, in the submit directory."""
+    from helpers.bundle import outputs_here
+
+    record = record_of(handle)
+    workdir = Path(record.get("workdir") or ".")
+    return outputs_here(workdir / RUNS / record["run_id"], workdir, dest, f"slurm job {record['job_id']}")
+
+
+def stop(handle) -> None:
     """scancel: the batch shell and the runtime get SIGTERM; the runtime stops the trainer and syncs (within KillWait)."""
+    record = record_of(handle)
     _slurm("scancel", str(record["job_id"]))
     say(f"cancelled slurm job {record['job_id']}: the runtime syncs its last checkpoint before SLURM ends the job")
 

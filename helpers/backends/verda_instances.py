@@ -35,7 +35,6 @@ time limit); `--detach` is refused, and a launcher that dies leaves the instance
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 
 from helpers.backends.instance_flow import (
     ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, connect, cost_line, end_now,
-    fetch_outputs, show_log, status_rows,
+    fetch_outputs, show_log, status_rows, translated,
 )
 from helpers.config import VerdaSection
 from helpers.console import say, table, warn
@@ -108,13 +107,13 @@ def _classify(exc: BaseException, what: str) -> BaseException:
 
 
 def api(fn, *args, what: str = "Verda API call", **kwargs):
-    try:
+    with translated(_classify, what):
         return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - classified right here
-        classified = _classify(exc, what)
-        if classified is exc:
-            raise
-        raise classified from exc
+
+
+def _refusal(exc: BaseException) -> str:
+    """The message of the Verda API error behind a classified one (lower case), or ''."""
+    return str(getattr(exc.__cause__, "message", "") or "").lower()
 
 
 class VerdaProvider:
@@ -150,19 +149,13 @@ class VerdaProvider:
     def raw(self, instance_id: str) -> dict | None:
         """The instance as the API sends it (the SDK's Instance drops unknown keys such as the emulator's
         `emulator_ssh_port`); None when the id is unknown (deleted long ago)."""
-        from verda.exceptions import APIException
-
         try:
-            data = self.client._http_client.get("/instances/{id}", path_params={"id": instance_id}).json()
-        except APIException as exc:
-            if "invalid instance id" in (exc.message or "").lower() or exc.code == "not_found":
+            data = api(lambda: self.client._http_client.get("/instances/{id}", path_params={"id": instance_id}).json(),
+                       what=f"reading instance {instance_id}")
+        except ProviderError as exc:
+            if "invalid instance id" in _refusal(exc) or getattr(exc.__cause__, "code", None) == "not_found":
                 return None
-            raise _classify(exc, f"reading instance {instance_id}") from exc
-        except Exception as exc:  # noqa: BLE001
-            classified = _classify(exc, f"reading instance {instance_id}")
-            if classified is exc:
-                raise
-            raise classified from exc
+            raise
         if data.get("os_volume_id"):
             self.os_volumes[instance_id] = data["os_volume_id"]
         return data
@@ -192,8 +185,6 @@ class VerdaProvider:
     def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
         """Delete with an explicit volume list; while Verda refuses because the instance is still booting (new,
         ordered, validating, pending, provisioning) ask again until it accepts; confirm."""
-        from verda.exceptions import APIException
-
         data = self.raw(instance_id)
         os_volume = (data or {}).get("os_volume_id") or self.os_volumes.get(instance_id)
         volume_ids = [] if keep_disk or not os_volume else [os_volume]
@@ -201,22 +192,17 @@ class VerdaProvider:
         deadline = time.monotonic() + DELETE_WAIT_S
         while not already_gone:
             try:
-                self.delete(instance_id, volume_ids)
+                api(self.delete, instance_id, volume_ids, what=f"deleting instance {instance_id}")
                 break
-            except APIException as exc:
-                message = (exc.message or "").lower()
+            except ProviderError as exc:
+                message = _refusal(exc)
                 if "discontinued" in message or "invalid instance id" in message:
                     already_gone = True
                     break
                 if BOOTING_REFUSAL.search(message) and time.monotonic() < deadline:
                     time.sleep(2)  # "Can't discontinue a provisioning instance": it will be deletable soon
                     continue
-                raise _classify(exc, f"deleting instance {instance_id}") from exc
-            except Exception as exc:  # noqa: BLE001
-                classified = _classify(exc, f"deleting instance {instance_id}")
-                if classified is exc:
-                    raise
-                raise classified from exc
+                raise
         for _ in range(60):  # confirmation: the API shows it deleting/discontinued, or no longer knows it
             data = self.raw(instance_id)
             if data is None or data.get("status") in ("discontinued", "deleting", "deleted"):
@@ -477,8 +463,10 @@ def _provider() -> VerdaProvider:
     return cleanup_provider() or VerdaProvider(client())
 
 
-def status(run_id: str | None = None) -> list[list]:
-    """Live Verda instances from the ledger: provider state, cost so far, and the run's step/loss/synced step."""
+def status(handle=None) -> list[list]:
+    """Live Verda instances from the ledger (of one run, given its handle): provider state, cost so far, and the
+    run's step/loss/synced step."""
+    run_id = handle.run_id if handle else None
     provider = cleanup_provider()
 
     def look(entry: dict) -> tuple[str, bool]:
@@ -492,19 +480,21 @@ def status(run_id: str | None = None) -> list[list]:
     return rows
 
 
-def logs(run_id: str, follow_lines: bool = False) -> None:
+def logs(handle, follow_lines: bool = False) -> None:
     """The run's runtime.log from its instance (or the copy fetched when it ended)."""
-    show_log(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "Verda instance", handle.run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, follow_lines)
 
 
-def fetch(run_id: str, dest: str | Path | None = None) -> Path:
+def fetch(handle, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its instance to runs/<run_id>/outputs (or `dest`)."""
-    return fetch_outputs(PROVIDER, "Verda instance", run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, dest)
+    return fetch_outputs(PROVIDER, "Verda instance", handle.run_id, lambda entry: connect(_provider(), entry),
+                         REMOTE_DIR, dest)
 
 
-def terminate(run_id: str | None = None, instance_id: str | None = None, delete_volume: bool = False) -> None:
-    """End the run's instance(s) now; the OS volume is kept (detached) unless delete_volume."""
-    end_now(_provider(), PROVIDER, "instance", run_id, instance_id, keep_disk=not delete_volume)
+def stop(handle, delete_volume: bool = False) -> None:
+    """Delete the run's instance(s) now (or the one the handle names); the OS volume is kept (detached) for
+    resume_local unless delete_volume."""
+    end_now(_provider(), PROVIDER, "instance", handle.run_id, handle.native_id, keep_disk=not delete_volume)
 
 
 def gpus(spot: bool | None = None, location: str | None = None) -> None:

@@ -67,7 +67,9 @@ def logs(c, job_id=None, follow=False):
     """condor_tail a running job's stdout (or print the newest job output in runs/chtc/)."""
     from helpers.backends import chtc_condor
 
-    code = chtc_condor.logs(job_id, follow)
+    from helpers.backends.base import RunHandle
+
+    code = chtc_condor.logs(RunHandle("chtc", None, job_id), follow)
     if code:
         raise Exit(code=code)
 
@@ -78,7 +80,9 @@ def stop(c, job_id):
     """condor_rm a job."""
     from helpers.backends import chtc_condor
 
-    code = chtc_condor.terminate(job_id)
+    from helpers.backends.base import RunHandle
+
+    code = chtc_condor.stop(RunHandle("chtc", None, job_id))
     if code:
         raise Exit(code=code)
 

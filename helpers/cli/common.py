@@ -110,6 +110,10 @@ TRAIN_HELP = {
 }
 
 
+# the flags every cloud launch takes (runpod.train, verda.train/resume/resume-local)
+LAUNCH_FLAGS = ("config", "run_id", "steps", "batch_size", "save_freq", "store", "time_limit", "set_", "dry_run", "env_file")
+
+
 def helps(*names: str, **extra: str) -> dict[str, str]:
     """Help texts for the shared flags a task takes, plus its own."""
     return {**{n: TRAIN_HELP[n] for n in names}, **extra}
@@ -140,3 +144,30 @@ def launch(backend_name: str, job, dry_run: bool, **launch_args):
     if dry_run:
         return 0
     return module.launch(job, host_secrets, **launch_args)
+
+
+def cloud_verbs(name: str, noun: str):
+    """`<cloud>.status`, `.logs` and `.fetch`: the same three tasks for every cloud namespace, on the Backend
+    contract (helpers/backends/base.py)."""
+    from invoke import task
+
+    from helpers.backends.base import RunHandle, backend
+
+    env_help = TRAIN_HELP["env_file"]
+
+    def status(c, run_id=None, env_file=None):
+        backend(name).status(RunHandle(name, run_id) if run_id else None)
+
+    def logs(c, run_id, follow=False, env_file=None):
+        backend(name).logs(RunHandle(name, run_id), follow)
+
+    def fetch(c, run_id, dest=None, env_file=None):
+        backend(name).fetch(RunHandle(name, run_id), dest)
+
+    status.__doc__ = f"Live {noun}s from the ledger: the provider's state, the run's step, loss, synced step, cost so far."
+    logs.__doc__ = f"The run's runtime.log from its {noun} over SSH (or the copy fetched when it ended)."
+    fetch.__doc__ = f"Copy the run's output directory from its {noun} to runs/<run_id>/outputs."
+    return (task(friendly(status), help={"run_id": "only this run", "env_file": env_help}),
+            task(friendly(logs), help={"run_id": "the run", "follow": "keep following until it ends", "env_file": env_help}),
+            task(friendly(fetch), help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)",
+                                        "env_file": env_help}))

@@ -27,31 +27,40 @@ def resume(c, config=None, run_id=None, steps=None, store=None, set_=None, local
         raise Exit(code=code)
 
 
-@task
+@task(help={"run_id": "only this run"})
 @friendly
-def status(c):
+def status(c, run_id=None):
     """Local runs: state, step, loss, last synced step."""
-    from helpers.backends import local
+    from helpers.backends.base import RunHandle, backend
 
-    local.status()
+    backend("local").status(RunHandle("local", run_id) if run_id else None)
 
 
 @task(help={"run_id": "the run (see local.status)", "follow": "keep following the log"})
 @friendly
 def logs(c, run_id, follow=False):
     """Print (or follow) a local run's log."""
-    from helpers.backends import local
+    from helpers.backends.base import RunHandle, backend
 
-    local.logs(run_id, follow)
+    backend("local").logs(RunHandle("local", run_id), follow)
+
+
+@task(help={"run_id": "the run", "dest": "copy the outputs there too"})
+@friendly
+def fetch(c, run_id, dest=None):
+    """Where a local run's outputs are (they are already here)."""
+    from helpers.backends.base import RunHandle, backend
+
+    backend("local").fetch(RunHandle("local", run_id), dest)
 
 
 @task(help={"run_id": "the run to stop"})
 @friendly
 def stop(c, run_id):
     """Stop a local run cleanly (its last checkpoint is synced first)."""
-    from helpers.backends import local
+    from helpers.backends.base import RunHandle, backend
 
-    local.terminate(run_id)
+    backend("local").stop(RunHandle("local", run_id))
 
 
 @task(help={"config": "demo job (default configs/demo_act_cpu.yaml)"})

@@ -17,7 +17,7 @@ from pathlib import Path
 from invoke import Exit, task
 from invoke.tasks import Task
 
-from helpers.cli.common import friendly, helps, job_from_flags, toggle
+from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, toggle
 
 
 class _SeedFlags(Task):
@@ -30,7 +30,7 @@ class _SeedFlags(Task):
         return opts
 
 TRAIN_HELP = helps(
-    "config", "run_id", "steps", "batch_size", "save_freq", "store", "time_limit", "set_", "dry_run", "env_file",
+    *LAUNCH_FLAGS,
     name="pod name (runpod.name; default python-<time>, seed 000); the pod also carries its [ty-...] tag",
     template_id="RunPod template (runpod.template_id; seed 000: o6u732ibrq)",
     gpu="GPU type id as `invoke runpod.gpus` lists it, e.g. 'NVIDIA RTX 2000 Ada Generation' (any alias works)",
@@ -133,40 +133,17 @@ def train(c, config=None, name=None, template_id=None, gpu=None, gpu_count=None,
     _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, recover=toggle("recover")))
 
 
-@task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)", "env_file": "secrets file (default .env)"})
+status, logs, fetch = cloud_verbs("runpod", "RunPod pod")
+
+
+@task(aliases=["terminate"], help={"run_id": "the run", "pod_id": "a RunPod pod id instead",
+                                   "env_file": TRAIN_HELP["env_file"]})
 @friendly
-def fetch(c, run_id, dest=None, env_file=None):
-    """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs."""
-    from helpers.backends import runpod_pods as rp
+def stop(c, run_id=None, pod_id=None, env_file=None):
+    """Terminate the run's pod now (also `runpod.terminate`, seed 000's word); checkpoints are in the store."""
+    from helpers.backends.base import RunHandle, backend
 
-    rp.fetch(run_id, dest)
-
-
-@task(help={"run_id": "only this run", "env_file": "secrets file (default .env)"})
-@friendly
-def status(c, run_id=None, env_file=None):
-    """Live RunPod pods from the ledger: RunPod's state, step, loss, synced step, cost so far."""
-    from helpers.backends import runpod_pods as rp
-
-    rp.status(run_id)
-
-
-@task(help={"run_id": "the run", "follow": "keep following until it ends", "env_file": "secrets file (default .env)"})
-@friendly
-def logs(c, run_id, follow=False, env_file=None):
-    """The run's runtime.log from its pod (ssh mode), or the copy fetched when it ended."""
-    from helpers.backends import runpod_pods as rp
-
-    rp.logs(run_id, follow)
-
-
-@task(help={"run_id": "the run", "pod_id": "a RunPod pod id instead", "env_file": "secrets file (default .env)"})
-@friendly
-def terminate(c, run_id=None, pod_id=None, env_file=None):
-    """Terminate the run's pod now (its volume goes with it; checkpoints are in the store)."""
-    from helpers.backends import runpod_pods as rp
-
-    rp.terminate(run_id, pod_id)
+    backend("runpod").stop(RunHandle("runpod", run_id, pod_id))
 
 
 @task(help={"gpu_count": "stock for this many GPUs per pod (default 1)",

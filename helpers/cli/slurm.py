@@ -11,12 +11,12 @@ WHICH = {
 }
 
 
-def _record(config, run_id, job_id):
-    from helpers.backends.slurm_jobs import find_record
+def _handle(config, run_id, job_id):
+    from helpers.backends.base import RunHandle
 
     if config and not run_id:
         run_id = job_from_flags(config).run_id
-    return find_record(run_id, int(job_id) if job_id is not None else None)
+    return RunHandle("slurm", run_id, str(job_id) if job_id is not None else None)
 
 
 @task(help={"config": CONFIG_HELP, "output": "write the script to this file (mode 0755) instead of printing it"})
@@ -84,7 +84,7 @@ def status(c, config=None, run_id=None, job_id=None):
     """The job in SLURM (scontrol; sacct when kept) and the runtime's step."""
     from helpers.backends import slurm_jobs
 
-    slurm_jobs.status(_record(config, run_id, job_id))
+    slurm_jobs.status(_handle(config, run_id, job_id))
 
 
 @task(help={**WHICH, "follow": "keep printing until the job has ended (through requeues)"})
@@ -93,13 +93,22 @@ def logs(c, config=None, run_id=None, job_id=None, follow=False):
     """The job's output file (#SBATCH --output); --follow until the job ends."""
     from helpers.backends import slurm_jobs
 
-    slurm_jobs.logs(_record(config, run_id, job_id), follow=follow)
+    slurm_jobs.logs(_handle(config, run_id, job_id), follow=follow)
 
 
-@task(help=WHICH)
+@task(help={**WHICH, "dest": "copy the outputs there too"})
 @friendly
-def cancel(c, config=None, run_id=None, job_id=None):
-    """scancel the job (the runtime syncs its last checkpoint first; no requeue)."""
+def fetch(c, config=None, run_id=None, job_id=None, dest=None):
+    """Where the job's outputs are (the shared filesystem: already here)."""
     from helpers.backends import slurm_jobs
 
-    slurm_jobs.cancel(_record(config, run_id, job_id))
+    slurm_jobs.fetch(_handle(config, run_id, job_id), dest)
+
+
+@task(aliases=["cancel"], help=WHICH)
+@friendly
+def stop(c, config=None, run_id=None, job_id=None):
+    """scancel the job (also `slurm.cancel`); the runtime syncs its last checkpoint first; no requeue."""
+    from helpers.backends import slurm_jobs
+
+    slurm_jobs.stop(_handle(config, run_id, job_id))

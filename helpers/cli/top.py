@@ -46,7 +46,7 @@ def status(c, env_file=None):
     """Runs on rented machines (instances, relaunches, spend so far), the live instances, and the local runs."""
     import time
 
-    from helpers.backends import local
+    from helpers.backends.base import backend
     from helpers.console import table
     from helpers.ledger import LIVE_STATES, Ledger, spend_of
 
@@ -71,7 +71,7 @@ def status(c, env_file=None):
         live_rows.append([entry["provider"], entry["id"], entry.get("instance_id", ""), entry.get("run_id", ""),
                           entry["state"], f"${price:.2f}/h", f"${spend_of(entry, now):.2f}"])
     table("live instances", ["provider", "name", "instance id", "run", "state", "price", "cost so far"], live_rows)
-    local.status()
+    backend("local").status()
 
 
 @task(help={"yes": "do not ask (for scripts)", "provider": "only this provider", "env_file": "secrets file (default .env)"})
@@ -87,17 +87,27 @@ def cleanup(c, yes=False, provider=None, env_file=None):
 @friendly
 def logs(c, run_id, follow=False, env_file=None):
     """A run's log, wherever it runs: a pod or instance from the ledger, a SLURM job, or here."""
-    from pathlib import Path
+    from helpers.backends.base import backend, find_run
 
-    from helpers.backends import backend
-    from helpers.ledger import Ledger
+    handle = find_run(run_id)
+    backend(handle.backend).logs(handle, follow)
 
-    providers = {e["provider"] for e in Ledger().entries().values() if e.get("run_id") == run_id}
-    if providers & {"runpod", "verda"}:
-        module = "runpod" if "runpod" in providers else "verda"
-        backend(module).logs(run_id, follow)
-    elif (Path("runs") / run_id / "slurm.json").exists():
-        slurm = backend("slurm")
-        slurm.logs(slurm.find_record(run_id, None), follow=follow)
-    else:
-        backend("local").logs(run_id, follow)
+
+@task(help={"run_id": "the run", "env_file": "secrets file (default .env)"})
+@friendly
+def stop(c, run_id, env_file=None):
+    """End a run now, wherever it runs (its instances, its SLURM or HTCondor job, or the local runtime)."""
+    from helpers.backends.base import backend, find_run
+
+    handle = find_run(run_id)
+    backend(handle.backend).stop(handle)
+
+
+@task(help={"run_id": "the run", "dest": "local folder (default: the backend's)", "env_file": "secrets file (default .env)"})
+@friendly
+def fetch(c, run_id, dest=None, env_file=None):
+    """A run's outputs on this machine, wherever it ran (copied home from a pod or instance)."""
+    from helpers.backends.base import backend, find_run
+
+    handle = find_run(run_id)
+    backend(handle.backend).fetch(handle, dest)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from helpers.cli.common import friendly, helps, job_from_flags, toggle
+from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, toggle
 
 LAUNCH_HELP = helps(
-    "config", "run_id", "steps", "batch_size", "save_freq", "store", "time_limit", "set_", "dry_run", "env_file",
+    *LAUNCH_FLAGS,
     train_config="alias of --config (seed 001); default $LEROBOT_TRAIN_CONFIG or configs/train.remote.yaml",
     gpu_model="GPU model, e.g. H100, A100, B200 (resources.gpu)",
     gpus_per_instance="GPUs per instance (resources.gpu_count): H100 x 4 picks 4H100.80S.176V",
@@ -101,16 +101,25 @@ def _done(code):
         raise Exit(code=code)
 
 
+def _in_mode(mode: str, flags: dict) -> None:
+    """train, resume and resume-local: one implementation, three modes (seed 001's three subcommands)."""
+    path = _config(flags["config"], flags["train_config"])
+    resume_local = mode == "resume_local"
+    job = _job(path, flags["run_id"], flags["steps"], flags["batch_size"], flags["save_freq"], flags["store"],
+               flags["time_limit"], flags["set_"], flags["gpu_model"], flags["gpus_per_instance"],
+               flags["checkpoint_repo_id"], None if resume_local else flags["image"], flags["location"],
+               flags.get("os_volume_id"), spot=toggle("spot"))
+    _done(_launch(job, mode, flags["dry_run"], path, flags.get("os_volume_id"), flags["detach"],
+                  image_given=resume_local and bool(flags["image"]), recover=None if resume_local else toggle("recover")))
+
+
 @task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
 @friendly
 def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
           batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
           location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
     """Train on a new Verda instance: upload, start detached, follow, fetch outputs, delete (auto-resumes from the store)."""
-    path = _config(config, train_config)
-    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, image, location, spot=toggle("spot"))
-    _done(_launch(job, "auto", dry_run, path, detach=detach, recover=toggle("recover")))
+    _in_mode("auto", locals())
 
 
 @task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
@@ -119,10 +128,7 @@ def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_
            batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
            location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
     """Resume on a new (spot) instance from the newest checkpoint in the store (--checkpoint-repo-id or the config)."""
-    path = _config(config, train_config)
-    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, image, location, spot=toggle("spot"))
-    _done(_launch(job, "resume", dry_run, path, detach=detach, recover=toggle("recover")))
+    _in_mode("resume", locals())
 
 
 @task(iterable=["set_"], help={**{k: v for k, v in LAUNCH_HELP.items() if k != "recover"},
@@ -133,48 +139,22 @@ def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None,
                  batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
                  location=None, os_volume_id=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False):
     """Boot a new spot instance from a kept OS volume (same location) and resume from the newest checkpoints/last on it."""
-    path = _config(config, train_config)
-    job = _job(path, run_id, steps, batch_size, save_freq, store, time_limit, set_, gpu_model, gpus_per_instance,
-               checkpoint_repo_id, None, location, os_volume_id, spot=toggle("spot"))
-    _done(_launch(job, "resume_local", dry_run, path, os_volume_id, detach, image_given=bool(image)))
+    _in_mode("resume_local", locals())
 
 
-@task(help={"run_id": "only this run", "env_file": "secrets file (default .env)"})
+status, logs, fetch = cloud_verbs("verda", "Verda instance")
+
+
+@task(aliases=["terminate"], help={"run_id": "the run", "instance_id": "a Verda instance id instead",
+                                   "delete_volume": "also delete its OS volume (default: kept, detached)",
+                                   "env_file": LAUNCH_HELP["env_file"]})
 @friendly
-def status(c, run_id=None, env_file=None):
-    """Live Verda instances from the ledger: state, step, loss, synced step, cost so far."""
-    from helpers.backends import verda_instances as verda
+def stop(c, run_id=None, instance_id=None, delete_volume=False, env_file=None):
+    """Delete the run's instance now (also `verda.terminate`); the OS volume is kept for resume_local unless
+    --delete-volume."""
+    from helpers.backends.base import RunHandle, backend
 
-    verda.status(run_id)
-
-
-@task(help={"run_id": "the run", "follow": "keep following until it ends", "env_file": "secrets file (default .env)"})
-@friendly
-def logs(c, run_id, follow=False, env_file=None):
-    """The run's runtime.log from its instance (or the copy fetched when it ended)."""
-    from helpers.backends import verda_instances as verda
-
-    verda.logs(run_id, follow)
-
-
-@task(help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)",
-            "env_file": "secrets file (default .env)"})
-@friendly
-def fetch(c, run_id, dest=None, env_file=None):
-    """Copy the run's output directory from its instance."""
-    from helpers.backends import verda_instances as verda
-
-    verda.fetch(run_id, dest)
-
-
-@task(help={"run_id": "the run", "instance_id": "a Verda instance id instead",
-            "delete_volume": "also delete its OS volume (default: kept, detached)", "env_file": "secrets file (default .env)"})
-@friendly
-def terminate(c, run_id=None, instance_id=None, delete_volume=False, env_file=None):
-    """Delete the run's instance now (the OS volume is kept for resume_local unless --delete-volume)."""
-    from helpers.backends import verda_instances as verda
-
-    verda.terminate(run_id, instance_id, delete_volume)
+    backend("verda").stop(RunHandle("verda", run_id, instance_id), delete_volume=delete_volume)
 
 
 @task(help={"spot": "only types available as spot now (--no-spot: on-demand)", "location": "only this location",
