@@ -69,3 +69,46 @@ def test_the_secrets_file_is_a_setting_of_every_task(tmp_path):
         assert "checkpoints: hf://<HF_TOKEN's user>/spot-checkpoints" in done.stdout
     (tmp_path / ".invoke.yaml").write_text("trainyard:\n  env_file: lab.env\n")  # the user's Invoke configuration
     assert go().returncode == 0
+
+
+def test_every_backend_implements_the_one_contract_and_runs_are_found_by_id(tmp_path, monkeypatch):
+    """helpers/backends/base.py: each backend module has the six verbs, and `find_run` (what `invoke logs|stop|fetch
+    RUN` dispatch on) finds a cloud run in the ledger, a SLURM job by its record, a CHTC run folder, else this machine."""
+    import inspect
+
+    from helpers.backends.base import MODULES, Backend, RunHandle, backend, find_run
+    from helpers.ledger import Ledger
+
+    for name in MODULES:
+        module = backend(name)
+        assert isinstance(module, Backend), name
+        for verb in ("logs", "fetch", "stop"):  # every verb that acts on a run takes its handle first
+            assert list(inspect.signature(getattr(module, verb)).parameters)[0] == "handle", (name, verb)
+        assert "offline" in inspect.signature(module.plan).parameters, name
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRAINYARD_LEDGER", str(tmp_path / "runs/ledger.jsonl"))
+    Ledger().record("verda", "ty-cloudy-abc123", "running", run_id="cloudy", instance_id="i-1", created=1.0)
+    (tmp_path / "runs/slurmy").mkdir(parents=True)
+    (tmp_path / "runs/slurmy/slurm.json").write_text('{"job_id": 7, "run_id": "slurmy"}')
+    (tmp_path / "runs/chtc/pi05/condory").mkdir(parents=True)
+    (tmp_path / "runs/chtc/pi05/condory/train.sub").write_text("queue\n")
+    assert find_run("cloudy") == RunHandle("verda", "cloudy")
+    assert find_run("slurmy") == RunHandle("slurm", "slurmy")
+    assert find_run("condory") == RunHandle("chtc", "condory")
+    assert find_run("here") == RunHandle("local", "here")
+
+
+def test_stop_and_fetch_of_a_local_run_through_the_top_level_tasks(tmp_path):
+    run_dir = tmp_path / "runs/r2"
+    run_dir.mkdir(parents=True)
+    (run_dir / "runtime.log").write_text("[trainyard] synced checkpoint step 3\n")
+    (run_dir / "job.json").write_text('{"derived": {"output_dir": "outputs/train/r2"}}')
+    (tmp_path / "outputs/train/r2").mkdir(parents=True)
+    (tmp_path / "outputs/train/r2/model.bin").write_text("w")
+    fetched = run("fetch", "r2", "--dest", str(tmp_path / "copy"), cwd=tmp_path)
+    assert fetched.returncode == 0 and "outputs of run r2" in fetched.stdout, fetched.stderr
+    assert (tmp_path / "copy/model.bin").read_text() == "w"
+    stopped = run("stop", "r2", cwd=tmp_path)  # no runtime.pid: nothing running, nothing to do
+    assert stopped.returncode == 0, stopped.stderr
+    missing = run("fetch", "nope", cwd=tmp_path)
+    assert missing.returncode == 2 and "no local run 'nope'" in missing.stderr

@@ -507,3 +507,22 @@ def test_the_account_dead_man_ships_the_credentials_only_to_the_instance_env(wor
     assert world.launch(config) == 0
     log = (world.work / "runs/creds/runtime.log").read_text()
     assert "env-has-secret False" in log and world.emu.client_secret not in log
+
+
+def test_a_207_is_read_per_instance(world):
+    """PUT /instances answers 207 when some of its ids failed: the one still booting is reported refused, not taken
+    for deleted (the Python SDK would say nothing)."""
+    from helpers.backends import verda_instances as verda
+
+    client = verda.client()
+    running = client.instances.create("1A6000.10V", "ubuntu-24.04", "ty-a-aaaaaa", "ty-a-aaaaaa", location="FIN-02",
+                                      wait_for_status=None).id
+    world.emu.wait_for_status(running, "running")
+    world.emu.order_delay_s = 30.0  # the next one stays in `ordered`
+    booting = client.instances.create("1A6000.10V", "ubuntu-24.04", "ty-b-bbbbbb", "ty-b-bbbbbb", location="FIN-02",
+                                      wait_for_status=None).id
+    answers = verda.VerdaProvider(client).delete_each([running, booting], [])
+    assert answers[running] is None and answers[booting] == "Can't discontinue a ordered instance"
+    assert world.emu.instance(running)["status"] == "discontinued" and world.emu.instance(booting)["status"] == "ordered"
+    assert [c["status"] for c in world.emu.calls if c["method"] == "PUT"] == [207]
+    world.emu.order_delay_s = 0.1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 MODULES = {
     "local": "helpers.backends.local",
@@ -38,6 +38,7 @@ class RunHandle:
     native_id: str | None = None  # the backend's id of the run's machine or job, when one is meant
 
 
+@runtime_checkable
 class Backend(Protocol):
     def plan(self, job, offline: bool = False) -> dict: ...
 
@@ -64,9 +65,8 @@ def find_run(run_id: str) -> RunHandle:
 
     runs = current().runs_dir
     mine = current().ledger.of_run(run_id)
-    if mine:
-        newest = mine[-1]
-        return RunHandle(newest["provider"], run_id, newest.get("instance_id"))
+    if mine:  # every instance of the run is the handle's (after relaunches there are several)
+        return RunHandle(mine[-1]["provider"], run_id)
     if (runs / run_id / "slurm.json").is_file():
         return RunHandle("slurm", run_id)
     condor = sorted(runs.glob(f"chtc/*/{run_id}/train.sub"))

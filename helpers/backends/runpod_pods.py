@@ -538,6 +538,8 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: d
     `recover` (None: on for spot): relaunch a lost pod and resume (instance_flow.supervise, both modes)."""
     api = api or client()
     the_plan = the_plan or plan(job, api=api, token=token)
+    if the_plan["price_source"] != "live":  # no network, or no key: nothing can be created
+        raise ProviderError(f"no live RunPod offers ({(the_plan['warnings'] or ['price table'])[0]}): nothing was created")
     offer = the_plan["offer"]
     price = float(the_plan["price_per_hour"])
     fields = {"mode": job.runpod.mode, "spot": offer.spot, "gpu": gpu_type_id(offer), "gpu_count": offer.gpu_count,

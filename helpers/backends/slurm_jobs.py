@@ -288,7 +288,7 @@ def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) 
     previous = read_record(runs_dir / job.run_id)
     if previous and (still := state(previous["job_id"])) not in FINAL_STATES and still is not None:
         raise ConfigError("job.run_id", f"slurm job {previous['job_id']} of run '{job.run_id}' is still {still}",
-                          "cancel it first (invoke slurm.cancel --run-id ...) or pass another --run-id")
+                          "stop it first (invoke slurm.stop --run-id ...) or pass another --run-id")
     run_dir = stage(job, host_secrets, runs_dir)
     script = run_dir / script_name(job)
     script.write_text(script_text)
@@ -310,6 +310,15 @@ def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) 
     record["earlier_jobs"] = ([previous["job_id"]] + previous.get("earlier_jobs", []))[:20] if previous else []
     (run_dir / RECORD).write_text(json.dumps(record, indent=2))
     return record
+
+
+def launch(job: JobConfig, host_secrets: dict[str, str], mode: str = "auto") -> int:
+    """The contract's launch: submit and say where to follow it; the job runs (and requeues) without us."""
+    record = submit(job, host_secrets)
+    say(f"submitted slurm job {record['job_id']} (run {job.run_id}, script {record['script']})")
+    say(f"  output: {record['output']}")
+    say(f"  follow: invoke slurm.logs --run-id {job.run_id} --follow   status: invoke slurm.status --run-id {job.run_id}")
+    return 0
 
 
 def read_record(run_dir: Path) -> dict | None:

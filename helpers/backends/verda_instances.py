@@ -170,17 +170,25 @@ class VerdaProvider:
         return InstanceInfo(RUNNING, data["ip"], int(data.get("emulator_ssh_port") or 22))
 
     def delete(self, instance_id: str, volume_ids: list[str]) -> None:
-        """PUT /instances delete for one id. A 207 (some ids failed) is read per instance: the SDK would take it
-        for success [DOC Go SDK: 202 success, 207 partial, items with "error" and "statusCode"]."""
+        """PUT /instances delete for one instance; a refusal raises (as the SDK's APIException)."""
         from verda.exceptions import APIException
 
-        answer = self.client._http_client.put("/instances", json={"id": [instance_id], "action": "delete",
+        refused = self.delete_each([instance_id], volume_ids).get(instance_id)
+        if refused:
+            raise APIException("invalid_request", refused)
+
+    def delete_each(self, instance_ids: list[str], volume_ids: list[str]) -> dict[str, str | None]:
+        """PUT /instances delete; instance id -> None (accepted) or Verda's reason. A 207 (some ids failed) is read
+        per instance, which the SDK does not do: it takes any 2xx for success [DOC Go SDK: 202 all accepted,
+        207 partial, items with "status", "error", "statusCode"]. Every id failing is a 4xx error body (raised)."""
+        answer = self.client._http_client.put("/instances", json={"id": list(instance_ids), "action": "delete",
                                                                    "volume_ids": volume_ids})
-        if answer.status_code == 207:
-            items = answer.json() if answer.text.strip() else []
-            mine = next((i for i in items if isinstance(i, dict) and i.get("instanceId") == instance_id), {})
-            if mine.get("status") != "success":
-                raise APIException("invalid_request", str(mine.get("error") or f"207 without a result for {instance_id}"))
+        items = answer.json() if answer.status_code == 207 and answer.text.strip() else []
+        by_id = {i.get("instanceId"): i for i in items if isinstance(i, dict)}
+        if answer.status_code != 207:
+            return {i: None for i in instance_ids}
+        return {i: None if (by_id.get(i) or {}).get("status") == "success" else
+                str((by_id.get(i) or {}).get("error") or f"207 without a result for {i}") for i in instance_ids}
 
     def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
         """Delete with an explicit volume list; while Verda refuses because the instance is still booting (new,

@@ -130,20 +130,26 @@ def job_from_flags(config, run_id=None, steps=None, batch_size=None, save_freq=N
     return load(config, **{k.replace(".", "__"): v for k, v in overrides.items()})
 
 
-def launch(backend_name: str, job, dry_run: bool, **launch_args):
-    """Shared by every `<backend>.train`: secrets checked first (no network), plan, then the backend's launch."""
+def launch(backend_name: str, job, dry_run: bool, *, plan=None, run=None, **launch_args) -> int:
+    """The one sequence of every `<backend>.train`: the secrets checked (no network), the plan (`plan()`, default
+    the backend's own) printed, and unless --dry-run: the checkpoint store settled (a default Hub repo created,
+    helpers/stores.py) and the launch (`run(host_secrets, plan)`, default the backend's `launch`)."""
     from helpers.backends import backend
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets
+    from helpers.stores import settle
     from helpers.workspace import current
 
     module = backend(backend_name)
-    host_secrets = check_secrets(job, backend_name, current().secrets)
-    the_plan = module.plan(job)
+    secrets = current().secrets
+    check_secrets(job, backend_name, secrets)
+    the_plan = plan() if plan else module.plan(job)
     print_plan(job, the_plan)
     if dry_run:
         return 0
-    return module.launch(job, host_secrets, **launch_args)
+    settle(job, backend_name, recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
+    host_secrets = check_secrets(job, backend_name, secrets)  # a default Hub store needs HF_TOKEN on the host
+    return run(host_secrets, the_plan) if run else module.launch(job, host_secrets, **launch_args)
 
 
 def cloud_verbs(name: str, noun: str):

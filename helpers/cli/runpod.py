@@ -17,7 +17,7 @@ from pathlib import Path
 from invoke import Exit, task
 from invoke.tasks import Task
 
-from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, toggle
+from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, launch, toggle
 
 
 class _SeedFlags(Task):
@@ -91,27 +91,13 @@ def train_job(job, *, dry_run=False, rehearse=False, detach=False, recover=None)
 
 def _launch(job, dry_run, detach, ledger, recover=None) -> int:
     from helpers.backends import runpod_pods as rp
-    from helpers.planning import print_plan
-    from helpers.secrets import check_secrets
-    from helpers.stores import settle
     from helpers.workspace import current
 
-    secrets = current().secrets
-    host_secrets = check_secrets(job, "runpod", secrets)
-    api = rp.client()
-    the_plan = rp.plan(job, api=api, token=secrets.get("HF_TOKEN"), check_hub=ledger is None)
-    print_plan(job, the_plan)
-    if dry_run:
-        return 0
-    if the_plan["price_source"] != "live":
-        from helpers.errors import ProviderError
-
-        raise ProviderError(f"no live RunPod offers ({the_plan['warnings'][0] if the_plan['warnings'] else 'price table'}): "
-                            "nothing was created")
-    settle(job, "runpod", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
-    host_secrets = check_secrets(job, "runpod", secrets)  # a default Hub store needs HF_TOKEN on the pod
-    return rp.launch(job, host_secrets, "auto", the_plan=the_plan, api=api, detach=detach,
-                     ledger=ledger, recover=recover)
+    api = rp.client()  # the key is checked here, before any network call
+    token = current().secrets.get("HF_TOKEN")
+    return launch("runpod", job, dry_run, plan=lambda: rp.plan(job, api=api, token=token, check_hub=ledger is None),
+                  run=lambda host_secrets, the_plan: rp.launch(job, host_secrets, "auto", the_plan=the_plan, api=api,
+                                                               detach=detach, ledger=ledger, recover=recover))
 
 
 def _done(code):

@@ -72,10 +72,7 @@ def submit(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=N
         say(f"--- runs/{job.run_id}/{slurm_jobs.script_name(job)} (not written: --dry-run)")
         sys.stdout.write(redact(slurm_jobs.render(job)))
         return
-    record = slurm_jobs.submit(job, host_secrets)
-    say(f"submitted slurm job {record['job_id']} (run {job.run_id}, script {record['script']})")
-    say(f"  output: {record['output']}")
-    say(f"  follow: invoke slurm.logs --run-id {job.run_id} --follow   status: invoke slurm.status --run-id {job.run_id}")
+    slurm_jobs.launch(job, host_secrets)
 
 
 @task(help=WHICH)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, toggle
+from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_from_flags, launch, toggle
 
 LAUNCH_HELP = helps(
     *LAUNCH_FLAGS,
@@ -63,9 +63,7 @@ def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, im
     from helpers.console import warn
     from helpers.errors import ConfigError, ProviderError
     from helpers.net import unreachable
-    from helpers.planning import print_plan
     from helpers.secrets import check_secrets
-    from helpers.stores import settle
     from helpers.workspace import current
 
     if detach and job.verda.deadman == "launcher":
@@ -75,25 +73,22 @@ def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, im
                           ).with_source(str(config_path or ""))
     if recover is not None:
         job.limits.recover = recover
-    secrets = current().secrets
-    host_secrets = check_secrets(job, "verda", secrets)
     down = unreachable(verda.base_url())
     if down and (mode == "resume_local" or not dry_run):
         raise ProviderError(f"the Verda API at {verda.base_url()} is unreachable ({down}): nothing was created")
+    check_secrets(job, "verda", current().secrets)  # the cheap checks before the client authenticates
     verda_client = None if down else verda.client()
     boot_volume = None
     if mode == "resume_local":
         if image_given:
             warn("--image is ignored: resume_local boots from the OS volume")
         boot_volume = verda.choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
-    the_plan = verda.plan(job, verda_client=verda_client, boot_volume=boot_volume, token=secrets.get("HF_TOKEN"))
-    print_plan(job, the_plan)
-    if dry_run:
-        return 0
-    settle(job, "verda", recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
-    host_secrets = check_secrets(job, "verda", secrets)  # a default Hub store needs HF_TOKEN on the instance
-    return verda.launch(job, host_secrets, mode, config_path=config_path, detach=detach,
-                        the_plan=the_plan, verda_client=verda_client, boot_volume=boot_volume, recover=recover)
+    token = current().secrets.get("HF_TOKEN")
+    return launch("verda", job, dry_run,
+                  plan=lambda: verda.plan(job, verda_client=verda_client, boot_volume=boot_volume, token=token),
+                  run=lambda host_secrets, the_plan: verda.launch(
+                      job, host_secrets, mode, config_path=config_path, detach=detach, the_plan=the_plan,
+                      verda_client=verda_client, boot_volume=boot_volume, recover=recover))
 
 
 def _done(code):
@@ -113,22 +108,21 @@ def _in_mode(mode: str, flags: dict) -> None:
                   image_given=resume_local and bool(flags["image"]), recover=None if resume_local else toggle("recover")))
 
 
-@task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
-@friendly
-def train(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
-          batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
-          location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
-    """Train on a new Verda instance: upload, start detached, follow, fetch outputs, delete (auto-resumes from the store)."""
-    _in_mode("auto", locals())
+def _launch_task(name: str, mode: str, doc: str):
+    """verda.train and verda.resume: the same flags, another mode."""
+    def body(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
+             batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
+             location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
+        _in_mode(mode, locals())
+
+    body.__name__, body.__qualname__, body.__doc__ = name, name, doc
+    return task(friendly(body), iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
 
 
-@task(iterable=["set_"], help=LAUNCH_HELP, auto_shortflags=False)
-@friendly
-def resume(c, config=None, train_config=None, run_id=None, gpu_model=None, gpus_per_instance=None, steps=None,
-           batch_size=None, save_freq=None, store=None, time_limit=None, checkpoint_repo_id=None, image=None,
-           location=None, spot=True, set_=None, dry_run=False, env_file=None, detach=False, recover=True):
-    """Resume on a new (spot) instance from the newest checkpoint in the store (--checkpoint-repo-id or the config)."""
-    _in_mode("resume", locals())
+train = _launch_task("train", "auto", "Train on a new Verda instance: upload, start detached, follow, fetch outputs, "
+                     "delete (auto-resumes from the store).")
+resume = _launch_task("resume", "resume", "Resume on a new (spot) instance from the newest checkpoint in the store "
+                      "(--checkpoint-repo-id or the config).")
 
 
 @task(iterable=["set_"], help={**{k: v for k, v in LAUNCH_HELP.items() if k != "recover"},
