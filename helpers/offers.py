@@ -42,6 +42,11 @@ class Offer:
         return self.price_per_hour / self.gpu_count
 
     @property
+    def key(self) -> tuple:
+        """What makes two offers the same machine, whatever its price and stock today (a relaunch's lookup)."""
+        return (self.provider, self.gpu.key, self.gpu_count, self.spot, self.cloud, self.location, self.instance_type)
+
+    @property
     def label(self) -> str:
         where = self.provider + (f" {self.cloud}" if self.cloud else "") + (" spot" if self.spot else "")
         if self.location:
@@ -330,6 +335,7 @@ class Candidate:
     offer: Offer
     fits: bool
     reason: str
+    only_out_of_stock: bool = False  # it would fit; stock alone kept it out (a relaunch may find it in stock)
 
 
 @dataclass(frozen=True)
@@ -418,7 +424,7 @@ def choose(
                 extra = o.price_per_hour - chosen.price_per_hour
                 rows.append(Candidate(o, True, f"fits; ${extra:.2f}/h more" if extra > 0.005 else "fits; same price"))
         else:
-            rows.append(Candidate(o, False, "; ".join(why)))
+            rows.append(Candidate(o, False, "; ".join(why), only_out_of_stock=len(why) == 1 and not o.in_stock))
     if chosen is None:
         problem = f"needs ~{_gb(need)} GB per GPU; no offer fits"
         raise ConfigError(key="resources", problem=problem,

@@ -469,6 +469,8 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         "store": store.spec,
         "store_why": store.why,
         "offer": o,
+        # where a relaunch may go, in plan order: what fits, and what only stock kept out (instance_flow.supervise)
+        "relaunch_keys": [c.offer.key for c in rows if c.fits or c.only_out_of_stock],
     }
 
 

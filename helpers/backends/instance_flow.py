@@ -742,31 +742,19 @@ class Launch:
     ledger_fields: dict[str, Any] = field(default_factory=dict)  # for the new instance's ledger line
 
 
-def offer_key(offer) -> tuple:
-    return (offer.provider, offer.gpu.key, offer.gpu_count, offer.spot, offer.cloud, offer.location, offer.instance_type)
-
-
-def _row_key(provider: str, row: dict) -> tuple:
-    """offer_key of a plan's candidate row (helpers.planning `candidates`)."""
-    return (provider, row.get("gpu_id"), row.get("gpu_count"), row.get("spot"), row.get("cloud"), row.get("location"),
-            row.get("instance_type"))
-
-
 def relaunch_offers(current, the_plan: dict | None, live: list | None) -> list:
-    """Where a relaunch may go, in order: the same offer if it is in stock now, then the plan's other candidates that
+    """Where a relaunch may go, in order: the same offer if it is in stock now, then the plan's other offers that
     fit (one that was only out of stock at plan time counts too), in stock now, by today's price. `live`: the
     provider's offers now; without them (no hook, or the call failed) only the same offer, as planned."""
     if live is None:
         return [current]
-    keys = [offer_key(current)]
-    for row in (the_plan or {}).get("candidates") or []:
-        reason = str(row.get("reason") or "")
-        key = _row_key(current.provider, row)
-        if (row.get("fits") or (reason.startswith("out of stock") and ";" not in reason)) and key not in keys:
-            keys.append(key)
-    now = {offer_key(o): o for o in live}
+    keys = [current.key]
+    for key in (the_plan or {}).get("relaunch_keys") or []:
+        if tuple(key) not in keys:
+            keys.append(tuple(key))
+    now = {o.key: o for o in live}
     fresh = [now[k] for k in keys if k in now and now[k].in_stock]
-    head = [o for o in fresh[:1] if offer_key(o) == offer_key(current)]
+    head = [o for o in fresh[:1] if o.key == current.key]
     return head + sorted((o for o in fresh if o not in head), key=lambda o: round(o.price_per_hour, 4))
 
 
@@ -870,7 +858,7 @@ class _Supervisor:
         make = getattr(self.provider, "for_offer", None)
         if make is not None:
             return make(offer)
-        return self.provider if offer_key(offer) == offer_key(self.offer) else None
+        return self.provider if offer.key == self.offer.key else None
 
     def resume_point(self, n: int, lost: str) -> str:
         """What the relaunch will resume from, said only as far as it is known: the store's newest step (an hf://
@@ -904,7 +892,7 @@ class _Supervisor:
         job, spent = self.remaining(), self.spent()
         if offers:
             first = offers[0][0]
-            where = ("the same offer, " if offer_key(first) == offer_key(self.offer) else "") + first.label
+            where = ("the same offer, " if first.key == self.offer.key else "") + first.label
             more = f" (then {len(offers) - 1} other offer(s) of the plan if that one is refused)" if len(offers) > 1 else ""
             message = (f"instance {lost} was lost: relaunch {n}/{most} on {where}{more}; {self.resume_point(n, lost)} "
                        f"(spent so far ${spent:.2f})")
