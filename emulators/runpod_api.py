@@ -20,6 +20,12 @@ Test controls: Python methods on `RunPodEmulator`, or HTTP under `/_emulator/...
 Run standalone: `python -m emulators.runpod_api --root DIR` prints the env to export and serves.
 
 Values and behaviours the reference marks [INF] (not documented by RunPod) are marked INF here too.
+
+REST v2 (RunPod's OpenAPI file, ../shared/reference/runpod-rest-v2.openapi.json, is the contract): only
+`POST /v2/pods/{id}/action` is served so far, which is what a pod's own dead-man sends. `terminate` answers 204
+without a body, `stop`/`start` 200 with the Pod; an action the pod's status does not allow is 409; an unknown pod 404;
+errors are RFC 7807 objects {title, status, detail}. Inside a pod RUNPOD_API_KEY is a key scoped to that pod [DOC]:
+here it may act on its own pod through REST and nothing else (what else a real pod-scoped key may do is [INF]).
 """
 
 from __future__ import annotations
@@ -335,6 +341,7 @@ class Pod:
     vcpu_count: int
     memory_in_gb: int
     api_key: str
+    pod_key: str                    # the pod-scoped RUNPOD_API_KEY set inside the pod [DOC]
     machine_id: str
     pod_host_id: str
     status: str = "RUNNING"         # what desiredStatus reports (plus TERMINATED internally)
@@ -416,7 +423,8 @@ class RunPodEmulator:
     def sdk_env(self, home: Path | None = None) -> dict[str, str]:
         """Environment for a process using the real SDK against this emulator (HOME isolated if given)."""
         env = {"RUNPOD_API_BASE_URL": self.api_base, "RUNPOD_API_KEY": self.api_key,
-               "RUNPOD_API_URL": self.graphql_url, "RUNPOD_GRAPHQL_URL": self.graphql_url}
+               "RUNPOD_API_URL": self.graphql_url, "RUNPOD_GRAPHQL_URL": self.graphql_url,
+               "RUNPOD_REST_URL": self.url}  # REST v2 (`/v2/...`) is served from the root
         if home is not None:
             env["HOME"] = str(home)
         return env
@@ -525,6 +533,7 @@ class RunPodEmulator:
                     "sshPort": p.ssh_port if p.status == "RUNNING" else None,
                     "disk": str(self.root / "pods" / p.id), "env": dict(p.env), "dockerArgs": p.docker_args,
                     "exitReason": p.exit_reason, "bootError": p.boot_error, "spend": self.spend(p.id),
+                    "podKey": p.pod_key,
                     "history": list(p.history)}
 
     def pods(self) -> list[dict[str, Any]]:
@@ -667,7 +676,7 @@ class RunPodEmulator:
                 data_center_id=inp.get("dataCenterId") or DEFAULT_DC,
                 vcpu_count=max(int(inp.get("minVcpuCount") or 1), 8 * max(count, 1) if not cpu else 2),  # INF
                 memory_in_gb=max(int(inp.get("minMemoryInGb") or 1), 31 * max(count, 1) if not cpu else 4),  # INF
-                api_key=api_key, machine_id=_rand(12), pod_host_id=f"{pod_id}-{random.randrange(16**8):08x}",
+                api_key=api_key, pod_key="rpa_pod_" + _rand(24), machine_id=_rand(12), pod_host_id=f"{pod_id}-{random.randrange(16**8):08x}",
                 holds_gpus=True,
             )
             self._pods[pod_id] = pod
@@ -732,7 +741,7 @@ class RunPodEmulator:
         env.setdefault("PUBLIC_KEY", self.account_public_key or "null")  # RunPod sends the string null [3P]
         env.update({
             "RUNPOD_POD_ID": pod.id,
-            "RUNPOD_API_KEY": pod.api_key,
+            "RUNPOD_API_KEY": pod.pod_key,
             "RUNPOD_API_BASE_URL": self.api_base,
             "RUNPOD_API_URL": self.graphql_url,
             "RUNPOD_GRAPHQL_URL": self.graphql_url,
@@ -932,10 +941,10 @@ class RunPodEmulator:
         with self._lock:
             self.calls.append(entry)
 
-    def _take_failure(self, fields: list[str]) -> dict[str, Any] | None:
+    def _take_failure(self, fields: list[str], named_only: bool = False) -> dict[str, Any] | None:
         with self._lock:
             for f in self._failures:
-                if f["op"] is None or f["op"] in fields:
+                if (f["op"] is None and not named_only) or f["op"] in fields:
                     f["n"] -= 1
                     if f["n"] <= 0:
                         self._failures.remove(f)
@@ -955,7 +964,107 @@ class RunPodEmulator:
         entry["status"] = status
         return status, headers, out
 
+    # ------------------------------------------------------------------------------- REST v2
+    def handle_rest(self, method: str, path: str, body: bytes, api_key: str | None) -> tuple[int, dict[str, str], bytes]:
+        """One REST v2 request: (status, headers, body). Logged like a GraphQL call, `field` "REST <method> <path>"."""
+        parts = [p for p in path.split("/") if p]
+        entry: dict[str, Any] = {"t": time.time(), "field": f"REST {method} /{'/'.join(parts)}", "fields": [],
+                                 "method": "rest", "status": 0, "rest": True, "path": path, "request": None}
+        self._record(entry)
+        try:
+            entry["request"] = json.loads(body) if body else None
+        except ValueError:
+            entry["request"] = body.decode(errors="replace")
+        status, headers, out = self._rest(method, parts, entry["request"], api_key, entry)
+        entry["status"], entry["response"] = status, (json.loads(out) if out else None)
+        return status, headers, out
+
+    def _rest(self, method: str, parts: list[str], request: Any, api_key: str | None, entry: dict[str, Any]):
+        def problem(status: int, title: str, detail: str, errors: list[str] | None = None):
+            obj = {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
+            return status, {"Content-Type": "application/problem+json"}, _json(obj)
+
+        if not (method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "pods"] and parts[3] == "action"):
+            return problem(404, "Not Found", f"no route {method} /{'/'.join(parts)} (not served by this emulator)")
+        pod_id = parts[2]
+        with self._lock:
+            pod = self._pods.get(pod_id)
+            key_pod = next((p for p in self._pods.values() if p.pod_key == api_key), None)
+        if api_key not in self.api_keys and key_pod is None:
+            return problem(401, "Unauthorized", "missing or invalid API key")
+        entry["key"] = "account" if api_key in self.api_keys else "pod"
+        if key_pod is not None and key_pod.id != pod_id:
+            return problem(403, "Forbidden", "this key may only act on its own pod")  # INF: pod-scoped key limits
+        if not isinstance(request, dict) or set(request) != {"action"} or \
+                request["action"] not in ("start", "stop", "restart", "terminate"):
+            return problem(400, "Bad Request", "invalid request body", ["$.action: must be one of start, stop, "
+                                                                        "restart, terminate; no other properties"])
+        failure = self._take_failure([f"rest:{request['action']}"], named_only=True)
+        if failure is not None:  # a test control (fail_next(op="rest:terminate")); 429 carries Retry-After [DOC]
+            entry["injected"] = True
+            status, headers, out = problem(failure["status"], "Injected failure", failure.get("message") or "injected")
+            if status == 429:
+                headers["Retry-After"] = "1"
+            return status, headers, out
+        if pod is None or pod.status == "TERMINATED":
+            return problem(404, "Not Found", "pod not found")
+        action, current = request["action"], self._rest_status(pod)
+        if action not in self._rest_actions(current):
+            return problem(409, "Conflict", f"cannot {action} a pod that is {current}")
+        if action == "terminate":
+            self._terminate(pod_id)
+            return 204, {}, b""
+        if action == "stop":
+            self._stop(pod_id)
+        elif action == "start":
+            self._resume(pod_id, None, None)
+        else:  # restart: the container again, in place [INF: as a stop and a start]
+            self._stop(pod_id)
+            self._resume(pod_id, None, None)
+        with self._lock:
+            return 200, {}, _json(self._rest_pod(pod))
+
+    @staticmethod
+    def _rest_status(pod: Pod) -> str:
+        """GraphQL desiredStatus -> REST PodStatus [INF mapping: CREATED/RESTARTING are still starting]."""
+        return {"CREATED": "STARTING", "RESTARTING": "STARTING", "RUNNING": "RUNNING", "EXITED": "EXITED",
+                "PAUSED": "EXITED", "DEAD": "ERROR", "TERMINATED": "TERMINATED"}.get(pod.status, "ERROR")
+
+    @staticmethod
+    def _rest_actions(status: str) -> list[str]:
+        """The transitions RunPod's file publishes per status (podAction's description) [DOC]."""
+        return {"RUNNING": ["stop", "restart", "terminate"], "EXITED": ["start", "terminate"],
+                "ERROR": ["start", "terminate"], "PROVISIONING": ["stop", "terminate"],
+                "STARTING": ["stop", "terminate"]}.get(status, [])
+
+    def _rest_pod(self, pod: Pod) -> dict[str, Any]:
+        """A pod as REST v2's Pod schema describes it (every required field) [DOC]; values as this emulator knows them."""
+        status = self._rest_status(pod)
+        running = status == "RUNNING" and pod.ssh_port is not None
+        direct = ({"host": "127.0.0.1", "port": pod.ssh_port, "username": "root",
+                   "command": f"ssh root@127.0.0.1 -p {pod.ssh_port}"} if running else None)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        view = {
+            "id": pod.id, "name": pod.name, "status": status, "actions": self._rest_actions(status),
+            "image": pod.image_name, "args": pod.docker_args, "disk": pod.container_disk_in_gb,
+            "mounts": ({"persistent": {"size": pod.volume_in_gb, "path": pod.volume_mount_path}}
+                       if pod.volume_in_gb else {}),
+            "ports": [p.strip() for p in (pod.ports or "").split(",") if p.strip()],
+            "env": dict(pod.env), "registry": None, "cloud": pod.cloud_type, "dataCenterId": pod.data_center_id,
+            "cudaVersion": None, "ssh": {"proxy": None, "direct": direct}, "template": pod.template_id,
+            "cost": pod.cost_per_hr if status == "RUNNING" else 0.0, "locked": False,
+            "runtime": {"uptime": 0, "ports": [{"private": 22, "public": pod.ssh_port, "type": "tcp",
+                                               "ip": "127.0.0.1"}]} if running else None,
+            "createdAt": stamp, "startedAt": stamp if running else None, "globalNetworking": {"enabled": False},
+        }
+        if pod.gpu_type_id:
+            view["gpu"] = {"id": pod.gpu_type_id, "count": pod.gpu_count}
+        return view
+
     def _graphql(self, body: bytes, api_key: str | None, entry: dict[str, Any]):
+        with self._lock:  # a pod's own key works as its account's here (seed 000 stops its pod with it) [INF scope]
+            owner = next((p.api_key for p in self._pods.values() if p.pod_key == api_key), None)
+        api_key = owner or api_key
         if api_key not in self.api_keys:
             return 401, {}, _json({"errors": [{"message": "Unauthorized"}]})
         try:
@@ -1172,6 +1281,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if path.rstrip("/") == "/graphql":
             status, headers, out = self.emu.handle_graphql(body, self._api_key())
+            self._send(status, out, headers)
+        elif path.startswith("/v2/"):
+            status, headers, out = self.emu.handle_rest("POST", path, body, self._api_key())
             self._send(status, out, headers)
         elif path.startswith("/_emulator/"):
             status, obj = self.emu.handle_control("POST", path, body)

@@ -436,8 +436,11 @@ def test_spot_start_command_via_the_seed_script_runs_without_ssh_and_the_pod_end
     log = (Path(view["disk"]) / "workspace/trainyard/runtime.log").read_text()
     assert "synced checkpoint step 30" in log and CANARY not in log
     assert hub_step(f"{HUB_USER}/seedy-ckpt") == 30
-    # one podTerminate, sent by the runtime (it dies with its pod before it can log it); the launcher only saw it gone
-    assert [c["field"] for c in world.emu.calls].count("podTerminate") == 1 and "ended itself" in output
+    # one terminate, sent by the runtime through REST v2 with the pod's own key (it dies with its pod before it can
+    # log it); the launcher only saw it gone
+    ends = [c for c in world.emu.calls if c.get("rest") and c["request"] == {"action": "terminate"}]
+    assert len(ends) == 1 and ends[0]["key"] == "pod" and "ended itself" in output
+    assert [c["field"] for c in world.emu.calls].count("podTerminate") == 0
 
 
 def test_preempted_spot_pod_in_start_command_mode_is_terminated_and_reported_lost(world, capsys):

@@ -244,8 +244,10 @@ def test_on_demand_pod_ssh_env_background_process_and_preemption(runpod_sdk, run
                        "nohup sleep 9999 >/dev/null 2>&1 & echo $!")
     assert r.returncode == 0, r.stderr
     env_line, bg = r.stdout.strip().split("\n")
-    assert env_line.split("|") == [pod_id, "bar baz", "1", str(port), runpod_emulator.api_key,
-                                   runpod_emulator.api_base, pub]
+    # RUNPOD_API_KEY inside a pod is a key scoped to that pod [DOC], not the account's
+    pod_key = runpod_emulator.pod(pod_id)["podKey"]
+    assert pod_key != runpod_emulator.api_key
+    assert env_line.split("|") == [pod_id, "bar baz", "1", str(port), pod_key, runpod_emulator.api_base, pub]
     host = runpod_emulator.host(pod_id)
     sleeper = host_pid_of(host, int(bg))
     time.sleep(0.3)

@@ -103,7 +103,7 @@ ORCHESTRATOR_GRACE_S = 900.0
 COST_EVERY_S = 60.0
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the
 # host's .env when set here.
-HOST_ENV_PASSTHROUGH = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_ENABLE_HF_TRANSFER")
+HOST_ENV_PASSTHROUGH = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_ENABLE_HF_TRANSFER", "RUNPOD_REST_URL")
 
 
 class Transient(ProviderError):

@@ -12,46 +12,52 @@ import time
 import urllib.error
 import urllib.request
 
-
-def _graphql(base: str, key: str, query: str) -> dict:
-    request = urllib.request.Request(
-        f"{base.rstrip('/')}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"{}")
+USER_AGENT = "trainyard-runtime (dead-man)"
 
 
 def end_runpod(machine: dict) -> str:
-    """Terminate (or only stop, with terminate_on_stop false) this pod with the pod-scoped key RunPod injects."""
+    """Terminate (or only stop, with terminate_on_stop false) this pod through RunPod's REST API v2
+    (`POST /v2/pods/{RUNPOD_POD_ID}/action`), with the pod-scoped RUNPOD_API_KEY RunPod sets in every pod: no
+    account key is shipped, and GraphQL (retired in 2027) is not needed. 429 waits its Retry-After, 5xx and a
+    dropped answer back off; any other refusal is logged and tried again with backoff until `end_retry_s`
+    (default 30 min) has passed — never dropped, or the pod would bill. A 404 means it is gone already."""
     pod_id, key = os.environ.get("RUNPOD_POD_ID"), os.environ.get("RUNPOD_API_KEY")
     if not pod_id or not key:
         return "not ended: RUNPOD_POD_ID / RUNPOD_API_KEY not in the pod's environment"
     wait_for_orchestrator(machine)  # an attached launcher (SSH mode) fetches the outputs and ends the pod itself
-    base = os.environ.get("RUNPOD_API_BASE_URL", "https://api.runpod.io")
-    verb = "podTerminate" if machine.get("terminate", True) else "podStop"
-    fields = "" if verb == "podTerminate" else " { id desiredStatus }"
-    last: object = None
-    for attempt in range(5):  # 429/5xx (HTTP, or a GraphQL error saying so) are repeated; the pod must end
+    base = (os.environ.get("RUNPOD_REST_URL") or "https://api.runpod.io").rstrip("/")
+    action = "terminate" if machine.get("terminate", True) else "stop"
+    deadline = time.time() + float(machine.get("end_retry_s", 1800))
+    attempt, last = 0, ""
+    while True:
+        request = urllib.request.Request(f"{base}/v2/pods/{pod_id}/action", method="POST",
+                                         data=json.dumps({"action": action}).encode(),
+                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}",
+                                                  "User-Agent": USER_AGENT})
+        pause = min(60.0, 2.0 ** attempt)
         try:
-            answer = _graphql(base, key, f'mutation {{ {verb}(input: {{podId: "{pod_id}"}}){fields} }}')
+            with urllib.request.urlopen(request, timeout=30):
+                return f"{action} sent for pod {pod_id} (REST v2)"
         except urllib.error.HTTPError as exc:
-            last = f"HTTP {exc.code}"
-            if exc.code not in (408, 429) and exc.code < 500:
-                return f"RunPod refused {verb} for pod {pod_id}: {last}"
+            if exc.code == 404:
+                return f"pod {pod_id} is gone already (404)"
+            last = f"HTTP {exc.code} {exc.read()[:200]!r}"
+            if exc.code == 429:
+                pause = _retry_after(exc.headers.get("Retry-After"), pause)
         except (OSError, ValueError) as exc:  # no answer (terminating kills this very process), or a garbled one
-            last = exc
-        else:
-            errors = answer.get("errors") or []
-            message = str((errors[0] or {}).get("message", "")) if errors else ""
-            if not errors or "not found" in message.lower():
-                return f"{verb} sent for pod {pod_id}"
-            last = message
-            if not any(word in message for word in ("429", "500", "502", "503", "504", "Too Many", "Unavailable")):
-                return f"RunPod refused {verb} for pod {pod_id}: {message[:200]}"
-        time.sleep(2 ** attempt)
-    return f"could not {verb} pod {pod_id}: {last}"
+            last = f"{type(exc).__name__}: {exc}"
+        if time.time() > deadline:
+            return f"could not {action} pod {pod_id}: {last}"
+        print(f"[trainyard] ending this pod: {last} — retrying in {pause:.0f}s", flush=True)
+        time.sleep(pause)
+        attempt += 1
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    try:
+        return max(0.0, min(300.0, float(value))) if value else default
+    except ValueError:
+        return default
 
 
 def wait_for_orchestrator(machine: dict) -> float:
@@ -76,7 +82,6 @@ def wait_for_orchestrator(machine: dict) -> float:
 
 VERDA_CREDENTIALS = ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")
 _held: dict[str, str] = {}  # the account credentials, out of os.environ so the trainer never inherits them
-USER_AGENT = "trainyard-runtime (dead-man)"
 
 
 def hold_credentials(environ) -> None:

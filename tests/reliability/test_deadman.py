@@ -1,6 +1,6 @@
 """The dead-man: with the orchestrator SIGKILLed (a closed laptop), the instance ends itself — at the time limit, at
 the budget, and when the runtime finishes — through each provider's ender (helpers/runtime/machine.py): RunPod's
-podTerminate with the pod's own key, Verda's delete through the real API with the account's client
+REST v2 `POST /v2/pods/{id}/action terminate` with the pod's own key, Verda's delete through the real API with the account's client
 credentials the instance holds (verda.deadman: account). With `limits.end_when_done:
 false` a finished instance stays up (as asked) and `invoke cleanup --yes` ends it.
 
@@ -73,8 +73,9 @@ def test_instances_end_themselves_when_the_orchestrator_is_killed(world):
             continue
         if provider == "runpod":
             assert world.runpod.pod(iid)["status"] == "TERMINATED", run_id
-            # the orchestrator was dead: whoever terminated the pod used the API from the pod
-            assert any(c["field"] == "podTerminate" and c["t"] > killed_at for c in world.runpod.calls), run_id
+            # the orchestrator was dead: the pod terminated itself through REST v2 with its pod-scoped key
+            assert any(c.get("rest") and c["request"] == {"action": "terminate"} and c["key"] == "pod"
+                       and c["path"] == f"/v2/pods/{iid}/action" and c["t"] > killed_at for c in world.runpod.calls), run_id
         else:
             assert world.verda.instance(iid)["status"] == "discontinued", run_id
             # deleted, not just shut down (an offline instance bills on), by the instance itself: the launcher was
