@@ -12,7 +12,9 @@ selection sets, literals, variables and aliases behave like a GraphQL server's.
 
 Each pod is a real SSH host (`emulators.sshhost.SshHost`) whose disk is `<root>/pods/<pod_id>`;
 `runtime.ports` maps 22/tcp to its sshd on 127.0.0.1. `dockerArgs` is the container's start command; when
-it exits on its own the pod goes to EXITED, like a stopped container. Stopping/preempting a pod wipes its
+it exits on its own while the pod is meant to run, RunPod starts the container again, and again (reported from
+real use: dstack issue #1142, "infinitely restarts the pod" [3P]); here after `restart_delay_s` [INF], the pod still
+RUNNING and billing, its container disk kept [INF]. Stopping/preempting a pod wipes its
 container disk (everything but the volume at `/workspace`-or-`volumeMountPath`, and the volume too when
 `volumeInGb` is 0); resuming boots it again on a new port.
 
@@ -357,6 +359,7 @@ class Pod:
     boot_error: str | None = None
     exit_reason: str | None = None
     history: list[tuple[float, str]] = field(default_factory=list)
+    restarts: int = 0               # times the container was started again after its command exited
     op_lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -371,7 +374,7 @@ class RunPodEmulator:
                  boot_delay_s: float = 0.0, account_public_key: str | None = None,
                  extra_api_keys: tuple[str, ...] = (), created_status_s: float = 0.0,
                  wipe_container_disk: bool = True, client_balance: float = 100.0,
-                 stop_grace_s: float = 2.0, ssh: bool = True) -> None:
+                 stop_grace_s: float = 2.0, ssh: bool = True, restart_delay_s: float = 1.0) -> None:
         self.root = Path(root).absolute()
         self.api_key = api_key
         self.api_keys = {api_key, *extra_api_keys}
@@ -383,6 +386,8 @@ class RunPodEmulator:
         self.client_balance = client_balance
         self.stop_grace_s = stop_grace_s
         self.ssh = ssh                            # False: pods go through every state but run nothing
+        self.restart_delay_s = restart_delay_s    # a container whose command exited starts again after this [INF]
+        self._stopping = threading.Event()
         self.calls: list[dict[str, Any]] = []
         self._pods: dict[str, Pod] = {}
         self._lock = threading.RLock()
@@ -432,6 +437,7 @@ class RunPodEmulator:
     def stop(self) -> None:
         """Terminate every pod (nothing left running or billing), then stop serving."""
         self._stopped = True
+        self._stopping.set()  # no container starts again from here on
         with self._lock:
             ids = [p.id for p in self._pods.values() if p.status != "TERMINATED"]
         for pid in ids:
@@ -533,7 +539,7 @@ class RunPodEmulator:
                     "sshPort": p.ssh_port if p.status == "RUNNING" else None,
                     "disk": str(self.root / "pods" / p.id), "env": dict(p.env), "dockerArgs": p.docker_args,
                     "exitReason": p.exit_reason, "bootError": p.boot_error, "spend": self.spend(p.id),
-                    "podKey": p.pod_key,
+                    "podKey": p.pod_key, "restarts": p.restarts,
                     "history": list(p.history)}
 
     def pods(self) -> list[dict[str, Any]]:
@@ -777,6 +783,7 @@ class RunPodEmulator:
         threading.Thread(target=self._container_exited, args=(pod, gen, host), daemon=True).start()
 
     def _container_exited(self, pod: Pod, gen: int, host: SshHost) -> None:
+        """The start command ended while the pod is meant to run: RunPod starts the container again [3P]."""
         with pod.op_lock:
             with self._lock:
                 if pod.generation != gen or pod.host is not host:
@@ -784,9 +791,14 @@ class RunPodEmulator:
                 rc = host.command_returncode
                 pod.generation += 1
                 pod.host, pod.ssh_port, pod.exit_reason = None, None, host.exit_reason
-                self._release_gpus(pod)
-                self._set_status(pod, "EXITED", f"Exited by container: exit code {rc} at {_now_text()}")  # INF
-            self._wipe(pod)
+                pod.restarts += 1
+                pod.history.append((time.time(), f"container exited with code {rc}: restarting"))
+                gen = pod.generation
+        threading.Thread(target=self._restart, args=(pod, gen), daemon=True, name=f"restart-{pod.id}").start()
+
+    def _restart(self, pod: Pod, gen: int) -> None:
+        if not self._stopping.wait(self.restart_delay_s):
+            self._boot(pod, gen)
 
     def _halt(self, pod: Pod, status: str, note: str, *, kill: bool, grace_s: float = 0.0,
               reason: str) -> None:

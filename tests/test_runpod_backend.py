@@ -523,7 +523,9 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"], runs_dir=tmp_path)
         pieces = runpod_pods.bundle_env(run_dir)
         command = runpod_pods.start_command(job, len(pieces))
-        assert command.endswith("exec python3 trainyard_runtime.pyz job.json --mode auto'")
+        # the runtime, then its dead-man once more, then a wait: the command never exits (RunPod would restart it)
+        assert command.endswith("python3 trainyard_runtime.pyz job.json --mode auto || true; python3 "
+                                "trainyard_runtime.pyz job.json --end-machine || true; exec sleep infinity'")
         env = {"HF_TOKEN": "hf_" + "x" * 34, "WANDB_API_KEY": CANARY, **pieces}
         spec = runpod_pods.pod_spec(job, offer, "ty-seed-abc123", env=env, docker_args=command)
         assert spec["name"] == f"{job.runpod.name} [ty-seed-abc123]"
@@ -635,3 +637,23 @@ def test_rehearsed_spot_run_with_the_default_store_and_no_token_is_refused_up_fr
     assert "checkpoint.store: unset, and a spot runpod instance can vanish with its disk" in done.stderr
     assert "set HF_TOKEN in .env" in done.stderr and "checkpoint.store: hf://<org>/<repo>" in done.stderr
     assert not (work / "ledger.jsonl").exists()  # nothing was recorded, so nothing was created
+
+
+def test_a_start_command_whose_runtime_dies_at_once_ends_its_pod_and_trains_once(world):
+    """RunPod starts a container whose command exited again (dstack #1142; the emulator does too). Here the runtime
+    dies right after it starts, before it could end the pod: the start command's own dead-man step ends the pod,
+    and nothing is started a second time."""
+    crash = world.tmp / "crashing-python"
+    ran = world.tmp / "runtime-starts"
+    crash.write_text(f"#!/bin/sh\ncase \"$*\" in *--mode*) echo started >> {ran}; exit 1;; esac\n"  # the runtime
+                     f"exec {sys.executable} \"$@\"\n")  # unzipping the bundle, and the dead-man step
+    crash.chmod(0o755)
+    config = world.config("crashy", steps=30, pace=0.05, mode="start_command", runpod={"python": str(crash)})
+    assert world.launch(config) == 0  # the launcher saw the pod end itself
+    (entry,) = world.ledger().values()
+    assert world.emu.pod(entry["instance_id"])["status"] == "TERMINATED" and entry["by"] == "the pod itself"
+    ends = [c for c in world.emu.calls if c.get("rest") and c["request"] == {"action": "terminate"}]
+    assert len(ends) == 1 and ends[0]["key"] == "pod"
+    time.sleep(2 * world.emu.restart_delay_s)
+    assert ran.read_text().splitlines() == ["started"]  # once, not again and again
+    assert world.emu.pod(entry["instance_id"])["restarts"] == 0

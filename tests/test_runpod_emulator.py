@@ -365,13 +365,19 @@ def test_pod_terminates_itself_via_sdk_and_stops_itself_via_plain_http(runpod_sd
 
 
 @pytest.mark.slow
-def test_start_command_that_exits_leaves_the_pod_exited(runpod_sdk, runpod_emulator, runpod_ssh_key):
+def test_a_start_command_that_exits_is_started_again_like_runpod_does(runpod_sdk, runpod_emulator, runpod_ssh_key):
+    """RunPod restarts a container whose command exits while the pod is meant to run (dstack issue #1142,
+    "infinitely restarts the pod"): the pod stays RUNNING and billing, the command runs again and again."""
     _key, pub = runpod_ssh_key
-    pod_id = create(runpod_sdk, pub, docker_args="bash -c 'echo training; exit 3'")["id"]
-    wait_until(lambda: runpod_sdk.get_pod(pod_id)["desiredStatus"] == "EXITED", 20, "the container to stop")
+    pod_id = create(runpod_sdk, pub, docker_args="bash -c 'echo run >> /workspace/runs; exit 3'")["id"]
+    runs = runpod_emulator.root / "pods" / pod_id / "workspace" / "runs"
+    wait_until(lambda: runs.exists() and len(runs.read_text().splitlines()) >= 3, 30, "the container to restart")
     info = runpod_emulator.pod(pod_id)
-    assert info["exitReason"] == "command-exited" and "exit code 3" in runpod_sdk.get_pod(pod_id)["lastStatusChange"]
-    assert runpod_emulator.live_pods() == [] and runpod_emulator.processes() == []
+    assert info["restarts"] >= 2 and runpod_sdk.get_pod(pod_id)["desiredStatus"] == "RUNNING"
+    assert runpod_emulator.live_pods() == [pod_id]
+    runpod_sdk.terminate_pod(pod_id)
+    assert runpod_emulator.live_pods() == []
+    wait_until(lambda: runpod_emulator.processes() == [], 10, "the last container to go")
 
 
 # ------------------------------------------------------------------------------------- failures & errors

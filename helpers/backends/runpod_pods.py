@@ -320,9 +320,12 @@ def start_command(job, chunks: int, mode: str = "auto") -> str:
     runtime = f"{python} trainyard_runtime.pyz job.json --mode {mode}{skip}"
     script = (f"set -e; mkdir -p {remote}; chmod 700 {remote}; cd {remote}; "
               f"printenv {names} | base64 -d > .bundle.zip; {python} -m zipfile -e .bundle.zip .; rm -f .bundle.zip; ")
+    # A container whose command exits is started again by RunPod (dstack issue #1142): the command never exits.
+    # The runtime ends the pod at the end of the job (seed 000: !CMD STOP); should it die before that, the same
+    # dead-man runs again by itself, and then the container waits for the end instead of training once more.
     if job.limits.end_when_done:
-        script += f"exec {runtime}"  # the runtime ends the pod (seed 000: !CMD STOP)
-    else:  # no STOP: the pod stays up after the job (a container that exits could be restarted by RunPod)
+        script += f"{runtime} || true; {python} trainyard_runtime.pyz job.json --end-machine || true; exec sleep infinity"
+    else:  # no STOP: the pod stays up after the job
         script += f"{runtime} || true; exec sleep infinity"
     return f"bash -c '{script}'"
 

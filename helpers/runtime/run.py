@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["auto", "fresh", "resume", "resume_local"], default="auto")
     parser.add_argument("--skip-setup", action="store_true", help="use the Python running this (a prebuilt image)")
     parser.add_argument("--in-env", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--end-machine", action="store_true",
+                        help="only end this machine as job.json says (the dead-man, when the runtime itself died)")
     args = parser.parse_args(argv)
     doc = JobDoc.load(args.job)
     workdir = args.job.resolve().parent
@@ -294,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ[key] = value
     REDACTOR.add(*(os.environ.get(n, "") for names in SECRET_NAMES.values() for n in names))
     machine.hold_credentials(os.environ)  # the dead-man's, never the trainer's
+    if args.end_machine:
+        print(redact(f"[trainyard] {machine.end_machine(doc.machine)}"), flush=True)
+        return 0
     if not (args.in_env or args.skip_setup or doc.config.get("runpod", {}).get("skip_setup")):
         bin_dir = environment.ensure(doc.config, log=lambda m: print(f"[trainyard] {m}", flush=True))
         python = bin_dir / "python"
