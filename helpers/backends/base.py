@@ -28,7 +28,6 @@ MODULES = {
     "slurm": "helpers.backends.slurm_jobs",
     "chtc": "helpers.backends.chtc_condor",
 }
-CLOUDS = ("runpod", "verda")  # backends whose runs the ledger records, instance by instance
 
 
 @dataclass(frozen=True)

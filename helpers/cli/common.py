@@ -7,7 +7,6 @@ import sys
 
 from invoke import Exit
 
-from helpers.console import fail
 from helpers.errors import TrainyardError
 
 CONFIG_HELP = "job config YAML (see configs/README.md)"
@@ -16,7 +15,6 @@ CONFIG_HELP = "job config YAML (see configs/README.md)"
 def _flags_get_a_did_you_mean() -> None:
     """Invoke answers an unknown flag with "No idea what '--gpus' is!" and exit 1; a config key gets a
     did-you-mean and exit 2, so a flag gets the same: one line naming the flag, the task and the fix."""
-    import difflib
     import re
 
     from invoke import Exit as _Exit
@@ -25,6 +23,8 @@ def _flags_get_a_did_you_mean() -> None:
     plain = ParseMachine.error
 
     def error(self, msg: str) -> None:
+        import difflib
+
         token = re.fullmatch(r"No idea what '(.+)' is!", msg)
         if token is None or self.context is None or not token[1].startswith("-"):
             return plain(self, msg)
@@ -40,6 +40,17 @@ def _flags_get_a_did_you_mean() -> None:
 _flags_get_a_did_you_mean()
 
 
+def failure_code(exc: BaseException) -> int:
+    """A user's mistake or Ctrl-C as one line on stderr; the exit code (2, or the error's own; 130)."""
+    from helpers.console import fail  # on failure only: the console pulls the redaction filter in
+
+    if isinstance(exc, KeyboardInterrupt):
+        fail("interrupted")
+        return 130
+    fail(str(exc))
+    return exc.exit_code
+
+
 def friendly(task_body):
     """A user's mistake prints one line and exits 2; Ctrl-C exits 130 without a traceback."""
 
@@ -50,12 +61,8 @@ def friendly(task_body):
         try:
             with opened(**from_invoke(c, kwargs.get("env_file"))):
                 return task_body(c, *args, **kwargs)
-        except TrainyardError as exc:
-            fail(str(exc))
-            raise Exit(code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            fail("interrupted")
-            raise Exit(code=130) from None
+        except (TrainyardError, KeyboardInterrupt) as exc:
+            raise Exit(code=failure_code(exc)) from None
 
     return run
 
@@ -157,17 +164,21 @@ def cloud_verbs(name: str, noun: str):
     contract (helpers/backends/base.py)."""
     from invoke import task
 
-    from helpers.backends.base import RunHandle, backend
-
     env_help = TRAIN_HELP["env_file"]
 
     def status(c, run_id=None, env_file=None):
+        from helpers.backends.base import RunHandle, backend
+
         backend(name).status(RunHandle(name, run_id) if run_id else None)
 
     def logs(c, run_id, follow=False, env_file=None):
+        from helpers.backends.base import RunHandle, backend
+
         backend(name).logs(RunHandle(name, run_id), follow)
 
     def fetch(c, run_id, dest=None, env_file=None):
+        from helpers.backends.base import RunHandle, backend
+
         backend(name).fetch(RunHandle(name, run_id), dest)
 
     status.__doc__ = f"Live {noun}s from the ledger: the provider's state, the run's step, loss, synced step, cost so far."

@@ -150,7 +150,7 @@ def seed_main(argv: list[str] | None = None) -> int:
     """`python runpod/train_in_runpod.py [-c config.yaml] [--name ...] [--spot|--no-spot] ...`: seed 000's flags."""
     import argparse
 
-    from helpers.console import fail
+    from helpers.cli.common import failure_code
     from helpers.errors import TrainyardError
 
     parser = argparse.ArgumentParser(prog="train_in_runpod.py", description="Create a RunPod pod and train on it "
@@ -171,9 +171,5 @@ def seed_main(argv: list[str] | None = None) -> int:
                                   gpu_count=args.gpu_count, time_limit=args.time_limit, spot=args.spot,
                                   terminate=args.terminate, timeout=args.timeout)
         return train_job(job)
-    except TrainyardError as exc:
-        fail(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return 130
+    except (TrainyardError, KeyboardInterrupt) as exc:
+        return failure_code(exc)

@@ -172,7 +172,7 @@ def seed_main(argv: list[str] | None = None) -> int:
     as `invoke verda.train|resume|resume-local`."""
     import argparse
 
-    from helpers.console import fail
+    from helpers.cli.common import failure_code
     from helpers.errors import TrainyardError
     from helpers.workspace import opened
 
@@ -206,9 +206,5 @@ def seed_main(argv: list[str] | None = None) -> int:
         with opened(env_file=args.env_file):
             return _launch(job, SEED_MODES[args.verb], args.dry_run, path, os_volume_id, args.detach,
                            image_given=bool(args.image) and args.verb == "resume_local")
-    except TrainyardError as exc:
-        fail(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        fail("interrupted")
-        return 130
+    except (TrainyardError, KeyboardInterrupt) as exc:
+        return failure_code(exc)
