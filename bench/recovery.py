@@ -131,7 +131,7 @@ def api_rows(root: Path, hub_server) -> list[list[object]]:
             run_id = config.stem
             (entry,) = [e for e in world.instances(run_id) if e.get("instance_id")]
             if provider == "runpod":
-                calls = [c for c in world.runpod.calls if c["field"] == "pod"]
+                calls = [c for c in world.runpod.calls if c["field"] == "getPod"]
             else:
                 path = f"/v1/instances/{entry['instance_id']}"
                 calls = [c for c in world.verda.calls if c["method"] == "GET" and c["path"].startswith(path)]

@@ -387,6 +387,8 @@ class RunPodEmulator:
         self.stop_grace_s = stop_grace_s
         self.ssh = ssh                            # False: pods go through every state but run nothing
         self.restart_delay_s = restart_delay_s    # a container whose command exited starts again after this [INF]
+        self.graphql_gone = False                 # True: /graphql answers 410 Gone (RunPod retires it in 2027 [DOC])
+        self.rest_gone = False                    # True: /v2 answers 410 Gone (how a retired API answers is INF)
         self._stopping = threading.Event()
         self.calls: list[dict[str, Any]] = []
         self._pods: dict[str, Pod] = {}
@@ -953,10 +955,10 @@ class RunPodEmulator:
         with self._lock:
             self.calls.append(entry)
 
-    def _take_failure(self, fields: list[str], named_only: bool = False) -> dict[str, Any] | None:
+    def _take_failure(self, fields: list[str]) -> dict[str, Any] | None:
         with self._lock:
             for f in self._failures:
-                if (f["op"] is None and not named_only) or f["op"] in fields:
+                if f["op"] is None or f["op"] in fields:
                     f["n"] -= 1
                     if f["n"] <= 0:
                         self._failures.remove(f)
@@ -969,6 +971,10 @@ class RunPodEmulator:
         entry: dict[str, Any] = {"t": time.time(), "field": "?", "fields": [], "method": "?", "status": 0}
         self._record(entry)
         try:
+            if self.graphql_gone:  # INF: the body a retired GraphQL endpoint sends; a problem object like REST v2's
+                status, headers, out = _problem(410, "Gone", "the GraphQL API has been retired; use REST API v2")
+                entry["status"] = status
+                return status, headers, out
             status, headers, out = self._graphql(body, api_key, entry)
         except Exception:  # noqa: BLE001 - a bug must still answer JSON, never a bare 500
             traceback.print_exc()
@@ -977,70 +983,233 @@ class RunPodEmulator:
         return status, headers, out
 
     # ------------------------------------------------------------------------------- REST v2
-    def handle_rest(self, method: str, path: str, body: bytes, api_key: str | None) -> tuple[int, dict[str, str], bytes]:
-        """One REST v2 request: (status, headers, body). Logged like a GraphQL call, `field` "REST <method> <path>"."""
+    # RunPod's OpenAPI file (../shared/reference/runpod-rest-v2.openapi.json) is the contract [DOC]: the operations
+    # below, their parameters, bodies, statuses and the RFC 7807 error objects. The tests check every request and
+    # answer that passes here against the file's schemas (tests/openapi_contract.py).
+    REST_ROUTES = (("GET", ("v2", "catalog", "gpus"), "listGpuTypes"), ("GET", ("v2", "pods"), "listPods"),
+                   ("POST", ("v2", "pods"), "createPod"), ("GET", ("v2", "pods", "*"), "getPod"),
+                   ("DELETE", ("v2", "pods", "*"), "deletePod"), ("POST", ("v2", "pods", "*", "action"), "podAction"),
+                   ("GET", ("v2", "pods", "*", "logs"), "getPodLogs"))
+
+    def handle_rest(self, method: str, path: str, query: dict[str, list[str]], body: bytes, api_key: str | None,
+                    last_event_id: str | None = None) -> tuple[int, dict[str, str], Any]:
+        """One REST v2 request: (status, headers, body bytes, or an iterator of bytes for an event stream). Logged
+        like a GraphQL call, with `field` the operationId and the request and answer kept for the contract tests."""
         parts = [p for p in path.split("/") if p]
-        entry: dict[str, Any] = {"t": time.time(), "field": f"REST {method} /{'/'.join(parts)}", "fields": [],
-                                 "method": "rest", "status": 0, "rest": True, "path": path, "request": None}
+        route = next(((m, shape, op) for m, shape, op in self.REST_ROUTES if m == method and len(shape) == len(parts)
+                      and all(a in ("*", b) for a, b in zip(shape, parts))), None)
+        entry: dict[str, Any] = {"t": time.time(), "field": route[2] if route else f"REST {method} {path}", "fields": [],
+                                 "method": "rest", "status": 0, "rest": True, "http": method, "path": path,
+                                 "query": {k: v[-1] for k, v in query.items()}, "request": None}
         self._record(entry)
         try:
             entry["request"] = json.loads(body) if body else None
         except ValueError:
             entry["request"] = body.decode(errors="replace")
-        status, headers, out = self._rest(method, parts, entry["request"], api_key, entry)
-        entry["status"], entry["response"] = status, (json.loads(out) if out else None)
+        try:
+            status, headers, out = self._rest(route, parts, entry, api_key, last_event_id)
+        except Exception:  # noqa: BLE001 - a bug must still answer a problem object, never a bare 500
+            traceback.print_exc()
+            status, headers, out = _problem(500, "Internal Server Error", "internal emulator error")
+        entry["status"] = status
+        entry["response"] = json.loads(out) if isinstance(out, bytes) and out and \
+            not headers.get("Content-Type", "").startswith("text/") else None
         return status, headers, out
 
-    def _rest(self, method: str, parts: list[str], request: Any, api_key: str | None, entry: dict[str, Any]):
-        def problem(status: int, title: str, detail: str, errors: list[str] | None = None):
-            obj = {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
-            return status, {"Content-Type": "application/problem+json"}, _json(obj)
-
-        if not (method == "POST" and len(parts) == 4 and parts[:2] == ["v2", "pods"] and parts[3] == "action"):
-            return problem(404, "Not Found", f"no route {method} /{'/'.join(parts)} (not served by this emulator)")
-        pod_id = parts[2]
+    def _rest(self, route, parts: list[str], entry: dict[str, Any], api_key: str | None, last_event_id: str | None):
+        if route is None:
+            return _problem(404, "Not Found", f"no route {entry['http']} {entry['path']}")
+        op, request, query = route[2], entry["request"], entry["query"]
+        pod_id = parts[2] if len(parts) > 2 and parts[1] == "pods" else None
         with self._lock:
-            pod = self._pods.get(pod_id)
             key_pod = next((p for p in self._pods.values() if p.pod_key == api_key), None)
         if api_key not in self.api_keys and key_pod is None:
-            return problem(401, "Unauthorized", "missing or invalid API key")
+            return _problem(401, "Unauthorized", "missing bearer token" if not api_key else "invalid API key")
         entry["key"] = "account" if api_key in self.api_keys else "pod"
-        if key_pod is not None and key_pod.id != pod_id:
-            return problem(403, "Forbidden", "this key may only act on its own pod")  # INF: pod-scoped key limits
+        if key_pod is not None and (op != "podAction" or key_pod.id != pod_id):
+            return _problem(403, "Forbidden", "access denied")  # INF: what else a pod-scoped key may do
+        action = request.get("action") if op == "podAction" and isinstance(request, dict) else None
+        entry["fields"] = [op] + ([f"{op}:{action}"] if action else [])
+        failure = self._take_failure(entry["fields"])
+        if failure is not None:  # a test control (fail_next(op="getPod")); 429 carries Retry-After [DOC]
+            entry["injected"] = True
+            return self._failure_response(failure, rest=True)
+        if self.rest_gone:  # INF: how RunPod will answer once it retires an API version is not published
+            return _problem(410, "Gone", "this API version has been retired")
+        return getattr(self, "_rest_" + op)(pod_id, request, query, entry=entry, last_event_id=last_event_id)
+
+    def _rest_listGpuTypes(self, _pod_id, _request, query, **_):  # noqa: N802
+        """GET /v2/catalog/gpus: list prices per cloud, per-cloud ceilings; with include=AVAILABILITY&product=POD the
+        stock for `count` GPUs in `cloud` (default SECURE) [DOC]. A tier a GPU is not offered in has price 0 and
+        maxCount 0 [INF: the file requires both numbers]. The GraphQL placeholder row `unknown` is not listed [INF]."""
+        include, product = query.get("include"), query.get("product")
+        scoped = [k for k in ("count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion") if k in query]
+        if include is not None and include != "AVAILABILITY":
+            return _problem(422, "Unprocessable Entity", "invalid include", [f"include: {include} is not AVAILABILITY"])
+        if (include is None) != (product is None) or (scoped and include is None):
+            return _problem(400, "Bad Request", "product and the availability filters are valid only with "
+                                                "include=AVAILABILITY, which requires product")
+        cloud = query.get("cloud", "SECURE")
+        try:
+            count = int(query.get("count", "1"))
+        except ValueError:
+            count = 0
+        if cloud not in ("SECURE", "COMMUNITY") or count < 1:
+            return _problem(422, "Unprocessable Entity", "invalid query", ["count must be >= 1; cloud SECURE|COMMUNITY"])
+        gpus = []
+        for gid, g in GPU_CATALOG.items():
+            if gid == "unknown":
+                continue
+            tiers = {"secure": g["securePrice"], "community": g["communityPrice"]}
+            item = {"id": gid, "name": g["displayName"], "pool": None,
+                    "manufacturer": "AMD" if gid.startswith("AMD") else "NVIDIA", "memory": int(g["memoryInGb"]),
+                    "secure": tiers["secure"] is not None, "community": tiers["community"] is not None,
+                    "price": {t: float(v or 0.0) for t, v in tiers.items()},
+                    "maxCount": {t: (g["maxGpuCount"] if v is not None else 0) for t, v in tiers.items()}}
+            if include:
+                item["availability"] = self._availability(gid, cloud.lower(), count) if "POD" in product else "NONE"
+            gpus.append(item)
+        return 200, {}, _json({"gpus": gpus})
+
+    def _availability(self, gid: str, tier: str, count: int) -> str:
+        """Stock for `count` GPUs in one tier, as the catalog's AvailabilityLevel. refuse_capacity() is deliberately
+        invisible here: stock is no guarantee [DOC: "a create can still fail for capacity"]."""
+        g = GPU_CATALOG[gid]
+        if g[f"{tier}Price"] is None or count > g["maxGpuCount"]:
+            return "NONE"
+        with self._lock:
+            level, free = self._stock_status(gid), self._free(gid)
+        if free is not None and free < count:
+            return "NONE"
+        return level.upper()
+
+    def _rest_listPods(self, _pod_id, _request, _query, **_):  # noqa: N802
+        """GET /v2/pods: the account's pods; a deleted pod no longer appears [DOC]."""
+        with self._lock:
+            return 200, {}, _json({"pods": [self._rest_pod(p) for p in self._pods.values() if p.status != "TERMINATED"]})
+
+    def _rest_getPod(self, pod_id, _request, _query, **_):  # noqa: N802
+        """GET /v2/pods/{id}; a deleted pod is 404 [INF: the file says only that it leaves listPods]."""
+        with self._lock:
+            pod = self._pods.get(pod_id)
+            if pod is None or pod.status == "TERMINATED":
+                return _problem(404, "Not Found", "pod not found")
+            return 200, {}, _json(self._rest_pod(pod))
+
+    def _rest_deletePod(self, pod_id, _request, _query, **_):  # noqa: N802
+        """DELETE /v2/pods/{id}: 204 without a body; an unknown (or already deleted) pod 404 [DOC]."""
+        try:
+            self._terminate(pod_id)
+        except GraphQLError:
+            return _problem(404, "Not Found", "pod not found")
+        return 204, {}, b""
+
+    def _rest_createPod(self, _pod_id, body, _query, *, entry, **_):  # noqa: N802
+        """POST /v2/pods -> 201 and the pod, PROVISIONING first [DOC]. The body must match CreatePodRequest (the
+        tests validate it against the file; here only what this emulator needs: 422 for what it cannot read [DOC]).
+        A rule it breaks or a GPU without capacity is 400 with a human-readable detail [DOC]."""
+        if not isinstance(body, dict) or not body.get("name") or not isinstance(body.get("gpu"), dict):
+            return _problem(422, "Unprocessable Entity", "invalid request body",
+                            ["$: name and gpu (this emulator has no CPU pods) are required"])
+        if not body.get("image") and not body.get("templateId"):
+            return _problem(400, "Bad Request", "image is required unless templateId is set")
+        gpu, mounts = body["gpu"], body.get("mounts") or {}
+        persistent = mounts.get("persistent") or {}
+        inp = {"name": body["name"], "imageName": body.get("image"), "templateId": body.get("templateId"),
+               "gpuTypeId": gpu.get("id"), "gpuCount": gpu.get("count", 1), "cloudType": body.get("cloud", "SECURE"),
+               "env": [{"key": k, "value": v} for k, v in (body.get("env") or {}).items()],
+               "dockerArgs": body.get("args") or "", "ports": ",".join(body.get("ports") or []) or None,
+               "containerDiskInGb": body.get("disk"), "volumeInGb": persistent.get("size") or 0,
+               "volumeMountPath": persistent.get("path"),
+               "dataCenterId": (body.get("dataCenterIds") or [None])[0]}
+        if inp["gpuTypeId"] not in GPU_CATALOG or inp["gpuTypeId"] == "unknown":
+            return _problem(400, "Bad Request", f"unknown GPU type {inp['gpuTypeId']!r}")
+        if inp["ports"] is None and body.get("templateId"):
+            inp["ports"] = "22/tcp"
+        ssh = body.get("startSsh") and not any(e["key"] == "PUBLIC_KEY" for e in inp["env"])
+        if ssh and self.account_public_key:  # startSsh injects the account's registered keys [DOC]
+            inp["env"].append({"key": "PUBLIC_KEY", "value": self.account_public_key})
+        try:
+            pod = self._create(inp, self.api_key, spot=False)
+        except GraphQLError as exc:  # capacity and rule errors: 400 with the text as detail [DOC]
+            return _problem(400, "Bad Request", exc.message)
+        with self._lock:
+            return 201, {}, _json(self._rest_pod(pod))
+
+    def _rest_podAction(self, pod_id, request, _query, **_):  # noqa: N802
+        """POST /v2/pods/{id}/action: terminate 204 without a body, stop/start/restart 200 with the pod; an action
+        the pod's status does not allow 409; an unknown pod 404 [DOC]."""
         if not isinstance(request, dict) or set(request) != {"action"} or \
                 request["action"] not in ("start", "stop", "restart", "terminate"):
-            return problem(400, "Bad Request", "invalid request body", ["$.action: must be one of start, stop, "
-                                                                        "restart, terminate; no other properties"])
-        failure = self._take_failure([f"rest:{request['action']}"], named_only=True)
-        if failure is not None:  # a test control (fail_next(op="rest:terminate")); 429 carries Retry-After [DOC]
-            entry["injected"] = True
-            status, headers, out = problem(failure["status"], "Injected failure", failure.get("message") or "injected")
-            if status == 429:
-                headers["Retry-After"] = "1"
-            return status, headers, out
+            return _problem(422, "Unprocessable Entity", "invalid request body",
+                            ["$.action: must be one of start, stop, restart, terminate; no other properties"])
+        with self._lock:
+            pod = self._pods.get(pod_id)
         if pod is None or pod.status == "TERMINATED":
-            return problem(404, "Not Found", "pod not found")
+            return _problem(404, "Not Found", "pod not found")
         action, current = request["action"], self._rest_status(pod)
         if action not in self._rest_actions(current):
-            return problem(409, "Conflict", f"cannot {action} a pod that is {current}")
+            return _problem(409, "Conflict", f"cannot {action} a pod that is {current}")
         if action == "terminate":
             self._terminate(pod_id)
             return 204, {}, b""
         if action == "stop":
             self._stop(pod_id)
         elif action == "start":
-            self._resume(pod_id, None, None)
+            try:
+                self._resume(pod_id, None, None)
+            except GraphQLError as exc:
+                return _problem(400, "Bad Request", exc.message)
         else:  # restart: the container again, in place [INF: as a stop and a start]
             self._stop(pod_id)
             self._resume(pod_id, None, None)
         with self._lock:
             return 200, {}, _json(self._rest_pod(pod))
 
-    @staticmethod
-    def _rest_status(pod: Pod) -> str:
-        """GraphQL desiredStatus -> REST PodStatus [INF mapping: CREATED/RESTARTING are still starting]."""
-        return {"CREATED": "STARTING", "RESTARTING": "STARTING", "RUNNING": "RUNNING", "EXITED": "EXITED",
-                "PAUSED": "EXITED", "DEAD": "ERROR", "TERMINATED": "TERMINATED"}.get(pod.status, "ERROR")
+    def _rest_getPodLogs(self, pod_id, _request, query, *, last_event_id=None, **_):  # noqa: N802
+        """GET /v2/pods/{id}/logs: Server-Sent Events, `id: <ts>/<seq>` and `data: {ts, source, line}` [DOC]; `tail`
+        lines of backfill (default 100), or from after `Last-Event-ID`. Here the container's output (the start
+        command's stdout and stderr) is the `container` source; there is no `system` source [INF]. The stream
+        follows the log while the pod runs and closes once it no longer does [INF: the file does not say]."""
+        with self._lock:
+            pod = self._pods.get(pod_id)
+        if pod is None or pod.status == "TERMINATED":
+            return _problem(404, "Not Found", "pod not found")
+        try:
+            tail = int(query.get("tail", "100"))
+        except ValueError:
+            tail = -1
+        if not 0 <= tail <= 5000 or query.get("source", "container") not in ("container", "system"):
+            return _problem(422, "Unprocessable Entity", "invalid query", ["tail: 0..5000; source: container|system"])
+        after = int(last_event_id.rsplit("/", 1)[-1]) if last_event_id and last_event_id.rsplit("/", 1)[-1].isdigit() else None
+        log = self.root / "pods" / pod.id / ".sshhost" / "command.log"
+        want = query.get("source", "container") == "container"
+
+        def events():
+            sent = 0
+            lines = (log.read_text(errors="replace").splitlines() if log.exists() else []) if want else []
+            start = after if after is not None else max(0, len(lines) - tail)
+            while True:
+                for seq in range(max(start, sent), len(lines)):
+                    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    data = json.dumps({"ts": stamp, "source": "container", "line": lines[seq]})
+                    yield f"id: {stamp}/{seq + 1:012d}\ndata: {data}\n\n".encode()
+                sent = start = len(lines)
+                if pod.status not in ("RUNNING", "CREATED") or self._stopping.is_set():
+                    return
+                time.sleep(0.2)
+                if want and log.exists():
+                    lines = log.read_text(errors="replace").splitlines()
+
+        return 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, events()
+
+    def _rest_status(self, pod: Pod) -> str:
+        """Internal state -> REST PodStatus [DOC enum]: PROVISIONING until the pod has a machine (CREATED), STARTING
+        until its container is up (sshd listening), then RUNNING; EXITED when stopped or preempted."""
+        if pod.status == "RUNNING":
+            return "RUNNING" if pod.ssh_port is not None else "STARTING"
+        return {"CREATED": "PROVISIONING", "RESTARTING": "STARTING", "EXITED": "EXITED", "PAUSED": "EXITED",
+                "DEAD": "ERROR", "TERMINATED": "TERMINATED"}.get(pod.status, "ERROR")
 
     @staticmethod
     def _rest_actions(status: str) -> list[str]:
@@ -1050,24 +1219,30 @@ class RunPodEmulator:
                 "STARTING": ["stop", "terminate"]}.get(status, [])
 
     def _rest_pod(self, pod: Pod) -> dict[str, Any]:
-        """A pod as REST v2's Pod schema describes it (every required field) [DOC]; values as this emulator knows them."""
+        """A pod as REST v2's Pod schema describes it (every required field) [DOC]; values as this emulator knows them.
+        `ssh.direct` and `runtime.ports` carry the mapped 22/tcp once the pod runs and exposes it [DOC]."""
         status = self._rest_status(pod)
-        running = status == "RUNNING" and pod.ssh_port is not None
+        running = status == "RUNNING"
+        ports = [p.strip() for p in (pod.ports or "").split(",") if p.strip()]
         direct = ({"host": "127.0.0.1", "port": pod.ssh_port, "username": "root",
-                   "command": f"ssh root@127.0.0.1 -p {pod.ssh_port}"} if running else None)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                   "command": f"ssh root@127.0.0.1 -p {pod.ssh_port}"} if running and "22/tcp" in ports else None)
+        def stamp(t: float) -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        created = pod.history[0][0] if pod.history else time.time()
         view = {
             "id": pod.id, "name": pod.name, "status": status, "actions": self._rest_actions(status),
             "image": pod.image_name, "args": pod.docker_args, "disk": pod.container_disk_in_gb,
             "mounts": ({"persistent": {"size": pod.volume_in_gb, "path": pod.volume_mount_path}}
                        if pod.volume_in_gb else {}),
-            "ports": [p.strip() for p in (pod.ports or "").split(",") if p.strip()],
-            "env": dict(pod.env), "registry": None, "cloud": pod.cloud_type, "dataCenterId": pod.data_center_id,
-            "cudaVersion": None, "ssh": {"proxy": None, "direct": direct}, "template": pod.template_id,
-            "cost": pod.cost_per_hr if status == "RUNNING" else 0.0, "locked": False,
-            "runtime": {"uptime": 0, "ports": [{"private": 22, "public": pod.ssh_port, "type": "tcp",
-                                               "ip": "127.0.0.1"}]} if running else None,
-            "createdAt": stamp, "startedAt": stamp if running else None, "globalNetworking": {"enabled": False},
+            "ports": ports, "env": dict(pod.env), "registry": None, "cloud": pod.cloud_type,
+            "dataCenterId": pod.data_center_id, "cudaVersion": None,
+            "ssh": {"proxy": None, "direct": direct}, "template": pod.template_id,
+            "cost": pod.cost_per_hr if status in ("RUNNING", "STARTING", "PROVISIONING") else 0.0, "locked": False,
+            "runtime": {"uptime": int(time.monotonic() - pod.run_started) if pod.run_started else 0,
+                        "ports": [{"private": 22, "public": pod.ssh_port, "type": "tcp", "ip": "127.0.0.1"}]
+                        if direct else []} if running else None,
+            "createdAt": stamp(created), "startedAt": stamp(time.time()) if running else None,
+            "globalNetworking": {"enabled": False},
         }
         if pod.gpu_type_id:
             view["gpu"] = {"id": pod.gpu_type_id, "count": pod.gpu_count}
@@ -1132,15 +1307,19 @@ class RunPodEmulator:
         return _SDK_METHOD.get(name, name)
 
     @staticmethod
-    def _failure_response(f: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    def _failure_response(f: dict[str, Any], rest: bool = False) -> tuple[int, dict[str, str], bytes]:
         status = f["status"]
-        reason = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+        reason = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+                  410: "Gone", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                   503: "Service Unavailable"}.get(status, "Error")
         headers = {"Retry-After": "1"} if status == 429 else {}
         if f["html"]:
             headers["Content-Type"] = "text/html"
             return status, headers, f"<html><body><h1>{status} {reason}</h1></body></html>".encode()
         message = f["message"] or f"{status} {reason}"  # INF: RunPod's own error text is undocumented
+        if rest:  # REST v2: an RFC 7807 problem object [DOC]
+            code, headers_, out = _problem(status, reason, message)
+            return code, {**headers_, **headers}, out
         return status, headers, _json({"errors": [{"message": message, "extensions": {"code": status}}]})
 
     def handle_control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
@@ -1180,6 +1359,10 @@ class RunPodEmulator:
                 return 200, {}
             if method == "POST" and parts == ["stock"]:
                 self.set_stock(args["gpu"], args.get("level"))
+                return 200, {}
+            if method == "POST" and parts == ["gone"]:
+                self.graphql_gone = bool(args.get("graphql", self.graphql_gone))
+                self.rest_gone = bool(args.get("rest", self.rest_gone))
                 return 200, {}
             if method == "POST" and parts == ["boot_delay"]:
                 self.boot_delay_s = float(args["seconds"])
@@ -1256,6 +1439,12 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
 
+def _problem(status: int, title: str, detail: str, errors: list[str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A REST v2 error answer: ErrorResponse {title, status, detail, errors?} as application/problem+json [DOC]."""
+    obj = {"title": title, "status": status, "detail": detail, **({"errors": errors} if errors else {})}
+    return status, {"Content-Type": "application/problem+json"}, _json(obj)
+
+
 class _Handler(BaseHTTPRequestHandler):
     emu: RunPodEmulator
     protocol_version = "HTTP/1.1"
@@ -1288,14 +1477,33 @@ class _Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
         return (query.get("api_key") or [None])[0]
 
+    def _rest(self, method: str) -> None:
+        split = urllib.parse.urlsplit(self.path)
+        status, headers, out = self.emu.handle_rest(method, split.path, urllib.parse.parse_qs(split.query),
+                                                    self._body(), self._api_key(), self.headers.get("Last-Event-ID"))
+        if isinstance(out, bytes):
+            self._send(status, out, headers)
+            return
+        try:  # an event stream: no length, the connection closes when it ends
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in out:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
     def do_POST(self) -> None:  # noqa: N802
         path = urllib.parse.urlsplit(self.path).path
+        if path.startswith("/v2/"):
+            return self._rest("POST")
         body = self._body()
         if path.rstrip("/") == "/graphql":
             status, headers, out = self.emu.handle_graphql(body, self._api_key())
-            self._send(status, out, headers)
-        elif path.startswith("/v2/"):
-            status, headers, out = self.emu.handle_rest("POST", path, body, self._api_key())
             self._send(status, out, headers)
         elif path.startswith("/_emulator/"):
             status, obj = self.emu.handle_control("POST", path, body)
@@ -1303,8 +1511,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, _json({"errors": [{"message": f"Not found: {path}"}]}))
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._rest("DELETE")
+
     def do_GET(self) -> None:  # noqa: N802
         path = urllib.parse.urlsplit(self.path).path
+        if path.startswith("/v2/"):
+            return self._rest("GET")
         body = self._body()
         if path.startswith("/_emulator/"):
             status, obj = self.emu.handle_control("GET", path, body)

@@ -283,6 +283,13 @@ class RunpodSection(Section):
     ssh_private_key: str | None = None
     time_limit_grace_s: float | None = Field(default=None, ge=0)
 
+    @field_validator("volume_gb")
+    @classmethod
+    def _rentable_volume(cls, value: int) -> int:
+        if 0 < value < 10:  # REST v2 PersistentMount.size: "Upstream enforces a 10 GB floor"
+            raise ValueError("RunPod's smallest pod volume is 10 GB: use 0 (no volume) or 10 or more")
+        return value
+
 
 class VerdaSection(Section):
     image: str = "ubuntu-24.04-cuda-12.8-open-docker"

@@ -1,7 +1,7 @@
 """GPU offers (what a provider rents at what price) and the choice of the cheapest one that really fits.
 
-Offers come live from the providers' APIs (`from_runpod_gpu_types`, `from_verda_instance_types`) or, without
-credentials or network, from the dated fallback tables below (GPU_FACTS.md §3 and §4). Prices are USD per hour
+Offers come live from the providers' APIs (`from_runpod_catalog`, spot from `from_runpod_gpu_types`,
+`from_verda_instance_types`) or, without credentials or network, from the dated fallback tables below (GPU_FACTS.md §3 and §4). Prices are USD per hour
 for the whole offer (all its GPUs). Pure functions: nothing here touches the network.
 """
 
@@ -195,6 +195,27 @@ def _price(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return price if price > 0 else None
+
+
+def from_runpod_catalog(catalog: dict[str, list[dict]], gpu_count: int) -> list[Offer]:
+    """On-demand offers from RunPod's REST v2 catalog (`GET /v2/catalog/gpus?include=AVAILABILITY&product=POD`), one
+    answer per cloud tier asked ({"secure": [GpuType], "community": [...]}): list price per GPU-hour for the tier
+    (offers carry the whole pod's price); out of stock when the tier's `availability` is NONE or `maxCount` is below
+    `gpu_count`. A tier the GPU is not offered in (`secure`/`community` false) gives no offer."""
+    out: list[Offer] = []
+    for tier, gpu_types in catalog.items():
+        for item in gpu_types or []:
+            gpu = _runpod_gpu({"id": item.get("id"), "displayName": item.get("name"), "memoryInGb": item.get("memory")})
+            price = _price((item.get("price") or {}).get(tier))
+            if gpu is None or not item.get(tier) or price is None:
+                continue
+            stock, most = item.get("availability"), (item.get("maxCount") or {}).get(tier)
+            in_stock, stock = stock != "NONE", (stock or "").capitalize() or None
+            if isinstance(most, int) and gpu_count > most:
+                in_stock, stock = False, f"max {most} GPUs per pod"
+            out.append(Offer("runpod", gpu, gpu_count, round(price * gpu_count, 4), False, tier, in_stock=in_stock,
+                             gpu_type_id=item.get("id"), stock=stock))
+    return out
 
 
 def from_runpod_gpu_types(gpu_types: list[dict], gpu_count: int) -> list[Offer]:

@@ -1,6 +1,8 @@
-"""Fixtures for the RunPod GraphQL emulator (emulators/runpod_api.py).
+"""Fixtures for the RunPod emulator (emulators/runpod_api.py: REST v2, and GraphQL for spot).
 
-`runpod_emulator`   a started RunPodEmulator under tmp_path whose pods are real sshd hosts (root, sshd)
+`runpod_emulator`   a started RunPodEmulator under tmp_path whose pods are real sshd hosts (root, sshd); when the
+                    test ends, every REST exchange it served is checked against RunPod's OpenAPI file
+                    (tests/openapi_contract.py)
 `runpod_sdk`        the REAL `runpod` SDK module pointed at `runpod_emulator`: HOME isolated before import,
                     RUNPOD_API_BASE_URL set, `runpod.api_key` = the emulator's key (all undone afterwards)
 `runpod_ssh_key`    (private key path, public key text) of a fresh ed25519 pair
@@ -19,11 +21,14 @@ from emulators.sshhost import generate_keypair
 
 @pytest.fixture
 def runpod_emulator(tmp_path: Path) -> Iterator[RunPodEmulator]:
+    from tests.openapi_contract import check
+
     emu = RunPodEmulator(tmp_path / "runpod").start()
     try:
         yield emu
     finally:
         emu.stop()
+    check(emu.calls)
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import pytest
 
 from helpers import gpus, offers, vram
 from helpers.errors import ConfigError
-from helpers.offers import Offer, choose, fallback_offers, from_runpod_gpu_types, from_verda_instance_types
+from helpers.offers import (
+    Offer, choose, fallback_offers, from_runpod_catalog, from_runpod_gpu_types, from_verda_instance_types,
+)
 
 
 def _offer(key, price, count=1, **kw):
@@ -204,6 +206,39 @@ def test_from_runpod_gpu_types():
     choice = choose(found, 30, gpu_count=2)
     assert choice.offer.gpu.key == "H100-SXM"  # L40S is cheaper but out of stock
     assert {c.reason for c in choice.candidates if c.offer.gpu.key == "L40S"} == {"out of stock (None)"}
+
+
+def _gpu_type(gid, name, memory, secure, community, most=8, availability="HIGH"):
+    """A REST v2 GpuType (listGpuTypes with include=AVAILABILITY): a tier not offered has its flag false."""
+    return {"id": gid, "name": name, "pool": None, "manufacturer": "NVIDIA", "memory": memory,
+            "secure": secure is not None, "community": community is not None,
+            "price": {"secure": secure or 0.0, "community": community or 0.0},
+            "maxCount": {"secure": most if secure else 0, "community": most if community else 0},
+            "availability": availability}
+
+
+def test_from_runpod_catalog():
+    catalog = {"secure": [_gpu_type("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34, most=4),
+                          _gpu_type("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, None, availability="LOW"),
+                          _gpu_type("NVIDIA L40S", "L40S", 48, 0.86, 0.79, availability="NONE"),
+                          _gpu_type("NVIDIA B300 Ultra", "B300 Ultra", 288, 9.0, None)],
+               "community": [_gpu_type("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34, most=4),
+                             _gpu_type("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, None, availability="NONE"),
+                             _gpu_type("NVIDIA L40S", "L40S", 48, 0.86, 0.79, availability="MEDIUM")]}
+    found = from_runpod_catalog(catalog, gpu_count=2)
+    rows = {(o.gpu.key, o.cloud): (o.price_per_hour, o.in_stock, o.stock) for o in found}
+    assert rows[("RTX-4090", "secure")] == (1.38, True, "High")  # per-GPU list price x 2, the tier's own stock
+    assert rows[("RTX-4090", "community")] == (0.68, True, "High")
+    assert ("H100-SXM", "community") not in rows  # community false: no offer, whatever its stock says
+    assert rows[("H100-SXM", "secure")] == (5.98, True, "Low")
+    assert rows[("L40S", "secure")] == (1.72, False, "None") and rows[("L40S", "community")][1]
+    assert not any(o.spot for o in found) and all(o.gpu_type_id and o.source == "live" for o in found)
+    new = [o for o in found if o.gpu.name == "B300 Ultra"]
+    assert new and new[0].gpu.memory_gb == 288
+    eight = {(o.gpu.key, o.cloud): o for o in from_runpod_catalog(catalog, gpu_count=8)}
+    assert not eight[("RTX-4090", "secure")].in_stock and eight[("RTX-4090", "secure")].stock == "max 4 GPUs per pod"
+    choice = choose(found, 30, gpu_count=2)
+    assert (choice.offer.gpu.key, choice.offer.cloud) == ("L40S", "community")  # secure L40S is out of stock
 
 
 # ---------------------------------------------------------------------------------------------- live Verda

@@ -1,4 +1,5 @@
-"""The RunPod backend end to end: the REAL `runpod` SDK against the GraphQL emulator, whose pods are real sshd hosts
+"""The RunPod backend end to end: Trainyard's REST v2 client (and the REAL `runpod` SDK for spot, GraphQL) against
+the emulator, whose pods are real sshd hosts
 (their own PID namespace), the REAL runtime bundle — started over SSH by the shared instance flow (runpod.mode ssh,
 seed 004) or from the pod's start command with no SSH at all (runpod.mode start_command, seed 000) — and
 checkpoints going to the local Hub server or a directory store.
@@ -35,6 +36,7 @@ import pytest
 
 from helpers.backends.base import RunHandle
 from tests.fixtures_hub import HUB_USER
+from tests.openapi_contract import check
 from tests.webhook import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,13 +47,14 @@ SEED_CONFIG = REPO / "configs" / "seeds" / "runpod_config.yaml"
 
 pytestmark = pytest.mark.slow
 
-# What seed 000's `!CMD STOP` script does inside the pod (runpodctl stop pod $RUNPOD_POD_ID), with the pod's own key.
+# What seed 000's `!CMD STOP` script does inside the pod (runpodctl stop pod $RUNPOD_POD_ID), with the pod's own key,
+# through REST v2 (the API that outlives GraphQL).
 STOP_ME = '''
 import json, os, urllib.request
-query = 'mutation { podStop(input: {podId: "%s"}) { id desiredStatus } }' % os.environ["RUNPOD_POD_ID"]
-request = urllib.request.Request(os.environ["RUNPOD_API_BASE_URL"] + "/graphql", data=json.dumps({"query": query}).encode(),
+url = os.environ.get("RUNPOD_REST_URL", "https://api.runpod.io") + "/v2/pods/" + os.environ["RUNPOD_POD_ID"] + "/action"
+request = urllib.request.Request(url, data=json.dumps({"action": "stop"}).encode(), method="POST",
                                  headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["RUNPOD_API_KEY"]})
-print("stopping my own pod:", urllib.request.urlopen(request, timeout=30).read().decode(), flush=True)
+print("stopping my own pod:", urllib.request.urlopen(request, timeout=30).status, flush=True)
 '''
 
 
@@ -137,7 +140,7 @@ class World:
         raise AssertionError(f"never saw {text!r} in {log}:\n{content[-2000:]}")
 
     def creates(self) -> list[dict]:
-        return [c for c in self.emu.calls if c["field"] in ("podFindAndDeployOnDemand", "podRentInterruptable")]
+        return [c for c in self.emu.calls if c["field"] in ("createPod", "podRentInterruptable")]
 
 
 @pytest.fixture
@@ -187,7 +190,14 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
     p = runpod_pods.plan(job, api=api)
     assert p["gpu"]["provider_id"] == "NVIDIA GeForce RTX 4090" and p["gpu_count"] == 2 and p["spot"]
     assert p["bid_per_gpu"] == 0.29 and p["price_per_hour"] == 0.58  # RTX 4090 community spot: 0.85 x 0.34, per GPU
-    assert [c["field"] for c in world.emu.calls] == ["gpuTypes"]  # one query: every type, with stock for 2 GPUs
+    # the REST catalog once per cloud tier (list prices, pod stock for 2 GPUs), GraphQL once for the spot prices
+    assert [c["field"] for c in world.emu.calls] == ["listGpuTypes", "listGpuTypes", "gpuTypes"]
+    assert [c["query"] for c in world.emu.calls[:2]] == [
+        {"include": "AVAILABILITY", "product": "POD", "count": "2", "cloud": tier} for tier in ("SECURE", "COMMUNITY")]
+    world.emu.reset_calls()
+    on_demand = runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.cloud": "secure"}), api=api)
+    assert not on_demand["spot"] and on_demand["price_per_hour"] == 0.59  # RTX 4090 secure list price
+    assert [c["field"] for c in world.emu.calls] == ["listGpuTypes"]  # no spot asked: no GraphQL at all
 
     with pytest.raises(ConfigError, match="1, 2, 4, 6, 8"):
         runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 3}), api=api)
@@ -246,7 +256,7 @@ def test_ssh_mode_on_demand_trains_streams_fetches_and_terminates_with_secrets_k
 
     # the pod: on-demand, 22/tcp, only the SSH key in its env; named after --name with its ledger tag; terminated
     (create,) = world.creates()
-    assert create["field"] == "podFindAndDeployOnDemand"
+    assert create["field"] == "createPod"
     view = world.emu.pod(pod["id"])
     assert view["status"] == "TERMINATED" and world.emu.live_pods() == []
     (entry,) = world.ledger().values()
@@ -351,10 +361,10 @@ def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):
 def test_api_errors_are_retried_with_backoff(world, capsys):
     config = world.config("flaky", steps=10, pace=0.01)
     emu = world.emu
-    emu.fail_next(1, 502, op="gpuTypes", html=True)  # a gateway page instead of JSON (the plan)
-    emu.fail_next(1, 500, op="podFindAndDeployOnDemand")  # the create fails before doing anything
-    emu.fail_next(2, 429, op="pod")  # the first status polls are rate limited
-    emu.fail_next(1, 503, op="podTerminate")  # the terminate fails once
+    emu.fail_next(1, 502, op="listGpuTypes", html=True)  # a gateway page instead of JSON (the plan)
+    emu.fail_next(1, 500, op="createPod")  # the create fails before doing anything
+    emu.fail_next(2, 429, op="getPod")  # the first status polls are rate limited (Retry-After: 1)
+    emu.fail_next(1, 503, op="deletePod")  # the terminate fails once
     from helpers.backends import runpod_pods
 
     job = world.job(config)
@@ -363,9 +373,11 @@ def test_api_errors_are_retried_with_backoff(world, capsys):
     out = capsys.readouterr().out
     assert len(emu.pods()) == 1 and emu.live_pods() == []
     statuses = [(c["field"], c["status"]) for c in emu.calls]
-    for failed in (("gpuTypes", 502), ("podFindAndDeployOnDemand", 500), ("pod", 429), ("podTerminate", 503)):
+    for failed in (("listGpuTypes", 502), ("createPod", 500), ("getPod", 429), ("deletePod", 503)):
         assert failed in statuses
-    assert ("myself", 200) in statuses  # after the failed create: looked for the pod before creating again
+    assert ("listPods", 200) in statuses  # after the failed create: looked for the pod before creating again
+    polls = [c["t"] for c in emu.calls if c["field"] == "getPod"]
+    assert polls[2] - polls[0] >= 2.0  # two 429s, each waited out for at least its Retry-After
     assert "retrying" in out
     (entry,) = world.ledger().values()
     assert entry["state"] == "terminated"
@@ -382,10 +394,9 @@ def test_killed_orchestrator_then_cleanup_leaves_no_pod(world):
     from helpers.backends import runpod_pods
 
     api = runpod_pods.client()
-    spec = {"image_name": "runpod/pytorch", "gpu_type_id": "NVIDIA GeForce RTX 4090", "cloud_type": "ALL", "gpu_count": 1,
-            "volume_in_gb": 0, "env": {}}
-    orphan = api.create_on_demand({**spec, "name": "python-Nov 1 [ty-lost-abc123]"})["id"]
-    other = api.create_on_demand({**spec, "name": "someone-else"})["id"]
+    spec = {"image": "runpod/pytorch", "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}}
+    orphan = api.create({**spec, "name": "python-Nov 1 [ty-lost-abc123]"})["id"]
+    other = api.create({**spec, "name": "someone-else"})["id"]
     assert set(world.emu.live_pods()) == {pod["id"], orphan, other}
 
     cleanup = world.invoke("cleanup", "--yes")
@@ -440,7 +451,7 @@ def test_spot_start_command_via_the_seed_script_runs_without_ssh_and_the_pod_end
     # log it); the launcher only saw it gone
     ends = [c for c in world.emu.calls if c.get("rest") and c["request"] == {"action": "terminate"}]
     assert len(ends) == 1 and ends[0]["key"] == "pod" and "ended itself" in output
-    assert [c["field"] for c in world.emu.calls].count("podTerminate") == 0
+    assert [c["field"] for c in world.emu.calls].count("deletePod") == 0
 
 
 def test_preempted_spot_pod_in_start_command_mode_is_terminated_and_reported_lost(world, capsys):
@@ -483,6 +494,76 @@ def test_a_pod_that_stops_itself_is_terminated_or_kept_stopped_with_no_terminate
     assert [e["instance_id"] for e in ended] == [entry["instance_id"]]
     assert world.emu.pod(entry["instance_id"])["status"] == "TERMINATED"
     assert world.ledger()[entry["id"]]["state"] == "terminated"
+
+
+def test_spot_is_refused_in_one_line_once_graphql_is_gone_and_on_demand_still_runs(world):
+    """REST v2 has no spot pods; GraphQL had them and answers 410 Gone once retired. A spot job is then refused by
+    the plan and by the launch, in one line naming the key and what to do, before anything is created — never
+    run on-demand instead. On-demand runs on REST alone."""
+    world.emu.graphql_gone = True
+    config = world.config("nospot", steps=10, pace=0.01, resources={"spot": True})
+    for args in (["plan", "-c", str(config), "--backend", "runpod"], ["runpod.train", "-c", str(config)],
+                 ["runpod.train", "-c", str(config), "--no-spot", "--spot"]):
+        process = world.invoke(*args)
+        output = process.communicate(timeout=120)[0]
+        assert process.returncode == 2, output
+        (line,) = [text for text in output.splitlines() if "offers no spot" in text]
+        assert "resources.spot" in line and "410 Gone" in line and "--no-spot" in line and "Verda" in line, line
+        assert "Traceback" not in output
+    assert world.emu.pods() == [] and world.creates() == [] and world.ledger() == {}
+    assert [c["status"] for c in world.emu.calls if not c.get("rest")] == [410, 410, 410]  # one GraphQL try each
+
+    world.emu.reset_calls()
+    process = world.invoke("runpod.train", "-c", str(config), "--no-spot")
+    output = process.communicate(timeout=180)[0]
+    assert process.returncode == 0, output
+    assert [c["field"] for c in world.creates()] == ["createPod"] and world.emu.live_pods() == []
+    assert all(c.get("rest") for c in world.emu.calls)  # no GraphQL at all for an on-demand run
+
+
+def test_api_errors_a_user_can_act_on(world):
+    """401: the key; 410 on REST v2: the API is retired and Trainyard needs updating; a pod RunPod no longer knows
+    counts as ended (404)."""
+    from helpers.backends import runpod_pods
+    from helpers.errors import ConfigError, ProviderError
+
+    bad = runpod_pods.RunPodApi("rp_wrong_key", world.emu.url)
+    with pytest.raises(ConfigError, match="RUNPOD_API_KEY: RunPod refused the API key .*401"):
+        bad.pods()
+    api = runpod_pods.client()
+    assert api.get("nosuchpod") is None and api.terminate("nosuchpod") is False
+    world.emu.rest_gone = True
+    with pytest.raises(ProviderError, match="410 Gone .*retired this API .*needs updating"):
+        api.pods()
+    world.emu.rest_gone = False
+    world.emu.fail_next(1, 400, op="createPod", message="There are no longer any instances available")
+    with pytest.raises(ProviderError, match="could not place it .*no capacity"):
+        api.create({"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": "NVIDIA L4"}})
+    world.emu.fail_next(1, 402, op="createPod", message="insufficient balance")
+    with pytest.raises(ProviderError, match="balance is too low"):
+        api.create({"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": "NVIDIA L4"}})
+    assert world.emu.pods() == []
+
+
+def test_logs_of_a_start_command_pod_come_through_the_rest_log_stream(world, capsys):
+    """A start_command pod has no SSH: `invoke logs RUN` reads the container's output through getPodLogs (SSE)."""
+    from helpers.backends import runpod_pods
+
+    config = world.config("streamed", steps=20, pace=0.02, mode="start_command",
+                          store=str(world.tmp / "store-streamed"), limits={"end_when_done": False})
+    assert world.launch(config, detach=True) == 0
+    (entry,) = world.ledger().values()
+    pod = world.emu.pod(entry["instance_id"])
+    world.wait_log(pod, "synced checkpoint step 20")
+    capsys.readouterr()
+    runpod_pods.logs(RunHandle("runpod", "streamed"))
+    out = capsys.readouterr().out
+    assert "step:20 " in out and "synced checkpoint step 20" in out
+    assert CANARY not in out
+    streams = [c for c in world.emu.calls if c["field"] == "getPodLogs"]
+    assert streams and streams[0]["query"] == {"source": "container", "tail": "5000"}
+    runpod_pods.stop(RunHandle("runpod", "streamed"))
+    assert world.emu.live_pods() == []
 
 
 # ------------------------------------------------------------------------------------------------ seed 000 and rehearsal
@@ -529,8 +610,8 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         env = {"HF_TOKEN": "hf_" + "x" * 34, "WANDB_API_KEY": CANARY, **pieces}
         spec = runpod_pods.pod_spec(job, offer, "ty-seed-abc123", env=env, docker_args=command)
         assert spec["name"] == f"{job.runpod.name} [ty-seed-abc123]"
-        assert (spec["template_id"], spec["image_name"], spec["gpu_type_id"], spec["gpu_count"]) == \
-            ("o6u732ibrq", "", "NVIDIA RTX 2000 Ada Generation", 1)
+        assert (spec["templateId"], "image" in spec, spec["gpu"], spec["args"]) == \
+            ("o6u732ibrq", False, {"id": "NVIDIA RTX 2000 Ada Generation", "count": 1}, command)
         pod = api.create_spot(spec, the_plan["bid_per_gpu"])
         view = emu.pod(pod["id"])
         assert view["podType"] == "INTERRUPTABLE" and view["dockerArgs"] == command and CANARY not in command
@@ -544,10 +625,11 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         assert emu.live_pods() == []
     finally:
         emu.stop()
+    check(emu.calls)  # the REST part of it against RunPod's OpenAPI file
 
 
 def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_path, monkeypatch):
-    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
+    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "RUNPOD_REST_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
         monkeypatch.delenv(name, raising=False)
     work = tmp_path / "work"
     work.mkdir()
@@ -587,7 +669,7 @@ def test_rehearsed_spot_run_with_the_default_store_resumes_at_the_synced_step_af
     Now the default store of a spot run is a private Hub repo, so the relaunch resumes where the store is."""
     from emulators.runpod_api import EmulatorClient
 
-    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
+    for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "RUNPOD_REST_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
         monkeypatch.delenv(name, raising=False)
     work = tmp_path / "work"
     work.mkdir()

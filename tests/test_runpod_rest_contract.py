@@ -5,57 +5,19 @@ reject, or an answer shape it never sends, fails here — also against an indepe
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import pytest
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from helpers.runtime.machine import end_runpod
+from tests.openapi_contract import operation, violations
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = json.loads((REPO.parent / "shared" / "reference" / "runpod-rest-v2.openapi.json").read_text())
-REGISTRY = Registry().with_resource("urn:runpod-v2", Resource.from_contents(SPEC, default_specification=DRAFT202012))
 GPU = "NVIDIA GeForce RTX 4090"
 
 pytestmark = pytest.mark.slow  # the pods are sshd hosts
 
 
-def schema(name: str) -> Draft202012Validator:
-    return Draft202012Validator({"$ref": f"urn:runpod-v2#/components/schemas/{name}"}, registry=REGISTRY)
-
-
-def operation(method: str, path: str) -> tuple[str, dict]:
-    """The OpenAPI operation a request is (the path template that matches it), or a failure."""
-    for template, ops in SPEC["paths"].items():
-        pattern = "^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"
-        if re.match(pattern, path) and method.lower() in ops:
-            return template, ops[method.lower()]
-    raise AssertionError(f"{method} {path} is not an operation of RunPod's REST v2")
-
-
 def check_call(call: dict) -> None:
-    """One recorded REST call: the request against the operation's body schema, the answer against its
-    response schema for that status (a status the operation does not list fails too)."""
-    template, op = operation("POST", call["path"])
-    body = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    errors = [e.message for e in schema(body).iter_errors(call["request"])]
-    assert not errors, (call["request"], errors)
-    answers = op["responses"]
-    answer = answers.get(str(call["status"])) or answers.get("default")
-    assert answer is not None, (template, call["status"])
-    if "$ref" in answer:  # e.g. #/components/responses/TooManyRequestsError
-        answer = SPEC["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
-    content = answer.get("content")
-    if content is None:
-        assert call["response"] is None, call["response"]  # e.g. 204: no body
-        return
-    ref = next(iter(content.values()))["schema"]["$ref"].rsplit("/", 1)[1]
-    errors = [e.message for e in schema(ref).iter_errors(call["response"])]
-    assert not errors, (ref, errors)
+    problems = violations({"http": "POST", **call})
+    assert not problems, problems
 
 
 @pytest.fixture
@@ -85,7 +47,7 @@ def test_the_dead_man_terminates_its_pod_through_rest_v2_with_its_own_key(runpod
 
 
 def test_stop_answers_the_pod_and_rate_limits_are_waited_out(runpod_emulator, pod):
-    runpod_emulator.fail_next(1, 429, op="rest:stop")  # RateLimit: the answer says when to come back
+    runpod_emulator.fail_next(1, 429, op="podAction:stop")  # RateLimit: the answer says when to come back
     note = end_runpod({"terminate": False, "end_retry_s": 60})
     assert note == f"stop sent for pod {pod} (REST v2)"
     assert runpod_emulator.pod(pod)["status"] == "EXITED"
@@ -103,7 +65,7 @@ def test_stop_answers_the_pod_and_rate_limits_are_waited_out(runpod_emulator, po
 
 
 def test_a_gone_pod_counts_as_ended_and_a_5xx_is_tried_again(runpod_emulator, pod):
-    runpod_emulator.fail_next(2, 503, op="rest:terminate")
+    runpod_emulator.fail_next(2, 503, op="podAction:terminate")
     assert end_runpod({"terminate": True, "end_retry_s": 60}).startswith("terminate sent")
     assert [c["status"] for c in rest_calls(runpod_emulator)] == [503, 503, 204]
     for call in rest_calls(runpod_emulator):
@@ -122,3 +84,29 @@ def test_a_field_the_real_api_would_reject_fails_the_contract_check(runpod_emula
         check_call({**bad, "request": {"action": "terminate"}, "status": 202})  # not listed: only an error body fits
     with pytest.raises(AssertionError, match="not an operation"):
         operation("POST", f"/v2/pods/{pod}/terminate")
+
+
+def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod_test_runs(runpod_emulator, monkeypatch):
+    """The launcher's own createPod, with one field injected that REST v2 does not define (GraphQL's name for the
+    GPU), is flagged by the check tests/fixtures_runpod.py runs over every emulator's calls; so is an answer shape
+    the real API never sends, and a query parameter it does not have."""
+    from helpers.backends import runpod_pods
+    from tests.openapi_contract import check
+
+    api = runpod_pods.RunPodApi(runpod_emulator.api_key, runpod_emulator.url)
+    body = {"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": GPU, "count": 1}, "disk": 20}
+    api.create(body)
+    api.create({**body, "gpuTypeId": GPU})
+    listed = api.pods()
+    good, wrong, answer = [c for c in runpod_emulator.calls if c["field"] in ("createPod", "listPods")]
+    assert violations(good) == [] and violations(answer) == []
+    (problem,) = violations(wrong)
+    assert "'gpuTypeId' was unexpected" in problem
+    with pytest.raises(AssertionError, match="gpuTypeId"):
+        check(runpod_emulator.calls)
+    assert violations({**answer, "response": {"pods": [{**listed[0], "status": "DEAD"}]}})  # not a PodStatus
+    assert violations({**answer, "response": {"pods": [{k: v for k, v in listed[0].items() if k != "actions"}]}})
+    assert violations({**answer, "query": {"includeClusterPods": "maybe"}})
+    assert violations({**answer, "query": {"state": "RUNNING"}}) == [
+        "GET /v2/pods: query parameter 'state' is not defined"]
+    runpod_emulator.calls.remove(wrong)  # (what the fixture's own check would otherwise fail this test for)

@@ -108,7 +108,11 @@ HOST_ENV_PASSTHROUGH = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_ENABLE_HF_T
 
 class Transient(ProviderError):
     """A provider call that may succeed when repeated: HTTP 429, 5xx, a dropped connection. (A ProviderError, so one
-    that escapes the retries still prints as one line.)"""
+    that escapes the retries still prints as one line.) `retry_after`: the seconds the provider asked to wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InstanceLost(ProviderError):
@@ -161,12 +165,18 @@ def call(fn, *args, what: str, attempts: int = 8, max_wait_s: float = 60.0, **kw
     """fn(*args, **kwargs), repeated with exponential backoff and jitter while it raises Transient."""
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+    backoff = wait_exponential_jitter(initial=1, max=max_wait_s, jitter=1)
+
+    def wait(state) -> float:  # never sooner than the provider's Retry-After
+        asked = getattr(state.outcome.exception(), "retry_after", None) or 0.0
+        return max(backoff(state), min(float(asked), 300.0))
+
     def before_sleep(state) -> None:
         warn(f"{what}: {state.outcome.exception()} — retrying in {state.next_action.sleep:.1f}s")
 
     try:
         for attempt in Retrying(retry=retry_if_exception_type(Transient), stop=stop_after_attempt(attempts),
-                                wait=wait_exponential_jitter(initial=1, max=max_wait_s, jitter=1),
+                                wait=wait,
                                 before_sleep=before_sleep, reraise=True):
             with attempt:
                 return fn(*args, **kwargs)

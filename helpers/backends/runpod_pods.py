@@ -1,29 +1,31 @@
-"""RunPod pods: seed 000 (train_in_runpod.py) and seed 004 (Thinnka Podsmith) through the real `runpod` SDK.
+"""RunPod pods: seed 000 (train_in_runpod.py) and seed 004 (Thinnka Podsmith) on RunPod's REST API v2.
 
-    plan(job)                  live GPU offers (prices, stock) -> helpers.planning.plan_gpu: the Hub/gated check,
-                               the memory estimate and the cheapest GPU type that fits, on-demand or spot as asked
+    plan(job)                  live GPU offers (list prices per cloud, pod stock) -> helpers.planning.plan_gpu: the
+                               Hub/gated check, the memory estimate and the cheapest GPU type that fits
     launch(job, secrets)       create the pod (ledger line first), run the job, watch it, end it; two modes:
-    status / logs / fetch / terminate / gpus / cleanup_provider / rehearsal
+    status / logs / fetch / stop / gpus / cleanup_provider / rehearsal
 
-Every RunPod API call is in `RunPodApi` (GraphQL through the SDK today; the REST API can replace it there alone).
-The key is RUNPOD_API_KEY (.env or the environment, helpers.secrets); the base URL RUNPOD_API_BASE_URL (the SDK
-reads that variable on every call; default https://api.runpod.io). Idempotent calls are repeated on 429/5xx,
-dropped connections and gateway pages with exponential backoff and jitter (tenacity); a create is never repeated
-blindly: the shared flow first looks for the pod by name (a create whose answer was lost rents no second pod).
+Every RunPod API call is in `RunPodApi`: REST v2 (RunPod's OpenAPI file is the contract; the tests check every
+request and answer against it) at RUNPOD_REST_URL (default https://api.runpod.io) for the catalog, pods, actions and
+logs; GraphQL (the runpod SDK, at RUNPOD_API_BASE_URL) only for spot, which v2 lacks, and only while GraphQL answers:
+once it is retired (RunPod: early 2027) a spot job is refused in one line before anything is created, never run
+on-demand instead. The key is RUNPOD_API_KEY (.env or the environment). Reads repeat on 429 (after Retry-After),
+5xx and dropped connections (tenacity); a create is never repeated blindly: the shared flow first looks for the pod
+by name (a create whose answer was lost rents no second pod).
 
 Two ways to run the job (`runpod.mode`):
 
-* `ssh` (seed 004). The pod exposes 22/tcp and gets PUBLIC_KEY (SSH_PUBLIC_KEY / RUNPOD_SSH_PUBLIC_KEY, else the
-  public half of SSH_PRIVATE_KEY_PATH / runpod.ssh_private_key, default ~/.ssh/id_ed25519). The shared flow
-  (helpers/backends/instance_flow.py) waits for a public IP and a mapped 22/tcp, uploads runs/<run_id>/ (.env with
+* `ssh` (seed 004). The pod publishes 22/tcp and gets PUBLIC_KEY (SSH_PUBLIC_KEY / RUNPOD_SSH_PUBLIC_KEY, else
+  the public half of SSH_PRIVATE_KEY_PATH / runpod.ssh_private_key, default ~/.ssh/id_ed25519). The shared flow
+  (helpers/backends/instance_flow.py) waits for the pod's `ssh.direct` address (its mapped 22/tcp), uploads runs/<run_id>/ (.env with
   the secrets, mode 0600), starts the runtime detached, streams its log with the progress bar and the cost so far,
   fetches the outputs to runs/<run_id>/outputs and terminates the pod.
 * `start_command` (seed 000). No SSH at all: the runtime bundle and job.json travel zipped and base64-encoded in
   the pod's environment (TRAINYARD_BUNDLE_0, _1, ... in 32 KiB pieces), the secrets (HF_TOKEN, WANDB_API_KEY) as
-  pod environment variables; the pod's start command (dockerArgs) only decodes the bundle and runs it — it holds
+  pod environment variables; the pod's start command (`args`) only decodes the bundle and runs it — it holds
   no secret, so none is ever in a process's argv. The launcher polls the pod's status (one call per
-  runpod.poll_seconds) and prints the state and the cost so far; logs are on the pod (and go to the progress
-  webhook, notify.webhook_url). Pod env values have no documented size limit at RunPod [INF]; the bundle is
+  runpod.poll_seconds) and prints the state and the cost so far; `invoke logs RUN` reads the container's output
+  through REST v2's pod log stream (and progress goes to the webhook, notify.webhook_url). Pod env values have no documented size limit at RunPod [INF]; the bundle is
   about 90 KB of base64.
 
 Names. The ledger key is the shared flow's `ty-<run_id>-<hex6>`; the pod at RunPod is called
@@ -31,15 +33,15 @@ Names. The ledger key is the shared flow's `ty-<run_id>-<hex6>`; the pod at RunP
 brackets is how `find`, `invoke cleanup` and `invoke runpod.status` recognise Trainyard's pods.
 
 Ending (seed 000's options). `limits.end_when_done` (seed: `!CMD STOP`) makes the runtime end its own pod when the
-job ends, with the pod-scoped RUNPOD_API_KEY RunPod injects (helpers/runtime/machine.py): podTerminate, or podStop
-with `limits.terminate_on_stop: false` (`--no-terminate`). A pod that stops (EXITED) is terminated by the
+job ends, with the pod-scoped RUNPOD_API_KEY RunPod injects (helpers/runtime/machine.py): REST v2's podAction terminate, or
+stop with `limits.terminate_on_stop: false` (`--no-terminate`). A pod that stops (EXITED) is terminated by the
 launcher when terminate_on_stop is on, else left stopped (its volume still bills; the ledger says `stopped`).
 Past `limits.time_limit` (only with `limits.timeout`, seed `--timeout`) the runtime stops training, syncs the last
 checkpoint and ends the pod; the launcher is the backstop `limits.grace_s` later (ssh mode through the
 shared flow's deadline; start_command mode here), so the final sync is not cut short. In ssh mode the launcher
 always terminates after fetching the outputs (terminate_on_stop only governs the runtime's own end there).
-Spot: `podRentInterruptable` with `runpod.bid_per_gpu` (default: the spot price); a preempted pod (EXITED,
-INTERRUPTABLE) is terminated and the run resumes from the store on the next launch.
+Spot: GraphQL's `podRentInterruptable` with `runpod.bid_per_gpu` (default: the spot price); a preempted pod (a spot
+pod that is EXITED) is terminated and the run resumes from the store (by itself with limits.recover).
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ from pathlib import Path
 from helpers.backends.instance_flow import (
     COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_LOST, EXIT_STOPPED, GONE, PENDING, RUNNING, STOPPED, Flow, HostSpec,
     InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs, run_on_instance, show_log, status_rows,
-    translated,
 )
 from helpers.config import RunpodSection
 from helpers.console import say, table, warn
@@ -73,8 +74,8 @@ VOLUME_MOUNT = "/workspace"
 BUNDLE_ENV = "TRAINYARD_BUNDLE"
 BUNDLE_CHUNK = 32 * 1024  # characters of base64 per env var (Linux allows 128 KiB per environment string)
 TAG = re.compile(r"(?:^|\[)(ty-[a-z0-9-]+-[0-9a-f]{6})\]?$")
-STATES = {"CREATED": PENDING, "RESTARTING": PENDING, "RUNNING": RUNNING, "EXITED": STOPPED, "PAUSED": STOPPED,
-          "DEAD": ERROR, "TERMINATED": GONE}
+STATES = {"PROVISIONING": PENDING, "STARTING": PENDING, "RUNNING": RUNNING, "EXITED": STOPPED, "ERROR": ERROR,
+          "TERMINATED": GONE}  # REST v2 PodStatus
 TRANSIENT = re.compile(r"\b(408|429|5\d\d)\b|too many requests|rate.?limit|internal server error|bad gateway|"
                        r"service unavailable|gateway time-?out|timed? ?out|temporarily", re.IGNORECASE)
 NO_CAPACITY = "no longer any instances available"
@@ -95,10 +96,9 @@ GPU_TYPES_QUERY = """query GpuTypes {{
 
 def _import_runpod():
     """`import runpod`, undoing what its import does to logging: runpod 1.12 runs logging.basicConfig(INFO, stderr)
-    (serverless/utils/rp_upload.py), after which every HTTP request of the process (the Hub check's, ...) prints a
-    line on stderr. Every first import of the SDK goes through here (RunPodApi.__init__, _classify)."""
+    (serverless/utils/rp_upload.py), after which every HTTP request of the process prints a line on stderr. Only
+    spot needs the SDK (GraphQL), so it is imported only then."""
     import logging
-    import sys
 
     if "runpod" in sys.modules:
         return sys.modules["runpod"]
@@ -111,147 +111,252 @@ def _import_runpod():
     return runpod
 
 
-def _classify(exc: BaseException, what: str) -> BaseException:
-    """An SDK error -> Transient (worth repeating), ProviderError / ConfigError (final, one line) or itself."""
-    import requests
+class SpotUnavailable(ConfigError):
+    """RunPod's REST API v2 has no spot pods, and GraphQL (which has) is retired or refuses."""
 
-    _import_runpod()
-    from runpod.error import AuthenticationError, QueryError
+    def __init__(self, why: str):
+        super().__init__("resources.spot", f"RunPod's current API (REST v2) offers no spot pods, and its GraphQL API, "
+                         f"the only one that did, {why}", "set resources.spot: false (--no-spot) for on-demand on RunPod, "
+                         "or run spot on Verda (invoke verda.train --spot)")
 
-    if isinstance(exc, AuthenticationError):
-        return ConfigError("RUNPOD_API_KEY", f"RunPod refused the API key ({exc})", "check RUNPOD_API_KEY in .env")
-    if isinstance(exc, QueryError):
-        message = str(exc.message or exc)
-        if TRANSIENT.search(message):
-            return Transient(f"RunPod: {message[:200]}")
-        if NO_CAPACITY in message:
-            return ProviderError(f"{what}: RunPod has no capacity for it right now ({message}) — retry later, "
-                                 "or pick another GPU type or cloud (`invoke runpod.gpus` shows the stock)")
-        return ProviderError(f"{what}: RunPod says: {message[:300]}")
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, json.JSONDecodeError)):
-        return Transient(f"RunPod API unreachable or garbled ({type(exc).__name__}: {str(exc)[:150]})")
-    if isinstance(exc, KeyError) and exc.args == ("data",):  # e.g. a 429 whose JSON body is not GraphQL
-        return Transient("RunPod answered without data")
-    return exc
+
+def _problem(response) -> str:
+    """The one-line text of a REST v2 error answer (ErrorResponse: title, status, detail, errors)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code} {(response.text or '')[:120].strip()}"
+    detail = body.get("detail") or body.get("title") or "" if isinstance(body, dict) else str(body)[:200]
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return f"{response.status_code} {detail}" + (f" ({'; '.join(map(str, errors))[:300]})" if errors else "")
+
+
+def _retry_after(response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 class RunPodApi:
-    """Every RunPod API call Trainyard makes. GraphQL through runpod 1.12 today (`create_pod`, `get_pod`,
-    `get_pods`, `stop_pod`, `terminate_pod`, and `run_graphql_query` for what the SDK lacks: prices with stock,
-    spot pods); replacing it with the REST API touches only this class.
+    """Every RunPod API call Trainyard makes. REST API v2 (`requests`; RunPod's OpenAPI file is the contract) for
+    everything it has: the GPU catalog (listGpuTypes), createPod, getPod, listPods, deletePod, podAction (stop), and
+    getPodLogs. GraphQL through the runpod SDK only for spot, which v2 lacks: spot prices (gpuTypes) and
+    podRentInterruptable, for as long as GraphQL answers (SpotUnavailable once it does not).
 
-    Idempotent calls repeat on 429/5xx/dropped connections (exponential backoff with jitter, `attempts` tries,
-    then ProviderError); creates raise Transient at once, for the caller to look before it creates again."""
+    Reads repeat on 429 (after its Retry-After), 5xx and dropped connections (the one retry helper, `call`); a create
+    is sent once and raises Transient, for the shared flow to look for the pod by name before it creates again."""
 
-    def __init__(self, api_key: str, base_url: str | None = None, attempts: int = 6, max_wait_s: float = 30.0):
-        _import_runpod()
-        self.api_key, self.attempts, self.max_wait_s = api_key, attempts, max_wait_s
-        self.base_url = (base_url or os.environ.get("RUNPOD_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    def __init__(self, api_key: str, rest_url: str | None = None, graphql_url: str | None = None, attempts: int = 6,
+                 max_wait_s: float = 30.0, timeout_s: float = 30.0):
+        import requests
 
-    def _sdk(self):
-        runpod = _import_runpod()  # slow import (aiohttp, ...): only when a call is made
+        self.api_key, self.attempts, self.max_wait_s, self.timeout_s = api_key, attempts, max_wait_s, timeout_s
+        self.base_url = (rest_url or os.environ.get("RUNPOD_REST_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.graphql_base = (graphql_url or os.environ.get("RUNPOD_API_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {api_key}", "Accept": "application/json"})
 
-        runpod.api_key = self.api_key  # the SDK never reads RUNPOD_API_KEY itself
-        os.environ["RUNPOD_API_BASE_URL"] = self.base_url  # ... but reads this on every call
-        return runpod
+    # --- REST v2 -------------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, *, what: str, params: dict | None = None, body: dict | None = None,
+              missing_ok: bool = False, stream: bool = False, headers: dict | None = None,
+              read_timeout_s: float | None = None):
+        """One REST request -> the response (None for a 404 when `missing_ok`). Errors as Trainyard's: Transient
+        (429 with its Retry-After, 5xx, no answer), ConfigError (401), ProviderError (the rest, in one line)."""
+        import requests
 
-    def _once(self, fn, *args, what: str, **kwargs):
-        with translated(_classify, what, chain=False):  # never chain: a QueryError carries the pod env
-            return fn(*args, **kwargs)
+        try:
+            response = self.session.request(method, self.base_url + path, params=params, json=body, stream=stream,
+                                            timeout=(10, read_timeout_s or self.timeout_s), headers=headers)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Transient(f"RunPod API unreachable ({type(exc).__name__}: {str(exc)[:150]})") from None
+        code = response.status_code
+        if code < 300:
+            return response
+        if code == 404 and missing_ok:
+            return None
+        text = _problem(response)
+        if code == 401:
+            raise ConfigError("RUNPOD_API_KEY", f"RunPod refused the API key ({text})", "check RUNPOD_API_KEY in .env")
+        if code == 410:
+            raise ProviderError(f"{what}: RunPod answered 410 Gone at {self.base_url}{path}: RunPod has retired this "
+                                "API (REST v2) and this Trainyard needs updating (git pull)")
+        if code == 429 or code >= 500:
+            raise Transient(f"RunPod: {text}", retry_after=_retry_after(response) if code == 429 else None)
+        if code == 402:
+            raise ProviderError(f"{what}: RunPod says the account's balance is too low ({text}) — add funds")
+        if code == 422:
+            raise ProviderError(f"{what}: RunPod rejected the request as not matching its API ({text}) — a Trainyard "
+                                "bug: please report it")
+        if code == 400 and method == "POST" and path == "/v2/pods":
+            raise ProviderError(f"{what}: RunPod could not place it ({text}) — no capacity for it right now, most "
+                                "likely: retry later, or pick another GPU type or cloud (`invoke runpod.gpus`)")
+        raise ProviderError(f"{what}: RunPod says: {text}")
 
-    def _retried(self, fn, *args, what: str, **kwargs):
-        """The one retry helper (instance_flow.call, tenacity) around a classified call."""
-        return call(lambda: self._once(fn, *args, what=what, **kwargs), what=what, attempts=self.attempts,
-                    max_wait_s=self.max_wait_s)
+    def _json(self, method: str, path: str, *, what: str, **kwargs):
+        """A repeated (idempotent) request's JSON answer; None for a 404 with missing_ok, or an empty answer (204)."""
+        import json as json_mod
 
-    # --- reading ------------------------------------------------------------------------------------
-    def gpu_types(self, gpu_count: int = 1, cloud: str = "any") -> list[dict]:
-        """Every GPU type with list prices per GPU-hour, and stock for `gpu_count` GPUs (lowestPrice)."""
-        from runpod.api.graphql import run_graphql_query
+        def once():
+            response = self._send(method, path, what=what, **kwargs)
+            if response is None or response.status_code == 204 or not response.content:
+                return None
+            try:
+                return response.json()
+            except json_mod.JSONDecodeError:
+                raise Transient(f"RunPod answered {what} with no JSON ({response.text[:80]!r})") from None
 
-        self._sdk()
-        secure = {"secure": ", secureCloud: true", "community": ", secureCloud: false"}.get(cloud, "")
-        query = GPU_TYPES_QUERY.format(count=int(gpu_count), cloud=secure)
-        answer = self._retried(run_graphql_query, query, what="listing RunPod GPU types")
-        return answer["data"]["gpuTypes"] or []
+        return call(once, what=what, attempts=self.attempts, max_wait_s=self.max_wait_s)
+
+    def gpu_catalog(self, gpu_count: int = 1, cloud: str = "any") -> dict[str, list[dict]]:
+        """listGpuTypes with pod stock for `gpu_count` GPUs, once per cloud tier asked: {"secure"|"community": GpuType}."""
+        tiers = ["secure", "community"] if cloud not in ("secure", "community") else [cloud]
+        return {tier: self._json("GET", "/v2/catalog/gpus", what="listing RunPod GPU types",
+                                 params={"include": "AVAILABILITY", "product": "POD", "count": int(gpu_count),
+                                         "cloud": tier.upper()})["gpus"]
+                for tier in tiers}
 
     def get(self, pod_id: str) -> dict | None:
-        """The pod (desiredStatus, runtime.ports, podType, costPerHr, ...), None once it is terminated."""
-        sdk = self._sdk()
-        return self._retried(sdk.get_pod, pod_id, what=f"reading pod {pod_id}")
+        """getPod: the pod (status, cost, ssh, runtime), None once RunPod no longer knows it."""
+        pod = self._json("GET", f"/v2/pods/{pod_id}", what=f"reading pod {pod_id}", missing_ok=True)
+        return None if pod is None or pod.get("status") == "TERMINATED" else pod
 
     def pods(self) -> list[dict]:
-        sdk = self._sdk()
-        return self._retried(sdk.get_pods, what="listing pods") or []
+        return self._json("GET", "/v2/pods", what="listing pods")["pods"]
 
-    # --- changing -----------------------------------------------------------------------------------
-    def create_on_demand(self, spec: dict) -> dict:
-        """runpod.create_pod (podFindAndDeployOnDemand). Not repeated here: see the class docstring."""
-        sdk = self._sdk()
-        for key in ("name", "image_name", "docker_args", "template_id", "gpu_type_id"):
-            _literal(spec.get(key), key)
-        for key, value in (spec.get("env") or {}).items():
-            _literal(key, "env")
-            _literal(value, f"env {key}")
-        return self._once(sdk.create_pod, **spec, what=f"creating pod {spec['name']}")
-
-    def create_spot(self, spec: dict, bid_per_gpu: float) -> dict:
-        """An interruptible pod: podRentInterruptable with a bid (the SDK has no spot call)."""
-        from runpod.api.graphql import run_graphql_query
-
-        self._sdk()
-        answer = self._once(run_graphql_query, spot_mutation(spec, bid_per_gpu), what=f"creating spot pod {spec['name']}")
-        return answer["data"]["podRentInterruptable"]
+    def create(self, body: dict) -> dict:
+        """createPod (CreatePodRequest). Sent once: see the class docstring."""
+        response = self._send("POST", "/v2/pods", what=f"creating pod {body['name']}", body=body)
+        try:
+            return response.json()
+        except ValueError:
+            raise Transient(f"RunPod answered the create with no JSON ({response.text[:80]!r})") from None
 
     def stop(self, pod_id: str) -> None:
-        sdk = self._sdk()
-        self._retried(sdk.stop_pod, pod_id, what=f"stopping pod {pod_id}")
+        self._json("POST", f"/v2/pods/{pod_id}/action", what=f"stopping pod {pod_id}", body={"action": "stop"})
 
     def terminate(self, pod_id: str) -> bool:
-        """podTerminate; False when RunPod no longer knows the pod (already gone counts as ended)."""
-        sdk = self._sdk()
+        """deletePod; False when RunPod no longer knows the pod (already gone counts as ended)."""
+        gone = object()
+        answer = call(lambda: gone if self._send("DELETE", f"/v2/pods/{pod_id}", what=f"terminating pod {pod_id}",
+                                                 missing_ok=True) is None else True,
+                      what=f"terminating pod {pod_id}", attempts=self.attempts, max_wait_s=self.max_wait_s)
+        return answer is not gone
+
+    def log_lines(self, pod_id: str, tail: int = 5000, follow: bool = False, idle_s: float = 2.0):
+        """getPodLogs (Server-Sent Events): the container's lines, the last `tail` first; without `follow` it stops
+        after `idle_s` without a line, with it it reconnects from the last event id until the stream ends and the
+        pod is gone."""
+        import requests
+
+        last_id = None
+        while True:
+            headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_id} if last_id else {})}
+            response = call(lambda: self._send("GET", f"/v2/pods/{pod_id}/logs", what=f"logs of pod {pod_id}",
+                                               params={"source": "container", "tail": tail}, stream=True,
+                                               headers=headers, read_timeout_s=None if follow else idle_s),
+                            what=f"logs of pod {pod_id}", attempts=self.attempts, max_wait_s=self.max_wait_s)
+            try:
+                for raw in response.iter_lines(decode_unicode=True):
+                    if raw.startswith("id:"):
+                        last_id = raw[3:].strip()
+                    elif raw.startswith("data:"):
+                        event = json.loads(raw[5:])
+                        yield event.get("line", "")
+            except (requests.ConnectionError, requests.Timeout):
+                if not follow:
+                    return
+            finally:
+                response.close()
+            if not follow or self.get(pod_id) is None:
+                return
+
+    # --- GraphQL: spot only ---------------------------------------------------------------------------
+    def _graphql(self, query: str, what: str, *, once_only: bool = False) -> dict:
+        """A GraphQL query through the SDK's run_graphql_query -> its `data`. SpotUnavailable when GraphQL is retired
+        (410), refuses, or does not answer after the retries: the SDK hides HTTP statuses, so a 410 shows as a problem
+        object in place of GraphQL's answer. `once_only` (a create): one try, a Transient left to the caller."""
+        import requests
+
+        runpod = _import_runpod()
+        from runpod.api.graphql import run_graphql_query
+        from runpod.error import AuthenticationError, QueryError
+
+        def once():
+            runpod.api_key = self.api_key  # the SDK never reads RUNPOD_API_KEY itself ...
+            os.environ["RUNPOD_API_BASE_URL"] = self.graphql_base  # ... but reads this on every call
+            try:
+                answer = run_graphql_query(query)
+            except AuthenticationError:
+                raise ConfigError("RUNPOD_API_KEY", "RunPod's GraphQL API refused the API key",
+                                  "check RUNPOD_API_KEY in .env") from None
+            except QueryError as exc:  # never chained: it carries the query, pod env included
+                message = str(exc.message or exc)
+                if TRANSIENT.search(message):
+                    raise Transient(f"RunPod GraphQL: {message[:200]}") from None
+                if NO_CAPACITY in message:
+                    raise ProviderError(f"{what}: RunPod has no capacity for it right now ({message[:200]}) — retry "
+                                        "later, or pick another GPU type or cloud (`invoke runpod.gpus`)") from None
+                raise SpotUnavailable(f"refused {what} ({message[:200]})") from None
+            except (requests.ConnectionError, requests.Timeout, json.JSONDecodeError) as exc:
+                raise Transient(f"RunPod GraphQL unreachable or garbled ({type(exc).__name__})") from None
+            if isinstance(answer, dict) and answer.get("status") == 410:
+                raise SpotUnavailable("answered 410 Gone (retired)")
+            if not isinstance(answer, dict) or "data" not in answer:
+                raise Transient("RunPod GraphQL answered without data")
+            return answer["data"]
+
+        if once_only:
+            return once()
         try:
-            self._retried(sdk.terminate_pod, pod_id, what=f"terminating pod {pod_id}")
+            return call(once, what=what, attempts=self.attempts, max_wait_s=self.max_wait_s)
         except ProviderError as exc:
-            if "not found" in str(exc).lower():
-                return False
+            if isinstance(exc.__cause__, Transient):
+                raise SpotUnavailable(f"did not answer ({exc.__cause__})") from None
             raise
-        return True
 
+    def spot_gpu_types(self, gpu_count: int = 1, cloud: str = "any") -> list[dict]:
+        """GraphQL gpuTypes with spot prices and stock for `gpu_count` GPUs (lowestPrice)."""
+        secure = {"secure": ", secureCloud: true", "community": ", secureCloud: false"}.get(cloud, "")
+        data = self._graphql(GPU_TYPES_QUERY.format(count=int(gpu_count), cloud=secure), "listing RunPod spot prices")
+        return data["gpuTypes"] or []
 
-def _literal(value, key: str) -> None:
-    """The SDK inlines strings into GraphQL without escaping: refuse what would break (or inject into) the query."""
-    if isinstance(value, str) and re.search(r'["\\\n\r]', value):
-        raise ConfigError(key, "contains a quote, backslash or newline, which RunPod's SDK cannot send",
-                          "remove it from that value")
+    def create_spot(self, spec: dict, bid_per_gpu: float) -> dict:
+        """An interruptible pod: podRentInterruptable with a bid (GraphQL only). Sent once, like create."""
+        data = self._graphql(spot_mutation(spec, bid_per_gpu), f"creating spot pod {spec['name']}", once_only=True)
+        return data["podRentInterruptable"]
 
 
 def spot_mutation(spec: dict, bid_per_gpu: float) -> str:
-    """podRentInterruptable with the same input fields create_pod sends (CLOUD_APIS.md §1.3.6)."""
+    """podRentInterruptable (CLOUD_APIS.md §1.3.6) from a CreatePodRequest body: the same pod, as GraphQL names it.
+    Strings go in as JSON literals (valid GraphQL string literals: quotes and newlines escaped)."""
     q = json.dumps
-    fields = [f"bidPerGpu: {bid_per_gpu:.4f}", f"name: {q(spec['name'])}", f"imageName: {q(spec.get('image_name') or '')}",
-              f"cloudType: {spec.get('cloud_type', 'ALL')}", "startSsh: true", f"gpuTypeId: {q(spec['gpu_type_id'])}",
-              "supportPublicIp: true", f"gpuCount: {int(spec.get('gpu_count', 1))}",
-              f"volumeInGb: {int(spec.get('volume_in_gb') or 0)}", "minVcpuCount: 1", "minMemoryInGb: 1",
-              f"dockerArgs: {q(spec.get('docker_args') or '')}", f"volumeMountPath: {q(spec.get('volume_mount_path') or VOLUME_MOUNT)}"]
-    if spec.get("container_disk_in_gb") is not None:
-        fields.append(f"containerDiskInGb: {int(spec['container_disk_in_gb'])}")
+    gpu, persistent = spec["gpu"], (spec.get("mounts") or {}).get("persistent") or {}
+    fields = [f"bidPerGpu: {bid_per_gpu:.4f}", f"name: {q(spec['name'])}", f"imageName: {q(spec.get('image') or '')}",
+              f"cloudType: {spec.get('cloud', 'SECURE')}", "startSsh: true", f"gpuTypeId: {q(gpu['id'])}",
+              "supportPublicIp: true", f"gpuCount: {int(gpu.get('count', 1))}",
+              f"volumeInGb: {int(persistent.get('size') or 0)}", "minVcpuCount: 1", "minMemoryInGb: 1",
+              f"dockerArgs: {q(spec.get('args') or '')}", f"volumeMountPath: {q(persistent.get('path') or VOLUME_MOUNT)}"]
+    if spec.get("disk") is not None:
+        fields.append(f"containerDiskInGb: {int(spec['disk'])}")
     if spec.get("ports"):
-        fields.append(f"ports: {q(spec['ports'].replace(' ', ''))}")
+        fields.append(f"ports: {q(','.join(spec['ports']))}")
     if spec.get("env"):
         fields.append("env: [" + ", ".join(f"{{ key: {q(k)}, value: {q(v)} }}" for k, v in spec["env"].items()) + "]")
-    if spec.get("template_id"):
-        fields.append(f"templateId: {q(spec['template_id'])}")
+    if spec.get("templateId"):
+        fields.append(f"templateId: {q(spec['templateId'])}")
     return ("mutation {\n  podRentInterruptable(input: { " + ", ".join(fields) + " }) {\n"
             "    id desiredStatus costPerHr machineId podType\n  }\n}")
 
 
 def client() -> RunPodApi:
-    """The API with RUNPOD_API_KEY (environment beats .env) and RUNPOD_API_BASE_URL (environment, .env, default)."""
+    """The API with RUNPOD_API_KEY (environment beats .env), RUNPOD_REST_URL and, for spot, RUNPOD_API_BASE_URL
+    (GraphQL) — environment, .env, default https://api.runpod.io."""
     from helpers.workspace import current
 
-    key = current().secrets.require("RUNPOD_API_KEY", "to talk to the RunPod API")
-    return RunPodApi(key, current().setting("RUNPOD_API_BASE_URL"))
+    workspace = current()
+    key = workspace.secrets.require("RUNPOD_API_KEY", "to talk to the RunPod API")
+    return RunPodApi(key, workspace.setting("RUNPOD_REST_URL"), workspace.setting("RUNPOD_API_BASE_URL"))
 
 
 # ============================================================================================== pods
@@ -278,26 +383,23 @@ def gpu_type_id(offer) -> str:
 
 
 def pod_spec(job, offer, tag: str, *, env: dict[str, str], docker_args: str = "", display: str | None = None) -> dict:
-    """The create_pod arguments for this job on this offer (the same fields go into podRentInterruptable)."""
+    """The createPod body (REST v2 CreatePodRequest) for this job on this offer; spot sends the same pod through
+    GraphQL (spot_mutation). SSH: our key as PUBLIC_KEY in the env (startSsh then adds none of the account's) and
+    22/tcp published, so `ssh.direct` carries the address."""
     image, template = job.runpod.image, job.runpod.template_id
-    if not image and not template:
-        image = DEFAULT_IMAGE
-    return {
-        "name": pod_name(display if display is not None else job.runpod.name, tag),
-        "image_name": image or "",
-        "template_id": None if image else template,
-        "gpu_type_id": gpu_type_id(offer),
-        "cloud_type": {"secure": "SECURE", "community": "COMMUNITY"}.get(offer.cloud or "", "ALL"),
-        "gpu_count": offer.gpu_count,
-        "support_public_ip": True,
-        "start_ssh": True,
-        "volume_in_gb": job.runpod.volume_gb,
-        "container_disk_in_gb": job.runpod.container_disk_gb,
-        "volume_mount_path": VOLUME_MOUNT,
-        "ports": "22/tcp" if job.runpod.mode == "ssh" else None,
-        "env": env,
-        "docker_args": docker_args,
-    }
+    body = {"name": pod_name(display if display is not None else job.runpod.name, tag),
+            "gpu": {"id": gpu_type_id(offer), "count": offer.gpu_count},
+            "cloud": "COMMUNITY" if offer.cloud == "community" else "SECURE",
+            "disk": job.runpod.container_disk_gb, "env": dict(env), "args": docker_args}
+    if image or not template:
+        body["image"] = image or DEFAULT_IMAGE
+    else:
+        body["templateId"] = template
+    if job.runpod.volume_gb:
+        body["mounts"] = {"persistent": {"size": job.runpod.volume_gb, "path": VOLUME_MOUNT}}
+    if job.runpod.mode == "ssh":
+        body.update(ports=["22/tcp"], startSsh=True)
+    return body
 
 
 def bid_for(job, offer) -> float:
@@ -365,7 +467,7 @@ class RunPodProvider:
         if self.spot:
             pod = self.api.create_spot(spec, self.bid_per_gpu or bid_for(job, offer))
         else:
-            pod = self.api.create_on_demand(spec)
+            pod = self.api.create(spec)
         if not pod or not pod.get("id"):
             raise Transient("RunPod answered the create without a pod id")
         return pod["id"]
@@ -374,31 +476,27 @@ class RunPodProvider:
         pod = self.last_pod = self.api.get(pod_id)
         if pod is None:
             return InstanceInfo(GONE, None, None)
-        state = STATES.get(str(pod.get("desiredStatus")), PENDING)
-        if state != RUNNING:
+        state = STATES.get(str(pod.get("status")), PENDING)
+        if state != RUNNING or self.mode != "ssh":
             return InstanceInfo(state, None, None)
-        if self.mode != "ssh":
-            return InstanceInfo(RUNNING, None, None)
-        for port in (pod.get("runtime") or {}).get("ports") or []:  # seed 004: a public IP and a mapped 22/tcp
-            if port.get("privatePort") == 22 and port.get("isIpPublic") and port.get("ip") and port.get("publicPort"):
-                return InstanceInfo(RUNNING, port["ip"], int(port["publicPort"]))
-        return InstanceInfo(PENDING, None, None)  # desiredStatus RUNNING is immediate; the container may not be up
+        address = ssh_address(pod)
+        return InstanceInfo(RUNNING, *address) if address else InstanceInfo(PENDING, None, None)
 
     def preempted(self) -> bool:
-        """The last status read shows a spot pod taken away (EXITED and INTERRUPTABLE)."""
-        pod = self.last_pod or {}
-        return pod.get("desiredStatus") == "EXITED" and pod.get("podType") == "INTERRUPTABLE"
+        """The last status read shows a spot pod taken away: REST v2 has no spot flag, so it is this provider's own
+        knowledge (it rented spot) and the pod's EXITED."""
+        return self.spot and (self.last_pod or {}).get("status") == "EXITED"
 
     def terminate(self, pod_id: str, keep_disk: bool = True) -> str | None:
-        """podTerminate, then confirm that RunPod no longer lists the pod (gone already counts as ended).
-        RunPod has no detached disks: terminating deletes the pod's volume too (the checkpoints are in the store)."""
+        """deletePod, then confirm that RunPod no longer knows the pod (gone already counts as ended). RunPod has no
+        detached disks: terminating deletes the pod's volume too (the checkpoints are in the store)."""
         sent = self.api.terminate(pod_id)
         for _ in range(60):
             pod = self.api.get(pod_id)
-            if pod is None or pod.get("desiredStatus") == "TERMINATED":
+            if pod is None:
                 return None if sent else f"pod {pod_id} was already gone"
             time.sleep(1)
-        raise Transient(f"pod {pod_id} still {pod.get('desiredStatus')} after podTerminate")
+        raise Transient(f"pod {pod_id} still {pod.get('status')} after deletePod")
 
     def stop(self, pod_id: str) -> None:
         self.api.stop(pod_id)
@@ -420,16 +518,26 @@ class RunPodProvider:
 
     def find(self, name: str) -> str | None:
         for pod in self.api.pods():
-            if tag_of(pod.get("name")) == name and pod.get("desiredStatus") != "TERMINATED":
+            if tag_of(pod.get("name")) == name and pod.get("status") != "TERMINATED":
                 return pod["id"]
         return None
 
     # --- cleanup interface --------------------------------------------------------------------------
     def list_instances(self) -> list[dict]:
         """Every pod of the account tagged ty-* (running or stopped: a stopped pod's volume still bills)."""
-        return [{"id": p["id"], "name": tag_of(p.get("name")), "state": p.get("desiredStatus"),
-                 "price_per_hour": p.get("costPerHr")}
-                for p in self.api.pods() if tag_of(p.get("name")) and p.get("desiredStatus") != "TERMINATED"]
+        return [{"id": p["id"], "name": tag_of(p.get("name")), "state": p.get("status"), "price_per_hour": p.get("cost")}
+                for p in self.api.pods() if tag_of(p.get("name")) and p.get("status") != "TERMINATED"]
+
+
+def ssh_address(pod: dict) -> tuple[str, int] | None:
+    """(host, port) of a running pod's published 22/tcp: `ssh.direct`, else its `runtime.ports` entry (REST v2)."""
+    direct = (pod.get("ssh") or {}).get("direct") or {}
+    if direct.get("host") and direct.get("port"):
+        return direct["host"], int(direct["port"])
+    for port in (pod.get("runtime") or {}).get("ports") or []:
+        if port.get("private") == 22 and port.get("ip") and port.get("public"):
+            return port["ip"], int(port["public"])
+    return None
 
 
 def cleanup_provider() -> RunPodProvider | None:
@@ -445,13 +553,18 @@ def cleanup_provider() -> RunPodProvider | None:
 
 
 def offers(api: RunPodApi | None, job, offline: bool = False):
-    """(offers, source): live from gpuTypes (prices and stock for the job's GPU count), or the dated table."""
+    """(offers, source): live on-demand offers from REST v2's catalog (list prices per cloud, pod stock for the job's
+    GPU count), plus spot offers from GraphQL when the job allows spot (SpotUnavailable once GraphQL is gone); or
+    the dated table offline."""
     from helpers import offers as offers_mod
 
-    if api is not None and not offline:
-        types = api.gpu_types(job.resources.gpu_count, job.resources.cloud)
-        return offers_mod.from_runpod_gpu_types(types, job.resources.gpu_count), "live"
-    return offers_mod.fallback_offers("runpod"), "price table"
+    if api is None or offline:
+        return offers_mod.fallback_offers("runpod"), "price table"
+    count, cloud = job.resources.gpu_count, job.resources.cloud
+    pool = offers_mod.from_runpod_catalog(api.gpu_catalog(count, cloud), count)
+    if job.resources.spot:
+        pool += [o for o in offers_mod.from_runpod_gpu_types(api.spot_gpu_types(count, cloud), count) if o.spot]
+    return pool, "live"
 
 
 def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str | None = None,
@@ -594,7 +707,7 @@ class StartCommandFlow(Flow):
         while True:
             state, _, _ = call(provider.get, pod_id, what="pod status")
             if state != last_state:
-                say(f"pod {pod_id}: {(provider.last_pod or {}).get('desiredStatus') or 'gone'} "
+                say(f"pod {pod_id}: {(provider.last_pod or {}).get('status') or 'gone'} "
                     f"({cost_line(provider.price_per_hour, self.created)})")
                 last_state = state
             if state == GONE:  # the runtime ended its pod (seed 000: !CMD STOP), or someone else did
@@ -607,7 +720,7 @@ class StartCommandFlow(Flow):
             if state == STOPPED:
                 return self.stopped()
             if state == ERROR:
-                warn(f"pod {pod_id} is {(provider.last_pod or {}).get('desiredStatus')}: terminating it")
+                warn(f"pod {pod_id} is {(provider.last_pod or {}).get('status')}: terminating it")
                 self.end(keep_disk=True)
                 return EXIT_FAILED
             if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
@@ -671,7 +784,7 @@ def status(handle=None) -> list[list]:
 
     def look(entry: dict) -> tuple[str, bool]:
         pod = provider.api.get(entry["instance_id"])
-        state = pod["desiredStatus"] if pod else "gone"
+        state = pod["status"] if pod else "gone"
         provider.mode = "ssh"  # get() reports the pod's SSH address only in ssh mode
         return state, state == "RUNNING" and entry.get("mode") != "start_command"
 
@@ -684,7 +797,17 @@ def status(handle=None) -> list[list]:
 
 
 def logs(handle, follow_lines: bool = False) -> None:
-    """The run's runtime.log from its pod over SSH (or the copy fetched when it ended)."""
+    """The run's runtime.log from its pod over SSH (or the copy fetched when it ended); a start_command pod, which
+    has no SSH, through REST v2's pod log stream (getPodLogs: the container's output)."""
+    from helpers.backends.instance_flow import ledger_entries
+
+    entries = [e for e in ledger_entries(PROVIDER, handle.run_id) if e.get("mode") == "start_command"
+               and e.get("instance_id")]
+    if entries:
+        api = client()
+        for line in api.log_lines(entries[-1]["instance_id"], follow=follow_lines):
+            print(line, flush=True)
+        return
     show_log(PROVIDER, "RunPod pod", handle.run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, follow_lines)
 
 
@@ -700,22 +823,34 @@ def stop(handle) -> None:
 
 
 def gpus(gpu_count: int = 1, spot: bool | None = None) -> list[list]:
-    """GPU type ids (what --gpu takes) with memory, prices per GPU-hour and stock, live (seed 000's list)."""
+    """GPU type ids (what --gpu takes) with memory, list prices per GPU-hour and pod stock per cloud, live from REST
+    v2's catalog (seed 000's list); `spot` True adds GraphQL's spot prices (refused in one line once it is gone)."""
     api = client()
-    rows = []
+    catalog = api.gpu_catalog(gpu_count)
+    spot_from = {}
+    if spot:
+        for t in api.spot_gpu_types(gpu_count):
+            prices = [p for p in (t.get("secureSpotPrice"), t.get("communitySpotPrice")) if p]
+            spot_from[t["id"]] = min(prices) if prices else None
+    stock = {tier: {t["id"]: t for t in types} for tier, types in catalog.items()}
     money = lambda v: f"{v:.2f}" if isinstance(v, (int, float)) and v else "-"  # noqa: E731
-    for t in sorted(api.gpu_types(gpu_count), key=lambda t: (t.get("memoryInGb") or 0, t["id"])):
-        if t["id"] == "unknown":
+    rows = []
+    for t in sorted(catalog["secure"], key=lambda t: (t.get("memory") or 0, t["id"])):
+        offered = {tier: stock[tier].get(t["id"], {}) for tier in stock}
+        if spot is False and not any(o.get(tier) for tier, o in offered.items()):
             continue
-        low = t.get("lowestPrice") or {}
-        spot_prices = [p for p in (t.get("secureSpotPrice"), t.get("communitySpotPrice")) if p]
-        if spot is True and not spot_prices or spot is False and not (t.get("securePrice") or t.get("communityPrice")):
+        if spot and not spot_from.get(t["id"]):
             continue
-        rows.append([t["id"], t.get("displayName"), t.get("memoryInGb"), money(t.get("securePrice")),
-                     money(t.get("communityPrice")), money(min(spot_prices) if spot_prices else None),
-                     low.get("stockStatus") or "-", ",".join(map(str, low.get("availableGpuCounts") or [])) or "-"])
-    table(f"RunPod GPU types (USD per GPU-hour; stock for {gpu_count} GPU{'s' if gpu_count > 1 else ''})",
-          ["id (--gpu)", "name", "GB", "secure", "community", "spot from", "stock", "counts"], rows)
+        rows.append([t["id"], t.get("name"), t.get("memory"),
+                     money(t["price"]["secure"] if t.get("secure") else None),
+                     money(t["price"]["community"] if t.get("community") else None),
+                     *([money(spot_from.get(t["id"]))] if spot else []),
+                     " / ".join(str(o.get("availability", "-")).capitalize() if o.get(tier) else "-"
+                                for tier, o in offered.items()),
+                     max(t["maxCount"]["secure"], t["maxCount"]["community"])])
+    table(f"RunPod GPU types (USD per GPU-hour; pod stock for {gpu_count} GPU{'s' if gpu_count > 1 else ''}, "
+          "secure / community)", ["id (--gpu)", "name", "GB", "secure", "community", *(["spot from"] if spot else []),
+                                  "stock", "max per pod"], rows)
     return rows
 
 

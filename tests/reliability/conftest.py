@@ -9,13 +9,17 @@ from tests.reliability.harness import World
 
 @pytest.fixture
 def world(tmp_path, hub_server, monkeypatch):
-    """RunPod and Verda emulators, the local Hub, an SSH key and a work folder (the test's cwd)."""
+    """RunPod and Verda emulators, the local Hub, an SSH key and a work folder (the test's cwd). Every RunPod REST
+    exchange of the test is checked against RunPod's OpenAPI file at the end (tests/openapi_contract.py)."""
+    from tests.openapi_contract import check
+
     w = World(tmp_path / "world", hub_server)
     monkeypatch.chdir(w.work)
     try:
         yield w
     finally:
         w.stop()
+    check(w.runpod.calls)
 
 
 def pytest_collection_modifyitems(config, items):

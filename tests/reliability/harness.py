@@ -1,7 +1,7 @@
 """What the reliability suite shares.
 
-A `World` is everything a cloud run touches, on this machine: the RunPod GraphQL emulator and the Verda REST
-emulator (their instances are real sshd hosts in their own PID namespace, so a preemption kills every process of
+A `World` is everything a cloud run touches, on this machine: the RunPod emulator (REST v2, GraphQL for spot) and the
+Verda REST emulator (their instances are real sshd hosts in their own PID namespace, so a preemption kills every process of
 the instance), the local Hub (the checkpoint store), an SSH key, and a work folder (the cwd of the orchestrator)
 with runs/ and the ledger. Orchestrators are real `invoke` processes (`runpod.train`, `verda.train`, `cleanup`) with
 the real SDKs; the runtime is the real bundle, the trainer tests/toy_trainer.py (LeRobot's checkpoint layout).

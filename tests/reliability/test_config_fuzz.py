@@ -31,7 +31,7 @@ from tests.reliability.harness import INVOKE, REPO
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 220
-COSTLY = {"podFindAndDeployOnDemand", "podRentInterruptable", "deployCpuPod", "podResume", "podBidResume"}
+COSTLY = {"createPod", "podFindAndDeployOnDemand", "podRentInterruptable", "deployCpuPod", "podResume", "podBidResume"}
 
 BASES = {
     "command": {

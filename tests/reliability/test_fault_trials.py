@@ -209,7 +209,8 @@ def run_api(world: World, trial: Trial, rng: random.Random, nth: int, phases: li
     config = world.config(run_id, trial.provider, steps=20, save_freq=10, pace=0.03)
     injected = []
     if trial.provider == "runpod":
-        choices = [("podRentInterruptable", 500, 2), ("pod", 429, 3), ("podTerminate", 503, 2), ("gpuTypes", 502, 1)]
+        choices = [("podRentInterruptable", 500, 2), ("getPod", 429, 3), ("deletePod", 503, 2), ("listGpuTypes", 502, 1),
+                   ("gpuTypes", 502, 1)]
         for op, status, most in rng.sample(choices, rng.randint(2, len(choices))):
             n = rng.randint(1, most)
             world.runpod.fail_next(n, status, op=op, html=status == 502)
