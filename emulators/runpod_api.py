@@ -1,33 +1,31 @@
-"""A local RunPod GraphQL API for tests and --rehearse, driven by the real `runpod` SDK.
+"""A local RunPod API for tests and --rehearse: REST API v2 (what Trainyard uses) and GraphQL (spot only, and the
+`runpod` SDK's own calls), over the same pods.
 
-Point the SDK at it (see /work/shared/reference/CLOUD_APIS.md Part 1):
+REST v2 (RunPod's OpenAPI file, ../shared/reference/runpod-rest-v2.openapi.json, is the contract [DOC]), served from
+the root (`RUNPOD_REST_URL=<emulator.url>`): listGpuTypes (`GET /v2/catalog/gpus`, with include=AVAILABILITY&product=POD
+the stock for `count` GPUs in `cloud`), createPod, listPods, getPod, deletePod, podAction and getPodLogs (SSE). Errors
+are RFC 7807 objects {title, status, detail, errors?}; 429 carries Retry-After. The tests check every REST exchange
+against the file's schemas (tests/openapi_contract.py); what the file leaves open is tagged [INF] where it is decided.
+Inside a pod RUNPOD_API_KEY is a key scoped to that pod [DOC]: here it may act on its own pod (podAction) and
+nothing else (what else a real pod-scoped key may do is [INF]).
 
-    RUNPOD_API_BASE_URL=<emulator.api_base>   # the SDK appends /graphql, reads it on every call
-    runpod.api_key = <emulator.api_key>       # the SDK never reads RUNPOD_API_KEY; isolate HOME so
-                                              # ~/.runpod/config.toml is not picked up
+GraphQL (`RUNPOD_API_BASE_URL=<emulator.api_base>`; the SDK appends /graphql; `runpod.api_key = <emulator.api_key>`,
+HOME isolated so ~/.runpod/config.toml is not picked up; CLOUD_APIS.md Part 1): every request body is parsed by
+graphql-core and validated against `SCHEMA_SDL` (the subset of RunPod's schema that the SDK, SkyPilot-style spot
+launchers and runpodctl v1 use), then executed. `graphql_gone` makes it answer 410 Gone, as once retired [INF body].
 
-Every request body is parsed by graphql-core's parser and validated against `SCHEMA_SDL` (the subset of
-RunPod's schema that the SDK, SkyPilot-style spot launchers and runpodctl v1 use), then executed, so
-selection sets, literals, variables and aliases behave like a GraphQL server's.
-
-Each pod is a real SSH host (`emulators.sshhost.SshHost`) whose disk is `<root>/pods/<pod_id>`;
-`runtime.ports` maps 22/tcp to its sshd on 127.0.0.1. `dockerArgs` is the container's start command; when
-it exits on its own while the pod is meant to run, RunPod starts the container again, and again (reported from
-real use: dstack issue #1142, "infinitely restarts the pod" [3P]); here after `restart_delay_s` [INF], the pod still
-RUNNING and billing, its container disk kept [INF]. Stopping/preempting a pod wipes its
-container disk (everything but the volume at `/workspace`-or-`volumeMountPath`, and the volume too when
-`volumeInGb` is 0); resuming boots it again on a new port.
+Each pod is a real SSH host (`emulators.sshhost.SshHost`) whose disk is `<root>/pods/<pod_id>`; its published 22/tcp
+is its sshd on 127.0.0.1 (`ssh.direct` in REST). The pod's start command (`args`, GraphQL `dockerArgs`) is the
+container's command; when it exits on its own while the pod is meant to run, RunPod starts the container again, and
+again (reported from real use: dstack issue #1142, "infinitely restarts the pod" [3P]); here after `restart_delay_s`
+[INF], the pod still RUNNING and billing, its container disk kept [INF]. Stopping/preempting a pod wipes its container
+disk (everything but the volume at `/workspace`-or-`volumeMountPath`, and the volume too when it has none); resuming
+boots it again on a new port.
 
 Test controls: Python methods on `RunPodEmulator`, or HTTP under `/_emulator/...` (see `EmulatorClient`).
 Run standalone: `python -m emulators.runpod_api --root DIR` prints the env to export and serves.
 
 Values and behaviours the reference marks [INF] (not documented by RunPod) are marked INF here too.
-
-REST v2 (RunPod's OpenAPI file, ../shared/reference/runpod-rest-v2.openapi.json, is the contract): only
-`POST /v2/pods/{id}/action` is served so far, which is what a pod's own dead-man sends. `terminate` answers 204
-without a body, `stop`/`start` 200 with the Pod; an action the pod's status does not allow is 409; an unknown pod 404;
-errors are RFC 7807 objects {title, status, detail}. Inside a pod RUNPOD_API_KEY is a key scoped to that pod [DOC]:
-here it may act on its own pod through REST and nothing else (what else a real pod-scoped key may do is [INF]).
 """
 
 from __future__ import annotations
@@ -364,7 +362,7 @@ class Pod:
 
 
 class RunPodEmulator:
-    """The RunPod GraphQL API on 127.0.0.1, with real SSH hosts as pods.
+    """RunPod's REST v2 and GraphQL APIs on 127.0.0.1, with real SSH hosts as pods.
 
     RunPodEmulator(root, api_key="rp_test_key", port=0).start() -> .url, .api_base; .stop() terminates
     every pod. Usable as a context manager.
@@ -468,9 +466,10 @@ class RunPodEmulator:
 
     def fail_next(self, n: int = 1, status: int = 500, op: str | None = None, html: bool = False,
                   message: str | None = None) -> None:
-        """The next n GraphQL requests (only those whose root field is `op`, if given) fail with HTTP
-        `status` before doing anything. The body is JSON with `errors` (the SDK raises QueryError),
-        or an HTML gateway page if html=True (the SDK leaks requests' JSONDecodeError)."""
+        """The next n requests (only those of `op`, if given: a REST operationId such as "getPod" or
+        "podAction:terminate", or a GraphQL root field such as "podRentInterruptable") fail with HTTP `status`
+        before doing anything. The body is REST's problem object or GraphQL's `errors` (the SDK raises
+        QueryError), or an HTML gateway page if html=True."""
         with self._lock:
             self._failures.append({"n": n, "status": status, "op": op, "html": html, "message": message})
 
@@ -524,7 +523,7 @@ class RunPodEmulator:
             return sum(p.billed_s + ((now - p.run_started) if p.run_started else 0.0) for p in pods)
 
     def call_counts(self) -> Counter:
-        """Requests per root field (e.g. {'pod': 12, 'podFindAndDeployOnDemand': 1})."""
+        """Requests per REST operation or GraphQL root field (e.g. {'getPod': 12, 'createPod': 1})."""
         with self._lock:
             return Counter(c["field"] for c in self.calls)
 
