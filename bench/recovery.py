@@ -184,8 +184,8 @@ def main() -> None:
         + table(["provider", "poll_seconds", "preemptions", "median s", "max s", "notice + end s", "offer + create s",
                  "boot, SSH, upload, restore s", "target <= 20 s"], latency)
         + f"\n\nTarget <= 20 s: {'meets' if worst <= 20 else 'MISSES'} (worst {worst:.1f} s). With the default poll of 10 s "
-        "most of the time is the wait for the next status poll after create (RunPod reports RUNNING at once but maps the SSH "
-        "port only when the container is up).\n\n"
+        "most of the time is the wait for the next status poll after create (RunPod's REST v2 says STARTING until the container "
+        "is up and its SSH port mapped).\n\n"
         "Steps lost per preemption at a random step (pace 0.02 s/step, RunPod and Verda alternating, 4 per row) vs "
         "save_freq; the bound is save_freq + the steps done while the newest checkpoint waited 0.1 s for the watcher and "
         "went through its upload:\n\n"
