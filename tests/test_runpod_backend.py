@@ -539,6 +539,9 @@ def test_api_errors_a_user_can_act_on(world):
     world.emu.fail_next(1, 400, op="createPod", message="There are no longer any instances available")
     with pytest.raises(ProviderError, match="could not place it .*no capacity"):
         api.create({"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": "NVIDIA L4"}})
+    no_graphql = runpod_pods.RunPodApi(world.emu.api_key, world.emu.url, "http://127.0.0.1:9")  # nothing listens
+    with pytest.raises(runpod_pods.SpotUnavailable, match="resources.spot: .*offers no spot.*is unreachable"):
+        no_graphql.spot_gpu_types()
     world.emu.fail_next(1, 402, op="createPod", message="insufficient balance")
     with pytest.raises(ProviderError, match="balance is too low"):
         api.create({"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": "NVIDIA L4"}})
@@ -628,7 +631,8 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     check(emu.calls)  # the REST part of it against RunPod's OpenAPI file
 
 
-def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["ssh", "start_command"])
+def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_path, monkeypatch, mode):
     for name in ("RUNPOD_API_KEY", "RUNPOD_API_BASE_URL", "RUNPOD_REST_URL", "HF_TOKEN", "HF_ENDPOINT", "SSH_PRIVATE_KEY_PATH"):
         monkeypatch.delenv(name, raising=False)
     work = tmp_path / "work"
@@ -638,7 +642,8 @@ def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_pat
         "job": {"name": "rehearsed"}, "framework": "command",
         "command": {"run": f"TOY_STEP_SECONDS=0.02 {sys.executable} {TOY}"},
         "training": {"steps": 20, "save_freq": 10}, "checkpoint": {"store": "hf://me/rehearsed-ckpt"},
-        "resources": {"gpu": "RTX 4090"}, "runpod": {"skip_setup": True, "poll_seconds": 0.3},  # runpod.python: default
+        "resources": {"gpu": "RTX 4090"},
+        "runpod": {"skip_setup": True, "poll_seconds": 0.3, "mode": mode},  # runpod.python: default
     }))
     done = subprocess.run([INVOKE, "-r", str(REPO), "runpod.train", "-c", str(config), "--rehearse"], cwd=work,
                           env={**os.environ, "HOME": str(tmp_path), "TRAINYARD_LEDGER": str(work / "ledger.jsonl"),
@@ -647,9 +652,13 @@ def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "rehearsal: RunPod emulator at http://127.0.0.1:" in out and "local Hub at" in out
-    assert "synced checkpoint step 20" in out and "rehearsal over: no pod left" in out
-    assert os.readlink(work / "runs/rehearsed/outputs/checkpoints/last") == "000020"
+    assert "rehearsal over: no pod left" in out
     assert not (work / "ledger.jsonl").exists()  # a rehearsal keeps its own ledger
+    if mode == "ssh":  # the log streamed, the outputs fetched
+        assert "synced checkpoint step 20" in out
+        assert os.readlink(work / "runs/rehearsed/outputs/checkpoints/last") == "000020"
+    else:  # no SSH: the pod trained, synced and ended itself through REST v2
+        assert "ended itself" in out
 
 
 def _rehearsal_config(work: Path, name: str) -> Path:

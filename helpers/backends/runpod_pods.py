@@ -316,7 +316,13 @@ class RunPodApi:
             raise
 
     def spot_gpu_types(self, gpu_count: int = 1, cloud: str = "any") -> list[dict]:
-        """GraphQL gpuTypes with spot prices and stock for `gpu_count` GPUs (lowestPrice)."""
+        """GraphQL gpuTypes with spot prices and stock for `gpu_count` GPUs (lowestPrice). An endpoint that does not
+        even take a connection is said at once, not after the retries."""
+        from helpers.net import unreachable
+
+        down = unreachable(self.graphql_base)
+        if down:
+            raise SpotUnavailable(f"is unreachable at {self.graphql_base} ({down})")
         secure = {"secure": ", secureCloud: true", "community": ", secureCloud: false"}.get(cloud, "")
         data = self._graphql(GPU_TYPES_QUERY.format(count=int(gpu_count), cloud=secure), "listing RunPod spot prices")
         return data["gpuTypes"] or []
