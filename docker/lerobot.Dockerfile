@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
-# LeRobot 0.4.4 training image, with the Trainyard runtime inside: a pod or a CHTC job starts training with no setup.
+# LeRobot training image, with the Trainyard runtime inside: a pod or a CHTC job starts training with no setup.
 #
-#   invoke docker.build --stack lerobot --tag you/lerobot-train:0.4.4 [--extras smolvla | pi,peft] [--config x.yaml]
+#   invoke docker.build --stack lerobot --tag you/lerobot-train:0.6.1 [--extras smolvla | pi,peft] [--config x.yaml]
 #
 # The build context is runs/docker/lerobot/ (prepared by the task): trainyard_runtime.pyz and train_wrapper.sh.
-# LEROBOT_EXTRAS picks LeRobot's extras; `pi` installs from the v<version> tag (PyPI's wheel drops that extra).
+# LEROBOT_SPEC is the one install requirement, as the runtime would install it for the config's `lerobot.version`
+# (helpers/runtime/lerobot_versions.py): 0.6 `lerobot[training,<extras>]==0.6.1`; 0.4.4's `pi` from its git tag.
 
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 ARG UV_VERSION=0.13.8
@@ -13,8 +14,9 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 
 FROM ${CUDA_IMAGE}
 
-ARG LEROBOT_VERSION=0.4.4
-ARG LEROBOT_EXTRAS=
+ARG LEROBOT_VERSION=0.6.1
+ARG LEROBOT_SPEC=lerobot[training]==0.6.1
+LABEL ai.trainyard.lerobot-version="${LEROBOT_VERSION}"
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -36,12 +38,7 @@ RUN apt-get update \
 COPY --from=uv /uv /uvx /usr/local/bin/
 
 RUN uv venv --python /usr/bin/python3 /opt/venv \
-    && case ",${LEROBOT_EXTRAS}," in \
-         *,pi,*) spec="lerobot[${LEROBOT_EXTRAS}] @ git+https://github.com/huggingface/lerobot.git@v${LEROBOT_VERSION}" ;; \
-         ,,) spec="lerobot==${LEROBOT_VERSION}" ;; \
-         *) spec="lerobot[${LEROBOT_EXTRAS}]==${LEROBOT_VERSION}" ;; \
-       esac \
-    && uv pip install "${spec}" huggingface_hub \
+    && uv pip install "${LEROBOT_SPEC}" huggingface_hub \
     && python -c "import lerobot"
 
 # A non-root user (numeric, so it resolves without /etc/passwd on any host).

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from helpers.runtime import lerobot_versions
+
 from helpers.errors import ConfigError
 
 Framework = Literal["lerobot", "openpi", "open_r1", "command"]
@@ -31,10 +33,7 @@ MODEL_TYPES = {
     "pi0_fast": "pi0_fast",
     "GROOT": "groot",
 }
-LEROBOT_POLICY_TYPES = (
-    "act", "diffusion", "groot", "pi0", "pi0_fast", "pi05", "smolvla", "tdmpc", "vqbet", "wall_x", "xvla",
-    "sac", "reward_classifier", "sarm",
-)
+LEROBOT_POLICY_TYPES = lerobot_versions.ALL_POLICIES  # of every supported release; per release: lerobot.version
 
 
 class Section(BaseModel):
@@ -102,6 +101,17 @@ class Policy(Section):
     @classmethod
     def _known_type(cls, value: str | None) -> str | None:
         return policy_type(value)
+
+
+class LeRobotSection(Section):
+    version: str = lerobot_versions.DEFAULT
+    install: str | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        lerobot_versions.release(value)  # ValueError: one line naming the supported releases
+        return value
 
 
 class Model(Section):
@@ -358,6 +368,7 @@ class JobConfig(Section):
     backend: BackendName = "local"
     dataset: Dataset = Field(default_factory=Dataset)
     policy: Policy = Field(default_factory=Policy)
+    lerobot: LeRobotSection = Field(default_factory=LeRobotSection)
     model: Model = Field(default_factory=Model)
     training: Training = Field(default_factory=Training)
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
@@ -393,7 +404,23 @@ class JobConfig(Section):
             raise ConfigError("policy.type", "required for framework 'lerobot'", "set policy.type (act, smolvla, pi0, pi05, ...) or policy.path")
         if self.policy.type and self.policy.path:
             raise ConfigError("policy.path", "policy.path and policy.type are mutually exclusive in LeRobot", "keep one of them")
+        if self.framework == "lerobot":
+            self._fits_lerobot_release()
         return self
+
+    def _fits_lerobot_release(self) -> None:
+        """Refuse, before launch, a policy or a flag the chosen LeRobot release lacks (renamed flags are translated
+        by the runtime; here only what has no name in this release)."""
+        release = lerobot_versions.release(self.lerobot.version)
+        for ptype in sorted({self.policy.type, *(r.policy_type for r in self.runs)} - {None}):
+            if ptype not in release.policies:
+                having = [v for v, r in lerobot_versions.RELEASES.items() if ptype in r.policies]
+                raise ConfigError("policy.type", f"LeRobot {release.version} has no policy '{ptype}'",
+                                  f"set lerobot.version to {' or '.join(having)}")
+        try:
+            lerobot_versions.translate_flags(release.version, self.training.extra_args)
+        except ValueError as exc:
+            raise ConfigError("training.extra_args", str(exc), "set lerobot.version: 0.6.1, or drop the flag") from None
 
     # Derived values every backend and the runtime agree on.
     @property

@@ -592,6 +592,7 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "budget_usd": budget,
         "budget_hours": round(budget / price, 1) if budget and price else None,
         "why": the_plan.get("why"),
+        "trainer": trainer_line(job, backend),
         "candidates": the_plan.get("candidates", []),
         "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.get("files", []),
@@ -603,6 +604,19 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "hub": the_plan.get("hub"),
         "warnings": the_plan.get("warnings", []),
     }
+
+
+def trainer_line(job, backend: str) -> str | None:
+    """Which trainer release the host will get, from which install, on which Python (LeRobot only)."""
+    if job.framework != "lerobot":
+        return None
+    from helpers.runtime import environment
+
+    config = job.model_dump(mode="json")
+    release = environment.lerobot_release(config)
+    python = (environment.python_for(config) if backend == "local" else
+              f"Python >= {release.python_text} (the host's, or one uv fetches where it is older)")
+    return f"LeRobot {release.version}: {environment.install_spec(config)[-1][0]} on {python}"
 
 
 def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
@@ -647,6 +661,8 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
         say(line)
     elif price == 0 and gpu:
         say("  price: free (no charge on this backend)")
+    if doc.get("trainer"):
+        say(f"  trainer: {doc['trainer']}")
     for command in the_plan.get("commands") or []:
         say(f"  command: {command}")
     say(f"  files: {', '.join(doc['files']) or '-'}")

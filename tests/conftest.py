@@ -13,6 +13,7 @@ pytest_plugins = [
     "fixtures_verda",
     "fixtures_hub",
     "fixtures_runpod",
+    "fixtures_debian",
 ]
 
 

@@ -1,4 +1,5 @@
-"""The real LeRobot 0.4.4 trainer environment (built once, cached outside the clone) and a synthetic dataset."""
+"""The real LeRobot 0.4.4 trainer environment on this machine's Python 3.11 (built once, cached outside the clone)
+and a synthetic dataset. (LeRobot 0.6.1 runs in the Debian 13 root: tests/test_lerobot_current.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from helpers.runtime import environment
 
-DEMO = {"framework": "lerobot", "policy": {"type": "act"}, "dataset": {"repo_id": "local/synthetic"}}
+DEMO = {"framework": "lerobot", "lerobot": {"version": "0.4.4"}, "policy": {"type": "act"},
+        "dataset": {"repo_id": "local/synthetic"}}
 TINY_ACT = {"type": "act", "device": "cpu", "options": {"dim_model": 64, "n_heads": 2, "dim_feedforward": 128,
             "n_encoder_layers": 1, "n_decoder_layers": 1, "chunk_size": 10, "n_action_steps": 10}}
 

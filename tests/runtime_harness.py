@@ -33,14 +33,21 @@ class RuntimeRun:
     """One runtime process started from a staged run folder (bundle + job.json + .env)."""
 
     def __init__(self, workdir: Path, data: dict, mode: str = "auto", env: dict | None = None, secrets: dict | None = None,
-                 machine: dict | None = None, price_per_hour: float | None = None, python: str | None = None):
+                 machine: dict | None = None, price_per_hour: float | None = None, python: str | None = None,
+                 skip_setup: bool = True, root=None):
+        """`skip_setup` False: the runtime builds the trainer's environment itself. `root` (tests.debian_root.DebianRoot):
+        run on that host instead, with `workdir` shared as /work and only `env` in its environment."""
         self.workdir = workdir
         job = validate(data)
         self.job = job
         self.run_dir = stage_run(job, machine or {"kind": "local"}, secrets or {}, price_per_hour, runs_dir=workdir / "runs")
+        run_dir = Path("/work") / self.run_dir.relative_to(workdir) if root else self.run_dir
+        argv = [python or ("python3" if root else sys.executable), str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"),
+                f"--mode={mode}"] + (["--skip-setup"] if skip_setup else [])
+        if root:
+            argv = root.command(argv, shared={workdir: "/work"}, cwd="/work", env={"PYTHONUNBUFFERED": "1", **(env or {})})
         self.process = subprocess.Popen(
-            [python or sys.executable, str(self.run_dir / BUNDLE_NAME), str(self.run_dir / "job.json"), f"--mode={mode}", "--skip-setup"],
-            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []

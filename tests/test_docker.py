@@ -69,10 +69,11 @@ def test_task_build_args_are_the_dockerfile_defaults(stack):
         assert declared[name] == value, (name, declared[name], value)
 
 
-def test_lerobot_version_matches_the_runtime():
-    from helpers.runtime.environment import LEROBOT_VERSION
+def test_lerobot_image_defaults_are_the_runtimes_current_release():
+    from helpers.runtime import lerobot_versions
 
-    assert arg_defaults("lerobot")["LEROBOT_VERSION"] == LEROBOT_VERSION == "0.4.4"
+    assert arg_defaults("lerobot")["LEROBOT_VERSION"] == lerobot_versions.DEFAULT
+    assert arg_defaults("lerobot")["LEROBOT_SPEC"] == lerobot_versions.requirement(lerobot_versions.DEFAULT, set())
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -91,26 +92,29 @@ def test_prepared_context_holds_the_runtime(tmp_path, stack):
 def test_build_command_rendering(tmp_path):
     context = tmp_path / "ctx"
     argv = docker_cli.build_command("openpi", "you/openpi_train:1", context, "linux/amd64",
-                                    docker_cli.build_args("openpi", None, {"OPENPI_REPO": "https://example.org/fork.git",
+                                    docker_cli.build_args("openpi", overrides={"OPENPI_REPO": "https://example.org/fork.git",
                                                                            "OPENPI_REF": "abc123"}))
     assert argv == ["docker", "build", "--platform", "linux/amd64", "-f", str(REPO / "docker" / "openpi.Dockerfile"),
                     "--build-arg", "OPENPI_REPO=https://example.org/fork.git", "--build-arg", "OPENPI_REF=abc123",
                     "-t", "you/openpi_train:1", str(context)]
-    lerobot = docker_cli.build_args("lerobot", " smolvla, peft ")
-    assert lerobot == {"LEROBOT_VERSION": "0.4.4", "LEROBOT_EXTRAS": "smolvla,peft"}
+    lerobot = docker_cli.build_args("lerobot", extras=" smolvla, peft ")
+    assert lerobot == {"LEROBOT_VERSION": "0.6.1", "LEROBOT_SPEC": "lerobot[training,peft,smolvla]==0.6.1"}
     assert docker_cli.build_args("open_r1") == {"VLLM_VERSION": "0.8.5.post1", "FLASH_ATTN_VERSION": "2.7.4.post1",
                                                 "OPEN_R1_REF": "main"}
     assert docker_cli.push_command("you/x:1") == ["docker", "push", "you/x:1"]
     from helpers.errors import ConfigError
 
     with pytest.raises(ConfigError, match="only the lerobot stack takes extras"):
-        docker_cli.build_args("openpi", "pi")
+        docker_cli.build_args("openpi", extras="pi")
 
 
-@pytest.mark.parametrize("config,extras", [("configs/pi05.yaml", "pi"), ("configs/smolvla.yaml", "smolvla"),
-                                           ("configs/act.yaml", "")])
-def test_lerobot_extras_from_a_config(config, extras):
-    assert docker_cli.lerobot_extras(load_job(REPO / config, environ={})) == extras
+@pytest.mark.parametrize("config,version,spec", [
+    ("configs/pi05.yaml", None, "lerobot[training,pi]==0.6.1"), ("configs/smolvla.yaml", None, "lerobot[training,smolvla]==0.6.1"),
+    ("configs/act.yaml", None, "lerobot[training]==0.6.1"), ("configs/act.yaml", "0.4.4", "lerobot==0.4.4"),
+    ("configs/pi05.yaml", "0.4.4", "lerobot[pi] @ git+https://github.com/huggingface/lerobot.git@v0.4.4")])
+def test_the_image_installs_what_the_runtime_would_for_the_config(config, version, spec):
+    job = load_job(REPO / config, {"lerobot.version": version} if version else {}, environ={})
+    assert docker_cli.lerobot_args(job) == {"LEROBOT_VERSION": version or "0.6.1", "LEROBOT_SPEC": spec}
 
 
 def _invoke(args: list[str], cwd: Path, path: str | None = None) -> subprocess.CompletedProcess:
@@ -121,14 +125,16 @@ def _invoke(args: list[str], cwd: Path, path: str | None = None) -> subprocess.C
 
 
 def test_invoke_docker_build_dry_run_prints_the_exact_command(tmp_path):
-    done = _invoke(["docker.build", "--stack", "lerobot", "--tag", "you/lerobot-train:0.4.4", "--extras", "smolvla",
-                    "--platform", "linux/arm64", "--build-arg", "LEROBOT_VERSION=0.4.4", "--dry-run"], tmp_path)
+    done = _invoke(["docker.build", "--stack", "lerobot", "--tag", "you/lerobot-train:0.6.1", "--extras", "smolvla",
+                    "--platform", "linux/arm64", "--build-arg", "CUDA_IMAGE=nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04",
+                    "--dry-run"], tmp_path)
     assert done.returncode == 0, done.stderr
     command = [line for line in done.stdout.splitlines() if line.startswith("docker build")]
     assert shlex.split(command[0]) == [
         "docker", "build", "--platform", "linux/arm64", "-f", str(REPO / "docker" / "lerobot.Dockerfile"),
-        "--build-arg", "LEROBOT_VERSION=0.4.4", "--build-arg", "LEROBOT_EXTRAS=smolvla",
-        "-t", "you/lerobot-train:0.4.4", "runs/docker/lerobot"]
+        "--build-arg", "LEROBOT_VERSION=0.6.1", "--build-arg", "LEROBOT_SPEC=lerobot[training,smolvla]==0.6.1",
+        "--build-arg", "CUDA_IMAGE=nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04",
+        "-t", "you/lerobot-train:0.6.1", "runs/docker/lerobot"]
     assert (tmp_path / "runs" / "docker" / "lerobot" / "trainyard_runtime.pyz").is_file()
 
 
@@ -137,7 +143,7 @@ def test_invoke_docker_build_from_a_config(tmp_path):
     config.write_text((REPO / "configs" / "pi05.yaml").read_text() + "\ndocker: {tag: lab/pi05-train:1}\n")
     done = _invoke(["docker.build", "--config", str(config), "--dry-run", "--push"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "--build-arg LEROBOT_EXTRAS=pi -t lab/pi05-train:1 runs/docker/lerobot" in done.stdout
+    assert "--build-arg 'LEROBOT_SPEC=lerobot[training,pi]==0.6.1' -t lab/pi05-train:1 runs/docker/lerobot" in done.stdout
     assert "--platform linux/amd64" in done.stdout
     assert "docker push lab/pi05-train:1" in done.stdout
 

@@ -26,6 +26,7 @@ def test_train_sync_kill_resume_from_the_hub(tmp_path, hub_server, lerobot_bin, 
     repo = f"{HUB_USER}/act-e2e-ckpt"
     data = {
         "job": {"name": "act-e2e"},
+        "lerobot": {"version": "0.4.4"},  # this machine's Python 3.11 (0.6.1: tests/test_lerobot_current.py)
         "dataset": {"repo_id": "local/synthetic", "root": str(synthetic_dataset)},
         "policy": TINY_ACT,
         "training": {"steps": 1200, "batch_size": 4, "save_freq": 100, "log_freq": 20, "num_workers": 0},
@@ -70,7 +71,8 @@ def test_interrupted_hub_upload_keeps_the_previous_checkpoint(tmp_path, hub_serv
 
 @pytest.mark.parametrize("model_type", list(MODEL_TYPES))
 def test_rendered_command_parses_with_lerobots_own_config(model_type, lerobot_bin):
-    job = validate({"dataset": {"repo_id": "me/data", "root": "/data/x"}, "policy": {"type": model_type, "repo_id": "me/p"},
+    job = validate({"lerobot": {"version": "0.4.4"},  # the release of this environment (0.6.1: test_lerobot_current.py)
+                    "dataset": {"repo_id": "me/data", "root": "/data/x"}, "policy": {"type": model_type, "repo_id": "me/p"},
                     "training": {"steps": 123, "batch_size": 5, "save_freq": 7}, "wandb": {"enable": False}})
     (command,) = render_commands(job, gpus=1, bin_dir=str(lerobot_bin))
     probe = (
@@ -89,3 +91,27 @@ def test_rendered_command_parses_with_lerobots_own_config(model_type, lerobot_bi
     assert (parsed["steps"], parsed["batch_size"], parsed["save_freq"], parsed["push"], parsed["root"]) == (123, 5, 7, False, "/data/x")
     if MODEL_TYPES[model_type] == "pi0":
         assert parsed["pretrained"] == "lerobot/pi0_base" and parsed["dtype"] == "bfloat16" and parsed["gc"] is True
+
+
+def test_the_stores_newest_step_comes_from_the_hub_never_from_the_local_cache(tmp_path, hub_server, monkeypatch):
+    """huggingface_hub answers a download from its cache when the Hub says the repo is not there (2.4 here, and 1.x,
+    LeRobot 0.6's client): a stale manifest would make the runtime claim a resume from a checkpoint the store lacks."""
+    from huggingface_hub import constants
+
+    from emulators.hub_server import HubServer
+
+    store = HubStore(f"{HUB_USER}/cached")
+    ckpt = tmp_path / "c3"
+    (ckpt / "training_state").mkdir(parents=True)
+    (ckpt / "training_state/training_step.json").write_text(json.dumps({"step": 3}))
+    store.publish(ckpt, 3)
+    assert store.latest_step() == 3  # the manifest is now in the local cache
+    fresh = HubServer(tmp_path / "fresh").start()  # the same user on a Hub that has no such repo
+    fresh.add_token(HUB_TOKEN, HUB_USER)
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", fresh.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", fresh.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setenv("HF_ENDPOINT", fresh.url)
+        assert store.latest_step() is None
+    finally:
+        fresh.stop()

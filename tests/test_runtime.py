@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from helpers.config import validate
 from helpers.runtime.job import JobDoc
 from helpers.runtime.store import DirectoryStore
 from helpers.runtime.trainers import OpenR1Trainer, runs_of, trainer_for
-from tests.runtime_harness import RuntimeRun, toy_job
+from tests.runtime_harness import TOY_TRAINER as TOY, RuntimeRun, toy_job
 from tests.webhook import Webhook
 
 
@@ -181,3 +183,15 @@ def test_several_runs_in_one_machine_like_seed000(tmp_path):
     assert "resumed from" not in run.output  # different trainings never share a checkpoint
     assert DirectoryStore(tmp_path / "runs/two/store/x").latest_step() == 20
     assert DirectoryStore(tmp_path / "runs/two/store/y").latest_step() == 30
+
+
+def test_a_trainer_that_hangs_after_its_last_checkpoint_is_ended_and_the_run_is_done(tmp_path):
+    """torch's gloo teardown can wait forever after training (LeRobot 0.6.1, 2 processes): a hung process must not
+    keep a rented machine billing. The trainer here writes its last checkpoint, then never exits."""
+    data = toy_job("hung", steps=20, save_freq=10, command={"run": f"{sys.executable} {TOY} && exec sleep 600"})
+    started = time.monotonic()
+    run = RuntimeRun(tmp_path, data, env={"TRAINYARD_EXIT_HANG_S": "3"})
+    assert run.wait(timeout=120) == 0, run.output[-2000:]
+    assert time.monotonic() - started < 60
+    assert "saved its last checkpoint (step 20) 3s ago and has not exited: ending it" in run.output
+    assert run.status()["state"] == "done"

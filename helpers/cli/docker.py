@@ -17,7 +17,7 @@ STACKS = ("lerobot", "openpi", "open_r1")
 CONTEXT_ROOT = Path("runs") / "docker"
 # What each Dockerfile takes (its ARG defaults are the same values, so a plain `docker build` gives the same image).
 DEFAULT_BUILD_ARGS = {
-    "lerobot": {"LEROBOT_VERSION": "0.4.4", "LEROBOT_EXTRAS": ""},
+    "lerobot": {"LEROBOT_VERSION": "0.6.1", "LEROBOT_SPEC": "lerobot[training]==0.6.1"},  # lerobot_versions.DEFAULT
     "openpi": {"OPENPI_REPO": "https://github.com/Physical-Intelligence/openpi.git", "OPENPI_REF": "main"},
     "open_r1": {"VLLM_VERSION": "0.8.5.post1", "FLASH_ATTN_VERSION": "2.7.4.post1", "OPEN_R1_REF": "main"},
 }
@@ -27,22 +27,29 @@ def dockerfile(stack: str) -> Path:
     return REPO / "docker" / f"{stack}.Dockerfile"
 
 
-def lerobot_extras(job) -> str:
-    """LeRobot extras a job needs, as the runtime would install them (pi policies bring `pi`)."""
-    from helpers.runtime.environment import install_spec
+def lerobot_args(job=None, extras: str | None = None) -> dict[str, str]:
+    """LEROBOT_VERSION and LEROBOT_SPEC (the one install requirement) as the runtime would install them: the config's
+    `lerobot.version` and `lerobot.install` (default: the current release), its policies' extras, or `extras` given."""
+    from helpers.runtime import environment, lerobot_versions
 
-    spec = install_spec(job.model_dump(mode="json"))[-1][0]
-    return spec.split("[", 1)[1].split("]", 1)[0] if "[" in spec else ""
+    version = job.lerobot.version if job is not None else lerobot_versions.DEFAULT
+    if extras is None and job is not None and job.framework == "lerobot":
+        spec = environment.install_spec(job.model_dump(mode="json"))[-1][0]
+    else:
+        wanted = [e.strip() for e in (extras or "").split(",") if e.strip()]
+        spec = lerobot_versions.requirement(version, set(), extras=wanted,
+                                            install=job.lerobot.install if job is not None else None)
+    return {"LEROBOT_VERSION": version, "LEROBOT_SPEC": spec}
 
 
-def build_args(stack: str, extras: str | None = None, overrides: dict[str, str] | None = None) -> dict[str, str]:
+def build_args(stack: str, job=None, extras: str | None = None, overrides: dict[str, str] | None = None) -> dict[str, str]:
     args = dict(DEFAULT_BUILD_ARGS[stack])
-    if extras is not None:
-        if stack != "lerobot":
-            from helpers.errors import ConfigError
+    if extras is not None and stack != "lerobot":
+        from helpers.errors import ConfigError
 
-            raise ConfigError("--extras", "only the lerobot stack takes extras", "drop --extras, or use --build-arg")
-        args["LEROBOT_EXTRAS"] = ",".join(e.strip() for e in extras.split(",") if e.strip())
+        raise ConfigError("--extras", "only the lerobot stack takes extras", "drop --extras, or use --build-arg")
+    if stack == "lerobot":
+        args.update(lerobot_args(job, extras))
     for key, value in (overrides or {}).items():
         args[key] = value
     return args
@@ -144,10 +151,10 @@ def _run(argv: list[str], dry_run: bool, what: str) -> None:
 
 BUILD_HELP = {
     "stack": "lerobot, openpi or open_r1 (default: docker.stack, else the config's framework)",
-    "tag": "image name, e.g. you/lerobot-train:0.4.4 (default: docker.tag)",
+    "tag": "image name, e.g. you/lerobot-train:0.6.1 (default: docker.tag)",
     "platform": "target platform (default docker.platform, linux/amd64: what CHTC and the clouds run)",
-    "config": CONFIG_HELP + " (optional: docker.*; lerobot extras from its policy types)",
-    "extras": "LeRobot extras, e.g. smolvla or pi,peft (lerobot stack)",
+    "config": CONFIG_HELP + " (optional: docker.*; LeRobot's release and extras from lerobot.version and its policies)",
+    "extras": "LeRobot extras, e.g. smolvla or pi,peft (lerobot stack; 0.6 adds `training` itself)",
     "build_arg": "KEY=VALUE passed to docker build (repeatable), e.g. OPENPI_REPO=<your fork> OPENPI_REF=<commit>",
     "dry_run": "prepare the context and print the exact command, do not build",
     "push": "push the image after a successful build",
@@ -161,11 +168,10 @@ def build(c, stack=None, tag=None, platform=None, config=None, extras=None, buil
     from helpers.console import say
 
     stack, tag, platform, job = _resolve(stack, tag, platform, config)
-    if extras is None and job is not None and stack == "lerobot" and job.framework == "lerobot":
-        extras = lerobot_extras(job)
     context = prepare_context(stack)
     say(f"build context: {context}/ (runtime bundle + CHTC wrapper)")
-    _run(build_command(stack, tag, context, platform, build_args(stack, extras, _parse_build_args(build_arg))), dry_run, "built")
+    _run(build_command(stack, tag, context, platform, build_args(stack, job, extras, _parse_build_args(build_arg))),
+         dry_run, "built")
     if push:
         _run(push_command(tag), dry_run, "pushed")
 

@@ -29,6 +29,10 @@ from helpers.runtime.trainers import runs_of, trainer_for
 from helpers.secrets import REDACTOR, SECRET_NAMES, redact
 
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+# A trainer that wrote its last checkpoint and then does not exit for this long is ended: torch's gloo/NCCL
+# teardown can wait forever for a peer that is gone (seen with 2 processes of LeRobot 0.6.1 on CPU), and a hung
+# process keeps a rented machine billing.
+EXIT_HANG_S = float(os.environ.get("TRAINYARD_EXIT_HANG_S", "120"))
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -127,6 +131,8 @@ class Runtime:
             self.set_status(step=resume_step, total=run.steps, synced_step=store.latest_step())
             return EXIT_DONE
         trainer.prepare()
+        for note in trainer.notes():
+            self.log(note)
         command = trainer.command(resume=resume_step is not None)
         self.log(("resuming from step %d: " % resume_step if resume_step is not None else "starting: ") + " ".join(command))
         self.set_status(state="training", step=resume_step or 0, total=run.steps, run_index=index)
@@ -142,9 +148,13 @@ class Runtime:
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
             cwd=trainer.workdir(),
         )
+        finished = threading.Event()
+        threading.Thread(target=self.end_if_hung, args=(trainer, run.steps, finished), daemon=True).start()
         for line in self.trainer_process.stdout:
             self.on_output(line.rstrip("\n"))
         returncode = self.trainer_process.wait()
+        if finished.is_set():  # ended by end_if_hung after its last checkpoint: the training is complete
+            returncode = 0
         self.log(f"trainer exited with code {returncode}; final sync ...")
         try:
             synced = sync.finish(timeout=600)
@@ -217,6 +227,29 @@ class Runtime:
                 self.stop_trainer("time limit or budget reached")
 
         threading.Thread(target=wait, daemon=True).start()
+
+    def end_if_hung(self, trainer, steps: int, finished: threading.Event) -> None:
+        """End the trainer when its checkpoint of the last step is complete and it has not exited EXIT_HANG_S later."""
+        process, since = self.trainer_process, None
+        while process.poll() is None:
+            time.sleep(2)
+            done = trainer.checkpoints()
+            if since is None and done and done[-1][0] >= steps:
+                since = time.monotonic()
+            if since is not None and time.monotonic() - since > EXIT_HANG_S and process.poll() is None:
+                self.log(f"the trainer saved its last checkpoint (step {done[-1][0]}) {EXIT_HANG_S:.0f}s ago and has "
+                         "not exited: ending it (a hung teardown, not a failure)")
+                finished.set()
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    try:
+                        os.killpg(process.pid, sig)
+                        process.wait(15)
+                        return
+                    except ProcessLookupError:
+                        return
+                    except subprocess.TimeoutExpired:
+                        continue
+                return
 
     def stop_trainer(self, reason: str) -> None:
         """Stop cleanly: SIGINT, then SIGTERM, then SIGKILL; the final sync follows in train_one."""

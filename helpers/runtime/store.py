@@ -107,10 +107,15 @@ class HubStore:
         from huggingface_hub import hf_hub_download
         from huggingface_hub.utils import EntryNotFoundError, RepositoryNotFoundError
 
-        try:
-            path = hf_hub_download(self.repo_id, self.prefix + MANIFEST, repo_type="model")
+        try:  # from the Hub, never the local cache: huggingface_hub answers from a cached copy when the repo is not
+            # (or no longer) on the Hub, and a stale manifest would claim a resume from a checkpoint the store lacks
+            path = hf_hub_download(self.repo_id, self.prefix + MANIFEST, repo_type="model", force_download=True)
         except (EntryNotFoundError, RepositoryNotFoundError):
             return None
+        except ValueError as exc:  # "Force download failed" wraps the Hub's answer (huggingface_hub >= 1)
+            if isinstance(exc.__cause__, (EntryNotFoundError, RepositoryNotFoundError)):
+                return None
+            raise
         return int(json.loads(Path(path).read_text())["step"])
 
     def restore(self, dest: Path) -> int | None:

@@ -6,13 +6,17 @@ checkpoints as (step, directory); `restore_into(step)` says where a restored che
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helpers.runtime import lerobot_versions
 
 # LeRobot presets for the seed's model types: what a user would otherwise have to remember.
 LEROBOT_PRESETS: dict[str, dict[str, Any]] = {
@@ -20,7 +24,7 @@ LEROBOT_PRESETS: dict[str, dict[str, Any]] = {
     "pi05": {"pretrained_path": "lerobot/pi05_base", "compile_model": True, "gradient_checkpointing": True, "dtype": "bfloat16"},
     "pi0_fast": {"compile_model": True, "gradient_checkpointing": True, "dtype": "bfloat16"},
     "smolvla": {"pretrained_path": "lerobot/smolvla_base"},
-    "groot": {"base_model_path": "nvidia/GR00T-N1.5-3B"},
+    "groot": {},  # base_model_path: the release's own GR00T (lerobot_versions: N1.5 to 0.5.1, N1.7 from 0.6)
     "xvla": {"dtype": "bfloat16"},
     "act": {},
 }
@@ -105,9 +109,13 @@ class Trainer:
             last.unlink()
         last.symlink_to(f"{step:06d}")
 
+    def processes(self) -> int:
+        """Trainer processes on this machine: accelerate.num_processes, else one per GPU."""
+        return (self.cfg.get("accelerate") or {}).get("num_processes") or self.gpus or 1
+
     def multi_gpu_prefix(self, program: list[str]) -> list[str]:
         acc = self.cfg.get("accelerate") or {}
-        processes = acc.get("num_processes") or self.gpus
+        processes = self.processes()
         use = acc.get("use")
         if use is False or (use is None and processes < 2):
             return program
@@ -122,6 +130,10 @@ class Trainer:
             prefix.append(f"--config_file={acc['config_file']}")
         return prefix + program
 
+    def notes(self) -> list[str]:
+        """What the runtime should say about how this trainer was set up (LeRobot: release, renamed flags)."""
+        return []
+
     def prepare(self) -> None:
         """Write what the command refers to (Open R1's recipe); nothing for the others."""
 
@@ -131,15 +143,51 @@ class Trainer:
 
     def environment(self) -> dict[str, str]:
         cores = len(os.sched_getaffinity(0))  # the CPUs this job may use (a SLURM allocation), not the whole node
-        return {"OMP_NUM_THREADS": str(max(1, cores // max(1, self.gpus)))}
+        return {"OMP_NUM_THREADS": str(max(1, cores // self.processes()))}  # more threads than cores stalls gloo
 
 
 class LeRobotTrainer(Trainer):
+    @functools.cached_property
+    def installed(self) -> str | None:
+        """The LeRobot release in the trainer's environment (a prebuilt image may hold another than the config's)."""
+        try:
+            done = subprocess.run([str(self.bin_dir / "python"), "-c", "import importlib.metadata as m; "
+                                   "print(m.version('lerobot'))"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() or None if done.returncode == 0 else None
+
+    @property
+    def configured(self) -> str:
+        return (self.cfg.get("lerobot") or {}).get("version") or lerobot_versions.DEFAULT
+
+    @property
+    def release(self) -> lerobot_versions.Release:
+        """The installed release's names and presets when it is one Trainyard knows, else the config's."""
+        try:
+            return lerobot_versions.release(self.installed or self.configured)
+        except ValueError:
+            return lerobot_versions.release(self.configured)
+
+    def notes(self) -> list[str]:
+        installed, configured = self.installed, self.configured
+        out = []
+        if installed and installed != configured:
+            out.append(f"LeRobot {installed} is installed here (lerobot.version says {configured}): "
+                       f"using LeRobot {self.release.version}'s flag names and presets")
+        out += lerobot_versions.translate_flags(self.release.version, list(self.cfg["training"].get("extra_args") or []))[1]
+        return out
+
     def command(self, resume: bool) -> list[str]:
         train, run = self.cfg["training"], self.run
         program = [str(self.bin_dir / "lerobot-train")]
         if resume:
             config = self.checkpoint_root() / "last" / "pretrained_model" / "train_config.json"
+            if config.is_file():
+                problem = lerobot_versions.resume_problem(json.loads(config.read_text()), self.release.version)
+                if problem:
+                    raise SystemExit(f"cannot resume: {problem} — finish this run with lerobot.version set to the "
+                                     "release that wrote it, or start it again (--mode fresh)")
             args = [flag("config_path", config), "--resume=true", flag("output_dir", run.output_dir), flag("steps", run.steps)]
             if self.cfg["dataset"].get("root"):
                 args.append(flag("dataset.root", self.cfg["dataset"]["root"]))
@@ -150,6 +198,8 @@ class LeRobotTrainer(Trainer):
             if self.cfg["dataset"].get(key) is not None:
                 args.append(flag(f"dataset.{key}", self.cfg["dataset"][key]))
         preset = dict(LEROBOT_PRESETS.get(run.policy_type or "", {}))
+        if run.policy_type == "groot":
+            preset["base_model_path"] = self.release.groot_base
         preset_pretrained = preset.pop("pretrained_path", None)
         pretrained = policy.get("pretrained_path") or preset_pretrained
         if policy.get("path"):  # fine-tune a saved policy: its config is loaded, other flags override it
@@ -181,7 +231,8 @@ class LeRobotTrainer(Trainer):
         for key in ("project", "entity", "mode"):
             if wandb.get("enable") and wandb.get(key):
                 args.append(flag(f"wandb.{key}", wandb[key]))
-        return self.multi_gpu_prefix(program + args + list(train.get("extra_args") or []))
+        extra, _renamed = lerobot_versions.translate_flags(self.release.version, list(train.get("extra_args") or []))
+        return self.multi_gpu_prefix(program + args + extra)
 
 
 class CommandTrainer(Trainer):
