@@ -12,6 +12,7 @@
 # - The time limit counts from the job's start, not from submission: the deadline is set here.
 # - A staged dataset archive (*.lerobot.tar.gz, from chtc/stage_data.sh) is unpacked into $HF_LEROBOT_HOME.
 # - HTCondor's SIGTERM (eviction, condor_rm) is passed on to the runtime, which stops the trainer cleanly.
+# - LeRobot's checkpoints/last symlink leaves the sandbox as last.step (HTCondor transfers no directory symlinks).
 #
 # Environment (all optional): TRAINYARD_PYTHON (python for the runtime, default python3), TRAINYARD_RUNTIME (bundle
 # when none was transferred; the Trainyard images set it), TRAINYARD_SKIP_SETUP (1: use the image's environment,
@@ -111,6 +112,23 @@ with open(tmp, "w") as f:
 os.replace(tmp, path)
 PY
 
+# HTCondor cannot transfer a symlink to a directory back (it holds the job: "Transfer of symlinks to directories is
+# not supported"), and LeRobot's layout has one: checkpoints/last -> <step>. It leaves the sandbox as last.step, a
+# file naming the step, and is a link again when the checkpoints come back into a sandbox.
+link_last() {
+  local file
+  while IFS= read -r -d '' file; do
+    ln -sfn "$(cat "$file")" "${file%.step}" && rm -f "$file"
+  done < <(find . -path ./.cache -prune -o -type f -name last.step -print0)
+}
+unlink_last() {
+  local link
+  while IFS= read -r -d '' link; do
+    basename "$(readlink "$link")" > "$link.step" && rm -f "$link"
+  done < <(find . -path ./.cache -prune -o -type l -name last -print0)
+}
+link_last
+
 args=(job.json --mode=auto)
 if [ "${TRAINYARD_SKIP_SETUP:-1}" = "1" ]; then
   args+=(--skip-setup)
@@ -145,5 +163,6 @@ if [ "$status" -gt 128 ]; then
   # Interrupted by a signal just as the runtime ended: its own status is still there to collect.
   if wait "$child" 2>/dev/null; then status=0; else late=$?; [ "$late" -eq 127 ] || status=$late; fi
 fi
+unlink_last
 log "runtime exited with status $status"
 exit "$status"

@@ -339,6 +339,7 @@ class SlurmSection(Section):
 
 
 class ChtcSection(Section):
+    universe: Literal["docker", "vanilla"] = "docker"
     netid: str | None = None
     image: str | None = None
     request_cpus: int = 8

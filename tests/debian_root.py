@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 SUITE = "trixie"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "procps", "minihtcondor")  # minihtcondor: the HTCondor pool
 MARKER = ".trainyard-root"  # holds what it was built with; another spec builds it again
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
@@ -90,7 +90,7 @@ class DebianRoot:
             target = self.path / inside.lstrip("/")
             target.mkdir(parents=True, exist_ok=True)
             mounts.append(f"mount --bind {shlex.quote(str(host))} {shlex.quote(str(target))}")
-        inside_env = {"HOME": "/root", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+        inside_env = {"HOME": "/root", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                       "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", **(env or {})}
         run = ["chroot", str(self.path), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in inside_env.items()),
                "/bin/sh", "-c", f"cd {shlex.quote(cwd)} && exec {shlex.join(argv)}"]

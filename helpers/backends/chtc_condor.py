@@ -1,7 +1,8 @@
 """The CHTC backend: the UW–Madison GPU Lab through HTCondor (seed 003).
 
-A job here is a docker-universe job that runs `chtc/train_wrapper.sh` in the training image; the wrapper runs the
-runtime bundle on `job.json`. Both are transferred with the job from `runs/chtc/<config_name>/<exp_name>/`, which
+A job here is a docker-universe job (`chtc.universe`; `vanilla` runs on the execute machine's own Python, as in the
+suite's HTCondor pool) that runs `chtc/train_wrapper.sh` in the training image; the wrapper runs the runtime bundle
+on `job.json`. Both are transferred with the job from `runs/chtc/<config_name>/<exp_name>/`, which
 `render` fills (bundle, job.json, wrapper, train.sub). Nothing costs money, so there is no ledger entry: the job
 lives in HTCondor's queue (`status` is condor_q, `terminate` condor_rm).
 
@@ -49,6 +50,7 @@ class Settings:
 
     config_name: str
     exp_name: str
+    universe: str
     netid: str | None
     image: str | None
     gpu_names: list[str]
@@ -167,12 +169,12 @@ def settings(job, runs_dir: Path = RUNS, strict: bool = True) -> Settings:
                               "use letters, digits, '.', '_' and '-'")
     image = job.chtc.image or job.docker.tag
     netid = job.chtc.netid
-    if _placeholder(image):
+    if job.chtc.universe == "docker" and _placeholder(image):
         notes.append(f"chtc.image is {image or 'not set'}: set the image you pushed before submitting")
     if netid is not None and _placeholder(netid):
         notes.append(f"chtc.netid '{netid}' is a placeholder: set your NetID (or remove it: $USER on the access point)")
     return Settings(
-        config_name=config_name, exp_name=exp_name, netid=netid, image=image,
+        config_name=config_name, exp_name=exp_name, universe=job.chtc.universe, netid=netid, image=image,
         gpu_names=[g.name for g in usable], gpu_keys=[g.key for g in usable],
         min_gpu_memory_gb=min((g.memory_gb for g in usable), default=0.0),
         requirements=requirements, gpu_count=job.resources.gpu_count,
@@ -201,7 +203,7 @@ def render_text(s: Settings, submit_path: str) -> str:
     return _template().render(
         static=False, title=f"Trainyard: {s.config_name}/{s.exp_name} on the CHTC GPU Lab "
                             f"(rendered by `invoke chtc.render`; edit the config, not this file)",
-        submit_path=submit_path, config_name=s.config_name, exp_name=s.exp_name,
+        submit_path=submit_path, config_name=s.config_name, exp_name=s.exp_name, universe=s.universe,
         netid=s.netid or "$ENV(USER)", image=s.image or "your-dockerhub-user/openpi_train:latest",
         run_dir=s.run_dir.as_posix(), staging_dir=s.staging_dir, executable="$(run_dir)/" + WRAPPER,
         output_root=s.output_root, gpu_count=s.gpu_count, request_cpus=s.request_cpus,
@@ -219,7 +221,7 @@ def static_text() -> str:
     return _template().render(
         static=True, title="CHTC GPU Lab submit file for openpi (seed 003). Generated from chtc/train.sub.j2 by "
                            "`invoke chtc.render --static`.",
-        submit_path="chtc/train.sub", config_name="pi05_collab", exp_name="my_run",
+        submit_path="chtc/train.sub", config_name="pi05_collab", exp_name="my_run", universe="docker",
         run_dir_note="The run folder (runtime bundle + job.json) comes from `invoke chtc.render --config <yaml> "
                      "--exp-name <exp>`.",
         netid="$ENV(USER)", image="your-dockerhub-user/openpi_train:latest",
@@ -287,7 +289,7 @@ def _placeholder(value: str | None) -> bool:
 
 
 def check_submittable(s: Settings) -> None:
-    if _placeholder(s.image):
+    if s.universe == "docker" and _placeholder(s.image):
         raise ConfigError("chtc.image", f"'{s.image}' is not an image you pushed",
                           "build and push one (`invoke docker.build --stack openpi --tag you/openpi_train:latest`, "
                           "then docker.push) and set chtc.image")
@@ -304,6 +306,10 @@ def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
         warn(f"not submitted: condor_submit is not on this machine. Copy the repository (with {s.run_dir}/) to the "
              f"CHTC access point and run there, from its root:\n  condor_submit {submit_file}")
         return 1  # nothing was submitted: a script (or `make chtc-submit`) must not take this for success
+    staging = Path(s.staging_dir.replace("$(netid)", s.netid or os.environ.get("USER", "")))
+    if staging.parent.is_dir() and not staging.exists():  # the remap's target: missing, it holds the job at its end
+        staging.mkdir(parents=True, exist_ok=True)
+        say(f"created {staging} (where HTCondor puts the checkpoints when the job ends)")
     # getenv passes WANDB_API_KEY / HF_TOKEN from condor_submit's environment: the .env ones are added there only.
     env = {**os.environ, **{k: v for k, v in host_secrets.items() if not os.environ.get(k)}}
     done = subprocess.run(["condor_submit", str(submit_file)], env=env, capture_output=True, text=True)

@@ -1,0 +1,151 @@
+"""The CHTC backend on a real HTCondor pool: Debian 13's HTCondor 23.9 in the Debian root (tests/htcondor_pool.py),
+started and stopped here, submitted to with the real condor_submit as a non-root user.
+
+- Matching: what Trainyard renders (gpus_minimum_capability, gpus_minimum_memory, the device-name regexp,
+  +WantGPULab, +GPUJobLength) starts on a machine advertising H100s the way CHTC's do, and stays idle on one that
+  has only L40S cards, for both presets (LoRA 24 GB / short, full fine-tune 80 GB / long).
+- End to end in the vanilla universe (`chtc.universe: vanilla`; there is no Docker engine here): the command
+  framework with the suite's toy trainer; `condor_vacate_job` evicts it mid-run, HTCondor transfers its checkpoints
+  back (ON_EXIT_OR_EVICT) and starts it again with them in the new sandbox, the wrapper resumes from the newest
+  complete step, and the finished checkpoints land under /staging/<netid>.
+- Secrets: what another user of the access point can read of a job that got WANDB_API_KEY / HF_TOKEN by getenv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers.backends import chtc_condor
+from helpers.config import validate
+from tests.htcondor_pool import H100, L40S, USER, HTCondorPool
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = f"/home/{USER}/work"  # the submit folder on the access point
+CANARY = {"WANDB_API_KEY": "wandbCANARY" + "7" * 20, "HF_TOKEN": "hf_CANARY" + "3" * 26}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def render(pool: HTCondorPool, data: dict) -> str:
+    """Render the run folder on the access point (runs/chtc/... under WORK, relative paths as a user has them);
+    returns the submit file's path relative to WORK."""
+    work = pool.path(WORK)
+    work.mkdir(parents=True, exist_ok=True)
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        submit_file, _text, _s = chtc_condor.render(validate(data), Path("runs"))
+    finally:
+        os.chdir(here)
+    pool.run(["chown", "-R", USER, WORK])
+    return submit_file.as_posix()
+
+
+def submit(pool: HTCondorPool, submit_file: str, env: dict | None = None) -> str:
+    done = pool.run(["condor_submit", submit_file], user=USER, cwd=WORK, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return re.search(r"submitted to cluster (\d+)", done.stdout)[1]
+
+
+def preset(name: str, method: str) -> dict:
+    return {"job": {"name": name}, "framework": "command", "command": {"run": "sleep 600"},
+            "model": {"method": method}, "chtc": {"universe": "vanilla", "request_cpus": 1, "request_memory": "1GB",
+                                                  "request_disk": "1GB"}}
+
+
+@pytest.fixture(scope="module")
+def condor_root(debian_root):
+    toy = debian_root.path / "opt/trainyard-pool/toy_trainer.py"
+    toy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "tests" / "toy_trainer.py", toy)
+    return debian_root
+
+
+@pytest.mark.parametrize("gpu,starts", [(H100, True), (L40S, False)])
+def test_rendered_requirements_match_h100_machines_and_stay_idle_on_l40s(condor_root, gpu, starts):
+    with HTCondorPool(condor_root, gpu) as pool:
+        clusters = {m: submit(pool, render(pool, preset(f"match-{m}", m))) for m in ("lora", "full")}
+        for method, cluster in clusters.items():
+            length, = pool.job(cluster, "GPUJobLength")
+            assert length == ("short" if method == "lora" else "long")
+            if starts:
+                pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)  # running
+            else:
+                pool.wait_for(cluster, lambda v: v and v[0] == "1", timeout=10)
+        if not starts:
+            # the control: the same job naming L40S starts here, so only the requirements keep the others idle
+            control = submit(pool, render(pool, {**preset("match-l40s", "lora"), "resources": {"gpu": "L40S"}}))
+            pool.wait_for(control, lambda v: v and v[0] == "2", timeout=90)
+            for cluster in clusters.values():
+                assert pool.job(cluster, "JobStatus", "NumJobStarts") == ["1", "0"]  # idle, never started
+                why = pool.run(["condor_q", "-better-analyze", cluster], user=USER).stdout
+                assert "No machines matched the jobs's constraints" in why, why
+            clusters["control"] = control
+        for cluster in clusters.values():
+            pool.run(["condor_rm", cluster], user=USER)
+
+
+def test_evicted_job_comes_back_with_its_checkpoints_resumes_and_finishes_in_staging(condor_root):
+    """condor_vacate_job mid-run: the checkpoints are transferred back (ON_EXIT_OR_EVICT), the job runs again with
+    them in its new sandbox, the wrapper resumes from the newest complete step, and it finishes; the checkpoints end
+    under /staging/<netid>/... through transfer_output_remaps."""
+    data = {"job": {"name": "evicted"}, "framework": "command",
+            "command": {"run": "TOY_STEP_SECONDS=0.25 python3 /opt/trainyard-pool/toy_trainer.py"},
+            "training": {"steps": 80, "save_freq": 10},
+            "chtc": {"universe": "vanilla", "netid": USER, "request_cpus": 1, "request_memory": "1GB",
+                     "request_disk": "1GB"}}
+    with HTCondorPool(condor_root, H100) as pool:
+        submit_file = render(pool, data)
+        run_dir = Path(submit_file).parent
+        pool.run(["mkdir", "-p", f"/staging/{USER}/openpi"], user=USER)  # the remap's target must exist
+        cluster = submit(pool, submit_file, env=CANARY)
+
+        # secrets: what another user of the access point reads of this job (getenv puts them in its Environment)
+        seen_by_others = pool.run(["condor_q", "-allusers", "-l", cluster], user="nobody").stdout
+        exposed = sorted(name for name, value in CANARY.items() if value in seen_by_others)
+        pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)
+        sandbox_ckpts = lambda: sorted(pool.path("/var/lib/condor/execute").glob("dir_*/outputs/train/evicted/checkpoints/0*"))  # noqa: E731
+        import time
+
+        deadline = time.monotonic() + 60
+        while len(sandbox_ckpts()) < 2 and time.monotonic() < deadline:  # at least steps 10 and 20 are saved
+            time.sleep(0.5)
+        assert len(sandbox_ckpts()) >= 2
+        done = pool.run(["condor_vacate_job", cluster], user=USER)
+        assert done.returncode == 0, done.stdout + done.stderr
+        back = pool.wait_for(cluster, lambda v: v and int(v[1]) >= 2, timeout=120)  # started again
+        assert back[0] in ("1", "2")
+        # where HTCondor put the checkpoints on eviction: the job's spool (brought into the next sandbox); the remap
+        # destination got them too here (it exists: made above, as `invoke chtc.submit` does)
+        spooled = sorted(pool.path("/var/spool/condor").glob("**/outputs/train/evicted/checkpoints/0*"))
+        remapped = pool.path(f"/staging/{USER}/openpi/outputs")
+        assert spooled, "no checkpoint in the job's spool after the eviction"
+        print(f"\non eviction: {len(spooled)} checkpoint folder(s) in the spool, remap destination "
+              f"{'has files' if remapped.exists() and any(remapped.rglob('*')) else 'empty'}")
+        pool.wait_for(cluster, lambda v: v is None, timeout=180)  # finished, left the queue
+
+        in_history = pool.run(["condor_history", "-l", cluster], user="nobody").stdout
+        exposed_after = sorted(name for name, value in CANARY.items() if value in in_history)
+        # measured, and said in README.md: getenv puts the values in the job's Environment, which every user of the
+        # access point reads, while the job is queued and after it ended
+        assert exposed == exposed_after == ["HF_TOKEN", "WANDB_API_KEY"]
+        history = pool.run(["condor_history", cluster, "-af", "ExitCode", "NumJobStarts"], user=USER).stdout.split()
+        assert history[:1] == ["0"] and int(history[1]) >= 2, history
+        output = "".join(p.read_text() for p in sorted(pool.path(WORK).joinpath(run_dir).glob("*.out")))
+        resumed = re.findall(r"resumed from step (\d+)", output)
+        assert resumed, output[-3000:]
+        final = pool.path(f"/staging/{USER}/openpi/outputs/train/evicted/checkpoints")
+        steps = sorted(int(p.name) for p in final.iterdir() if p.name.isdigit())
+        # HTCondor transfers no directory symlinks: LeRobot's `last` travels as last.step (chtc/train_wrapper.sh)
+        assert steps and steps[-1] == 80 and (final / "last.step").read_text().strip() == "000080", steps
+        assert json.loads((final / "000080/training_state/training_step.json").read_text())["step"] == 80
+        started_again_at = int(resumed[-1])
+        assert 20 <= started_again_at < 80  # the last transferred step, not zero
+        print(f"\nHTCondor pool: evicted at >= step 20, resumed from step {started_again_at}, finished at 80; "
+              f"canaries another user reads in condor_q -l: {exposed or 'none'}, in condor_history -l: {exposed_after or 'none'}")
