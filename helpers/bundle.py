@@ -65,11 +65,17 @@ def stage_run(job: JobConfig, machine: dict, host_secrets: dict[str, str], price
     run_dir = runs_dir / job.run_id
     build_bundle(run_dir)
     write_job(run_dir, job_document(job, machine, price_per_hour))
+    write_dotenv(run_dir, host_secrets)
+    return run_dir
+
+
+def write_dotenv(run_dir: Path, secrets: dict[str, str]) -> Path:
+    """run_dir/.env, mode 0600 before anything is written to it: the secrets the host gets (the runtime reads it)."""
     dotenv = run_dir / ".env"
     dotenv.touch(mode=0o600)
     dotenv.chmod(0o600)
-    dotenv.write_text("".join(f"{k}={v}\n" for k, v in host_secrets.items()))
-    return run_dir
+    dotenv.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+    return dotenv
 
 
 def outputs_here(run_dir: Path, base: Path, dest: str | Path | None, what: str) -> Path:

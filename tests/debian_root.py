@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 SUITE = "trixie"
-PACKAGES = ("python3", "python3-venv", "ca-certificates", "procps", "minihtcondor")  # minihtcondor: the HTCondor pool
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "procps", "make", "minihtcondor")  # the pool: the last two
 MARKER = ".trainyard-root"  # holds what it was built with; another spec builds it again
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 

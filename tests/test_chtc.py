@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -126,10 +127,10 @@ def test_ready_submit_file_with_the_seeds_command_line():
     assert values["should_transfer_files"] == "YES"
     assert values["when_to_transfer_output"] == "ON_EXIT_OR_EVICT"
     assert values["transfer_input_files"] == ("runs/chtc/pi05_collab/my_run/trainyard_runtime.pyz, "
-                                              "runs/chtc/pi05_collab/my_run/job.json")
+                                              "runs/chtc/pi05_collab/my_run/job.json, runs/chtc/pi05_collab/my_run/.env")
     assert values["transfer_output_files"] == "checkpoints"
     assert values["transfer_output_remaps"] == '"checkpoints = /staging/bucky/openpi/checkpoints"'
-    assert values["getenv"] == "WANDB_API_KEY, HF_TOKEN"
+    assert "getenv" not in values  # it would put the secrets in the job's ClassAd (tests/test_chtc_pool.py)
     assert values["request_gpus"] == "1" and values["request_cpus"] == "8"
     assert values["request_memory"] == "64GB" and values["request_disk"] == "200GB"
     assert values["gpus_minimum_capability"] == "9.0"
@@ -216,7 +217,7 @@ def test_presets_render_what_the_config_asked_for(tmp_path, name):
     assert matching(values) == matches, values["Requirements"]
     # the run folder the file points at holds what it transfers
     run_dir = Path(values["transfer_input_files"].split(",")[0]).parent
-    assert {p.name for p in run_dir.iterdir()} == {"trainyard_runtime.pyz", "job.json", "train_wrapper.sh", "train.sub"}
+    assert {p.name for p in run_dir.iterdir()} == {"trainyard_runtime.pyz", "job.json", "train_wrapper.sh", "train.sub", ".env"}
     assert os.access(run_dir / "train_wrapper.sh", os.X_OK)
     assert values["executable"] == f"{run_dir.as_posix()}/train_wrapper.sh"
 
@@ -290,7 +291,12 @@ def test_no_secret_in_any_generated_file_or_output(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     written = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
-    assert {p.name for p in written} == {"trainyard_runtime.pyz", "job.json", "train_wrapper.sh", "train.sub"}  # no .env
+    assert {p.name for p in written} == {"trainyard_runtime.pyz", "job.json", "train_wrapper.sh", "train.sub", ".env"}
+    (dotenv,) = [p for p in written if p.name == ".env"]  # the one place they are: transferred with the job, 0600
+    assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600
+    assert sorted(dotenv.read_text().splitlines()) == sorted(f"{k}={v}" for k, v in CANARIES.items()
+                                                             if k in ("HF_TOKEN", "WANDB_API_KEY"))
+    written.remove(dotenv)
     blobs = [p.read_bytes() for p in written] + [done.stdout.encode(), done.stderr.encode()]
     for path in written:
         if path.suffix == ".pyz":
@@ -300,12 +306,13 @@ def test_no_secret_in_any_generated_file_or_output(tmp_path):
                 blobs += [bundle.read(name) for name in bundle.namelist()]
     for value in CANARIES.values():
         assert not any(value.encode() in blob for blob in blobs), "a secret reached a generated file"
-    assert "getenv = WANDB_API_KEY, HF_TOKEN" in done.stdout
+    assert "\ngetenv" not in done.stdout and "$(run_dir)/.env" in done.stdout
 
 
-def test_submit_passes_secrets_only_through_the_environment(tmp_path, monkeypatch):
+def test_submit_passes_secrets_only_in_the_jobs_dotenv(tmp_path, monkeypatch):
     """With condor_submit on PATH (a recording stand-in), `chtc.submit` runs it on the rendered file; the .env
-    secrets reach condor_submit's environment (for getenv), never its arguments or the file."""
+    secrets reach the run folder's .env (0600, transferred with the job), never condor_submit's environment (getenv
+    would copy them into the ClassAd), its arguments or the submit file."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "condor_submit.json"
@@ -324,7 +331,9 @@ def test_submit_passes_secrets_only_through_the_environment(tmp_path, monkeypatc
     assert "submitted to cluster 4242" in done.stdout
     seen = json.loads(record.read_text())
     assert seen["argv"] == ["runs/chtc/pi05_collab/e7/train.sub"]
-    assert seen["env"] == CANARIES
+    assert seen["env"] == {"WANDB_API_KEY": None, "HF_TOKEN": None}
+    dotenv = tmp_path / "runs/chtc/pi05_collab/e7/.env"
+    assert stat.S_IMODE(dotenv.stat().st_mode) == 0o600 and CANARIES["WANDB_API_KEY"] in dotenv.read_text()
     text = (tmp_path / "runs/chtc/pi05_collab/e7/train.sub").read_text()
     assert not any(v in text for v in CANARIES.values())
     assert not any(v in done.stdout + done.stderr for v in CANARIES.values())
@@ -354,7 +363,7 @@ def test_invoke_render_output_parses(tmp_path):
     values = expanded(submit_of(done.stdout))
     assert values["arguments"] == "pi05_collab rendered"
     assert values["transfer_input_files"] == ("runs/chtc/pi05_collab/rendered/trainyard_runtime.pyz, "
-                                              "runs/chtc/pi05_collab/rendered/job.json")
+                                              "runs/chtc/pi05_collab/rendered/job.json, runs/chtc/pi05_collab/rendered/.env")
     assert values["MY.GPUJobLength"] == '"long"' and values["gpus_minimum_memory"] == "80000"
     assert matching(values) == {"H100", "H200"}
     static = subprocess.run(INVOKE + ["chtc.render", "--static"], cwd=tmp_path, capture_output=True, text=True, timeout=60,

@@ -17,13 +17,14 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from helpers.backends import chtc_condor
 from helpers.config import validate
-from tests.htcondor_pool import H100, L40S, USER, HTCondorPool
+from tests.htcondor_pool import H100, H200, L40S, USER, HTCondorPool
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = f"/home/{USER}/work"  # the submit folder on the access point
@@ -32,7 +33,7 @@ CANARY = {"WANDB_API_KEY": "wandbCANARY" + "7" * 20, "HF_TOKEN": "hf_CANARY" + "
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def render(pool: HTCondorPool, data: dict) -> str:
+def render(pool: HTCondorPool, data: dict, secrets: dict | None = None) -> str:
     """Render the run folder on the access point (runs/chtc/... under WORK, relative paths as a user has them);
     returns the submit file's path relative to WORK."""
     work = pool.path(WORK)
@@ -40,7 +41,7 @@ def render(pool: HTCondorPool, data: dict) -> str:
     here = os.getcwd()
     os.chdir(work)
     try:
-        submit_file, _text, _s = chtc_condor.render(validate(data), Path("runs"))
+        submit_file, _text, _s = chtc_condor.render(validate(data), Path("runs"), secrets)
     finally:
         os.chdir(here)
     pool.run(["chown", "-R", USER, WORK])
@@ -67,8 +68,8 @@ def condor_root(debian_root):
     return debian_root
 
 
-@pytest.mark.parametrize("gpu,starts", [(H100, True), (L40S, False)])
-def test_rendered_requirements_match_h100_machines_and_stay_idle_on_l40s(condor_root, gpu, starts):
+@pytest.mark.parametrize("gpu,starts", [(H100, True), (H200, True), (L40S, False)])
+def test_rendered_requirements_match_h100_and_h200_machines_and_stay_idle_on_l40s(condor_root, gpu, starts):
     with HTCondorPool(condor_root, gpu) as pool:
         clusters = {m: submit(pool, render(pool, preset(f"match-{m}", m))) for m in ("lora", "full")}
         for method, cluster in clusters.items():
@@ -101,18 +102,16 @@ def test_evicted_job_comes_back_with_its_checkpoints_resumes_and_finishes_in_sta
             "chtc": {"universe": "vanilla", "netid": USER, "request_cpus": 1, "request_memory": "1GB",
                      "request_disk": "1GB"}}
     with HTCondorPool(condor_root, H100) as pool:
-        submit_file = render(pool, data)
+        submit_file = render(pool, data, CANARY)  # what `invoke chtc.submit` does with the .env's secrets
         run_dir = Path(submit_file).parent
         pool.run(["mkdir", "-p", f"/staging/{USER}/openpi"], user=USER)  # the remap's target must exist
-        cluster = submit(pool, submit_file, env=CANARY)
+        cluster = submit(pool, submit_file, env=CANARY)  # (and the shell has them too: still not in the ClassAd)
 
-        # secrets: what another user of the access point reads of this job (getenv puts them in its Environment)
+        # secrets: what another user of the access point reads of this job
         seen_by_others = pool.run(["condor_q", "-allusers", "-l", cluster], user="nobody").stdout
         exposed = sorted(name for name, value in CANARY.items() if value in seen_by_others)
         pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)
         sandbox_ckpts = lambda: sorted(pool.path("/var/lib/condor/execute").glob("dir_*/outputs/train/evicted/checkpoints/0*"))  # noqa: E731
-        import time
-
         deadline = time.monotonic() + 60
         while len(sandbox_ckpts()) < 2 and time.monotonic() < deadline:  # at least steps 10 and 20 are saved
             time.sleep(0.5)
@@ -132,9 +131,12 @@ def test_evicted_job_comes_back_with_its_checkpoints_resumes_and_finishes_in_sta
 
         in_history = pool.run(["condor_history", "-l", cluster], user="nobody").stdout
         exposed_after = sorted(name for name, value in CANARY.items() if value in in_history)
-        # measured, and said in README.md: getenv puts the values in the job's Environment, which every user of the
-        # access point reads, while the job is queued and after it ended
-        assert exposed == exposed_after == ["HF_TOKEN", "WANDB_API_KEY"]
+        assert "trainyard_runtime.pyz" in seen_by_others and "TransferInput" in in_history  # we did read its ads
+        # with `getenv` both were in the job's Environment, read by every user of the access point while queued and
+        # after it ended (measured here, README.md); travelling in the 0600 .env they are in neither
+        assert exposed == exposed_after == []
+        assert "Hugging Face: using HF_TOKEN from the environment" in "".join(
+            p.read_text() for p in sorted(pool.path(WORK).joinpath(run_dir).glob("*.out")))  # the job had them
         history = pool.run(["condor_history", cluster, "-af", "ExitCode", "NumJobStarts"], user=USER).stdout.split()
         assert history[:1] == ["0"] and int(history[1]) >= 2, history
         output = "".join(p.read_text() for p in sorted(pool.path(WORK).joinpath(run_dir).glob("*.out")))
@@ -149,3 +151,73 @@ def test_evicted_job_comes_back_with_its_checkpoints_resumes_and_finishes_in_sta
         assert 20 <= started_again_at < 80  # the last transferred step, not zero
         print(f"\nHTCondor pool: evicted at >= step 20, resumed from step {started_again_at}, finished at 80; "
               f"canaries another user reads in condor_q -l: {exposed or 'none'}, in condor_history -l: {exposed_after or 'none'}")
+
+
+def test_another_user_reads_getenv_secrets_in_the_classad_but_not_the_transferred_dotenv(condor_root):
+    """The seed's way (`getenv = WANDB_API_KEY, HF_TOKEN`) against Trainyard's (a 0600 .env transferred with the
+    job), with the same canaries in the submitting shell: what `condor_q -allusers -l` shows another user."""
+    data = preset("secrets", "lora")
+    with HTCondorPool(condor_root, L40S) as pool:  # nothing matches: the jobs stay queued, their ads readable
+        ours = render(pool, data, CANARY)
+        seeds = Path(ours).with_name("seed.sub")
+        text = pool.path(WORK).joinpath(ours).read_text().replace("\nqueue", "\ngetenv = WANDB_API_KEY, HF_TOKEN\nqueue")
+        pool.path(WORK).joinpath(seeds).write_text(text)
+        exposed = {}
+        for name, submit_file in (("dotenv", ours), ("getenv", seeds.as_posix())):
+            cluster = submit(pool, submit_file, env=CANARY)
+            ad = pool.run(["condor_q", "-allusers", "-l", cluster], user="nobody").stdout
+            assert "TrainyardRun" in ad  # the other user does read the job's ad
+            exposed[name] = sorted(k for k, v in CANARY.items() if v in ad)
+            pool.run(["condor_rm", cluster], user=USER)
+        assert exposed == {"dotenv": [], "getenv": ["HF_TOKEN", "WANDB_API_KEY"]}
+
+
+def checkout_on_the_access_point(pool: HTCondorPool) -> str:
+    """This repository's tracked files as the user's checkout on the access point (/home/<netid>/trainyard), keeping
+    the .venv `make setup` built there before (mtimes kept: make rebuilds it only when the requirements change)."""
+    import subprocess
+
+    inside = f"/home/{USER}/trainyard"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    target = pool.path(inside)
+    for name in filter(None, (f.decode() for f in files)):
+        if (REPO / name).is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, target / name)
+    pool.run(["chown", "-R", USER, inside])
+    return inside
+
+
+def test_make_chtc_submit_on_the_access_point_then_status_logs_and_stop(condor_root):
+    """As a user types it on the access point: `make chtc-submit CONFIG=... EXP=...` from the checkout (its own tool
+    venv, made by `make setup`), then `invoke chtc.status`, `chtc.logs <job>`, `chtc.stop <job>` on the live pool."""
+    with HTCondorPool(condor_root, H100) as pool:
+        checkout = checkout_on_the_access_point(pool)
+        config = pool.path(checkout) / "pool_job.yaml"
+        config.write_text(json.dumps({
+            "job": {"name": "typed"}, "framework": "command",
+            "command": {"run": "TOY_STEP_SECONDS=0.5 python3 /opt/trainyard-pool/toy_trainer.py"},
+            "training": {"steps": 400, "save_freq": 10},
+            "chtc": {"universe": "vanilla", "request_cpus": 1, "request_memory": "1GB", "request_disk": "1GB"}}))
+        pool.run(["chown", USER, f"{checkout}/pool_job.yaml"])
+        made = pool.run(["make", "chtc-submit", "CONFIG=pool_job.yaml", "EXP=typed"], user=USER, cwd=checkout,
+                        timeout=900)
+        assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+        cluster = re.search(r"submitted to cluster (\d+)", made.stdout)[1]
+        assert "invoke chtc.logs --job-id <job id> --follow" in made.stdout  # the hint is a command that works
+        job = f"{cluster}.0"
+        assert pool.path(f"/staging/{USER}/openpi").is_dir()  # chtc.submit made the remap's target
+        pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)
+        invoke = f"{checkout}/.venv/bin/invoke"
+        status = pool.run([invoke, "chtc.status"], user=USER, cwd=checkout)
+        assert status.returncode == 0 and "command-typed" in status.stdout, status.stdout + status.stderr
+        deadline = time.monotonic() + 60
+        tail = ""
+        while "step:" not in tail and time.monotonic() < deadline:
+            shown = pool.run([invoke, "chtc.logs", "--job-id", job], user=USER, cwd=checkout)
+            tail = shown.stdout + shown.stderr
+            time.sleep(2)
+        assert "step:" in tail, tail
+        stopped = pool.run([invoke, "chtc.stop", job], user=USER, cwd=checkout)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        pool.wait_for(cluster, lambda v: v is None, timeout=60)  # removed from the queue

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from helpers.bundle import BUNDLE_NAME, build_bundle, job_document, render_commands, write_job
+from helpers.bundle import BUNDLE_NAME, build_bundle, job_document, render_commands, write_dotenv, write_job
 from helpers.console import say, warn
 from helpers.errors import ConfigError, ProviderError
 
@@ -246,12 +246,15 @@ def job_for_host(job, s: Settings) -> dict:
     return document
 
 
-def render(job, runs_dir: Path = RUNS) -> tuple[Path, str, Settings]:
-    """Write the run folder: trainyard_runtime.pyz, job.json, train_wrapper.sh and train.sub. No secrets, no .env."""
+def render(job, runs_dir: Path = RUNS, secrets: dict[str, str] | None = None) -> tuple[Path, str, Settings]:
+    """Write the run folder: trainyard_runtime.pyz, job.json, train_wrapper.sh, train.sub, and .env (0600) with the
+    secrets the job gets. HTCondor transfers .env with the job; `getenv` would put them in the job's ClassAd, which
+    every user of the access point reads (measured on HTCondor 23.9: tests/test_chtc_pool.py)."""
     s = settings(job, runs_dir)
     s.run_dir.mkdir(parents=True, exist_ok=True)
     build_bundle(s.run_dir)
     write_job(s.run_dir, job_for_host(job, s))
+    write_dotenv(s.run_dir, secrets or {})
     wrapper = s.run_dir / WRAPPER
     shutil.copyfile(CHTC_DIR / WRAPPER, wrapper)
     wrapper.chmod(0o755)
@@ -299,7 +302,7 @@ def check_submittable(s: Settings) -> None:
 
 def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
     """Render the run folder and condor_submit it (here, on the access point); elsewhere say what to run there."""
-    submit_file, _text, s = render(job, runs_dir)
+    submit_file, _text, s = render(job, runs_dir, host_secrets)
     check_submittable(s)
     say(f"submit file: {submit_file}")
     if not shutil.which("condor_submit"):
@@ -310,13 +313,11 @@ def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
     if staging.parent.is_dir() and not staging.exists():  # the remap's target: missing, it holds the job at its end
         staging.mkdir(parents=True, exist_ok=True)
         say(f"created {staging} (where HTCondor puts the checkpoints when the job ends)")
-    # getenv passes WANDB_API_KEY / HF_TOKEN from condor_submit's environment: the .env ones are added there only.
-    env = {**os.environ, **{k: v for k, v in host_secrets.items() if not os.environ.get(k)}}
-    done = subprocess.run(["condor_submit", str(submit_file)], env=env, capture_output=True, text=True)
+    done = subprocess.run(["condor_submit", str(submit_file)], capture_output=True, text=True)
     say(done.stdout.strip())
     if done.returncode != 0:
         raise ProviderError(f"condor_submit failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    say("follow it: invoke chtc.status; invoke chtc.logs <job id> --follow")
+    say("follow it: invoke chtc.status; invoke chtc.logs --job-id <job id> --follow")
     return 0
 
 

@@ -27,9 +27,10 @@ def submit(c, config=None, exp_name=None, set_=None, dry_run=False, env_file=Non
 
 
 @task(iterable=["set_"], help={"config": CONFIG_HELP, "exp_name": EXP_HELP, "set_": TRAIN_HELP["set_"],
-                               "static": "print the ready chtc/train.sub instead (no config needed)"})
+                               "static": "print the ready chtc/train.sub instead (no config needed)",
+                               "env_file": TRAIN_HELP["env_file"]})
 @friendly
-def render(c, config=None, exp_name=None, set_=None, static=False):
+def render(c, config=None, exp_name=None, set_=None, static=False, env_file=None):
     """Write the run folder and print its submit file (stdout holds only the submit file)."""
     import sys
 
@@ -42,7 +43,13 @@ def render(c, config=None, exp_name=None, set_=None, static=False):
         return
     if not config:
         raise ConfigError("--config", "a job config is needed", "pass --config configs/openpi_pi05_lora.yaml (or --static)")
-    submit_file, text, settings = chtc_condor.render(_job(config, exp_name, set_))
+    from helpers.secrets import required_secrets
+    from helpers.workspace import current
+
+    job = _job(config, exp_name, set_)
+    secrets = current().secrets  # the ones the job uses and this shell has go into its .env (0600)
+    found = {n: secrets.get(n) for n in required_secrets(job, "chtc") if n in ("HF_TOKEN", "WANDB_API_KEY") and secrets.get(n)}
+    submit_file, text, settings = chtc_condor.render(job, secrets=found)
     sys.stdout.write(redact(text))
     for note in settings.notes:
         print(redact(f"note: {note}"), file=sys.stderr)
