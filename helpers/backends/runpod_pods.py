@@ -195,15 +195,13 @@ class RunPodApi:
 
     def _json(self, method: str, path: str, *, what: str, **kwargs):
         """A repeated (idempotent) request's JSON answer; None for a 404 with missing_ok, or an empty answer (204)."""
-        import json as json_mod
-
         def once():
             response = self._send(method, path, what=what, **kwargs)
             if response is None or response.status_code == 204 or not response.content:
                 return None
             try:
                 return response.json()
-            except json_mod.JSONDecodeError:
+            except ValueError:
                 raise Transient(f"RunPod answered {what} with no JSON ({response.text[:80]!r})") from None
 
         return call(once, what=what, attempts=self.attempts, max_wait_s=self.max_wait_s)
@@ -237,11 +235,9 @@ class RunPodApi:
 
     def terminate(self, pod_id: str) -> bool:
         """deletePod; False when RunPod no longer knows the pod (already gone counts as ended)."""
-        gone = object()
-        answer = call(lambda: gone if self._send("DELETE", f"/v2/pods/{pod_id}", what=f"terminating pod {pod_id}",
-                                                 missing_ok=True) is None else True,
-                      what=f"terminating pod {pod_id}", attempts=self.attempts, max_wait_s=self.max_wait_s)
-        return answer is not gone
+        what = f"terminating pod {pod_id}"
+        return call(lambda: self._send("DELETE", f"/v2/pods/{pod_id}", what=what, missing_ok=True) is not None,
+                    what=what, attempts=self.attempts, max_wait_s=self.max_wait_s)
 
     def log_lines(self, pod_id: str, tail: int = 5000, follow: bool = False, idle_s: float = 2.0):
         """getPodLogs (Server-Sent Events): the container's lines, the last `tail` first; without `follow` it stops

@@ -9,6 +9,7 @@ as that minor's row. Stdlib only: the launcher (config checks, plan) and the run
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 DEFAULT = "0.6.1"
@@ -66,8 +67,7 @@ def release(version: str) -> Release:
     minor = ".".join(version.split(".")[:2])
     for known, row in RELEASES.items():
         if known.rsplit(".", 1)[0] == minor and minor != "0.4":
-            return Release(version, row.python, row.policies, row.extras, row.base_extras, row.pi_from_git,
-                           row.groot_base, row.flags)
+            return dataclasses.replace(row, version=version)
     raise ValueError(f"LeRobot {version} is not one Trainyard knows: use {', '.join(RELEASES)} (or a 0.5.x / 0.6.x)")
 
 
