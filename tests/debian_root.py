@@ -17,7 +17,8 @@ from pathlib import Path
 
 SUITE = "trixie"
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "procps", "make", "minihtcondor")  # the pool: the last two
-MARKER = ".trainyard-root"  # holds what it was built with; another spec builds it again
+BOOTSTRAP = ("python3", "python3-venv", "ca-certificates")  # what debootstrap installs; the rest comes from apt
+MARKER = ".trainyard-root"  # "<suite> <package,...>": what the root holds; another suite builds it again
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -44,35 +45,36 @@ class DebianRoot:
         self.path = Path(path or default_path())
         self.packages = tuple(sorted(set(PACKAGES) | set(extra_packages)))
 
-    def spec(self) -> str:
-        return f"{SUITE} {','.join(self.packages)}"
-
     def ensure(self) -> "DebianRoot":
-        """Build the root unless it exists (a root that lacks some of the packages gets them with apt inside it);
-        refresh the CA bundle and resolv.conf either way."""
+        """Build the root unless it exists, then install with apt inside it whatever packages it lacks (debootstrap
+        itself takes only BOOTSTRAP: its resolver knows no virtual packages, and minihtcondor's dependencies need
+        one, python3-cffi-backend-api-min); refresh the CA bundle and resolv.conf either way."""
         marker = self.path / MARKER
-        have = marker.read_text().split() if marker.is_file() else []
-        if have[:1] == [SUITE] and set(self.packages) - set(have[1].split(",") if len(have) > 1 else []):
-            self._refresh()
-            missing = sorted(set(self.packages) - set(have[1].split(",")))
-            done = self.run(["/bin/sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                             "-qq --no-install-recommends " + " ".join(missing)], timeout=900)
-            if done.returncode != 0:
-                raise RuntimeError(f"apt-get install {' '.join(missing)} in {self.path} failed:\n{done.stdout[-2000:]}"
-                                   f"{done.stderr[-2000:]}")
-            marker.write_text(f"{SUITE} {','.join(sorted(set(self.packages) | set(have[1].split(','))))}")
-        elif have[:1] != [SUITE]:
+        if not marker.is_file() or marker.read_text().split()[:1] != [SUITE]:
             if shutil.which("debootstrap") is None:
                 raise RuntimeError("debootstrap is missing: run `make setup-system` (packages.apt)")
             building = self.path.with_name(self.path.name + ".building")
             shutil.rmtree(building, ignore_errors=True)
             building.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(self.packages)}", SUITE,
-                            str(building), mirror()], check=True, capture_output=True)
-            (building / MARKER).write_text(self.spec())
+            done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BOOTSTRAP)}", SUITE,
+                                   str(building), mirror()], capture_output=True, text=True)
+            if done.returncode != 0:
+                log = building / "debootstrap/debootstrap.log"
+                raise RuntimeError(f"debootstrap {SUITE} failed:\n{done.stderr[-2000:]}"
+                                   f"{log.read_text(errors='replace')[-3000:] if log.is_file() else ''}")
+            (building / MARKER).write_text(f"{SUITE} {','.join(BOOTSTRAP)}")
             shutil.rmtree(self.path, ignore_errors=True)
             building.rename(self.path)  # whole or not at all: a build cut short is never taken for a root
         self._refresh()
+        have = set(marker.read_text().split()[1].split(","))
+        missing = sorted(set(self.packages) - have)
+        if missing:
+            done = self.run(["/bin/sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                             "-qq --no-install-recommends " + " ".join(missing)], timeout=900)
+            if done.returncode != 0:
+                raise RuntimeError(f"apt-get install {' '.join(missing)} in {self.path} failed:\n{done.stdout[-2000:]}"
+                                   f"{done.stderr[-2000:]}")
+            marker.write_text(f"{SUITE} {','.join(sorted(have | set(missing)))}")
         return self
 
     def _refresh(self) -> None:

@@ -39,8 +39,11 @@ L40S = Gpu("NVIDIA L40S", 8.9, 46068)
 
 
 class HTCondorPool:
-    def __init__(self, root: DebianRoot, gpu: Gpu, count: int = 2, cpus: int = 4, memory_mb: int = 16384):
+    def __init__(self, root: DebianRoot, gpu: Gpu, count: int = 2, cpus: int = 4, memory_mb: int = 16384,
+                 job_environment: dict[str, str] | None = None):
+        """job_environment: what every job on the machine gets (STARTER_JOB_ENVIRONMENT), as an image's ENV would."""
         self.root, self.gpu, self.count, self.cpus, self.memory_mb = root, gpu, count, cpus, memory_mb
+        self.job_environment = job_environment or {}
         self.master: subprocess.Popen | None = None
 
     # --- set-up ------------------------------------------------------------------------------------------
@@ -62,6 +65,8 @@ class HTCondorPool:
             f"MACHINE_RESOURCE_INVENTORY_GPUs = /{INVENTORY}",
             f"NUM_CPUS = {self.cpus}",
             f"MEMORY = {self.memory_mb}",
+            *([f'STARTER_JOB_ENVIRONMENT = "{" ".join(f"{k}={v}" for k, v in self.job_environment.items())}"']
+              if self.job_environment else []),
             "STARTER_UPDATE_INTERVAL = 2",
             "SCHEDD_INTERVAL = 2",
             "NEGOTIATOR_INTERVAL = 2",

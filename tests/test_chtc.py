@@ -373,41 +373,7 @@ def test_invoke_render_output_parses(tmp_path):
 
 # --- the wrapper ----------------------------------------------------------------------------------------------
 
-FAKE_UV = '''#!{python}
-"""Stands in for `uv run scripts/train.py <config> ...` (run inside the openpi checkout): openpi's checkpoint layout and its rules
-(a step folder is written under a temporary name and renamed when whole; an existing experiment folder needs
---resume or --overwrite)."""
-import json, os, shutil, sys, time
-argv = sys.argv[1:]
-with open(os.environ["FAKE_UV_LOG"], "a") as log:
-    log.write(json.dumps({{"argv": argv, "cwd": os.getcwd(), "pid": os.getpid()}}) + "\\n")
-assert argv[:2] == ["run", "scripts/train.py"], argv
-assert os.path.realpath(os.getcwd()) == os.path.realpath(os.environ["OPENPI_DIR"]), "openpi runs from its checkout"
-config = argv[2]
-opts = dict(a[2:].split("=", 1) for a in argv[3:] if "=" in a)
-flags = {{a for a in argv[3:] if "=" not in a}}
-exp_dir = os.path.join(opts["checkpoint-base-dir"], config, opts["exp-name"])
-if os.path.isdir(exp_dir) and not flags & {{"--resume", "--overwrite"}}:
-    print(f"FileExistsError: {{exp_dir}} exists. Use --overwrite or --resume", flush=True)
-    sys.exit(1)
-if "--overwrite" in flags:
-    shutil.rmtree(exp_dir, ignore_errors=True)
-steps = sorted(int(n) for n in os.listdir(exp_dir) if n.isdigit()) if os.path.isdir(exp_dir) else []
-start = steps[-1] if "--resume" in flags and steps else 0
-print(f"resumed from step {{start}}" if start else "fresh start", flush=True)
-total, interval = int(opts["num-train-steps"]), int(opts["save-interval"])
-os.makedirs(exp_dir, exist_ok=True)
-for step in range(start + 1, total):
-    time.sleep(float(os.environ.get("FAKE_UV_PACE", "0.01")))
-    print(f"step:{{step}} loss:{{1.0 / step:.4f}}", flush=True)
-    if step % interval == 0 or step == total - 1:
-        tmp = os.path.join(exp_dir, f"{{step}}.orbax-checkpoint-tmp")
-        os.makedirs(os.path.join(tmp, "params"))
-        os.makedirs(os.path.join(tmp, "train_state"))
-        with open(os.path.join(tmp, "params", "weights.bin"), "wb") as f:
-            f.write(os.urandom(2048))
-        os.rename(tmp, os.path.join(exp_dir, str(step)))
-'''
+FAKE_UV = REPO / "tests" / "fake_openpi_uv.py"  # openpi's checkpoint layout and rules
 
 
 @pytest.fixture
@@ -421,7 +387,7 @@ def host(tmp_path):
     (image / "openpi" / "scripts").mkdir(parents=True)
     (image / "openpi" / "scripts" / "train.py").write_text("# openpi's trainer (not run here)\n")
     (image / "bin").mkdir()
-    (image / "bin" / "uv").write_text(FAKE_UV.format(python=sys.executable))
+    (image / "bin" / "uv").write_text(f"#!{sys.executable}\n" + FAKE_UV.read_text().split("\n", 1)[1])
     (image / "bin" / "uv").chmod(0o755)
     log = tmp_path / "uv.jsonl"
 

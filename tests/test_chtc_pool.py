@@ -8,6 +8,9 @@ started and stopped here, submitted to with the real condor_submit as a non-root
   framework with the suite's toy trainer; `condor_vacate_job` evicts it mid-run, HTCondor transfers its checkpoints
   back (ON_EXIT_OR_EVICT) and starts it again with them in the new sandbox, the wrapper resumes from the newest
   complete step, and the finished checkpoints land under /staging/<netid>.
+- openpi's command line (`uv run scripts/train.py ...`, stubbed by tests/fake_openpi_uv.py in a fake image on the
+  execute machine) evicted and resumed with `--resume`, finished under /staging/<netid>/openpi/checkpoints/<config>/
+  <exp>/, then `invoke chtc.pull` brings it home over rsync+SSH from a transfer host that sees that /staging.
 - Secrets: what another user of the access point can read of a job that got WANDB_API_KEY / HF_TOKEN by getenv.
 """
 
@@ -17,6 +20,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from tests.htcondor_pool import H100, H200, L40S, USER, HTCondorPool
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = f"/home/{USER}/work"  # the submit folder on the access point
+OPENPI_IMAGE = "/opt/openpi-image"
 CANARY = {"WANDB_API_KEY": "wandbCANARY" + "7" * 20, "HF_TOKEN": "hf_CANARY" + "3" * 26}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -65,6 +71,12 @@ def condor_root(debian_root):
     toy = debian_root.path / "opt/trainyard-pool/toy_trainer.py"
     toy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO / "tests" / "toy_trainer.py", toy)
+    image = debian_root.path / OPENPI_IMAGE.lstrip("/")  # what the openpi image has: its checkout and `uv`
+    (image / "openpi/scripts").mkdir(parents=True, exist_ok=True)
+    (image / "openpi/scripts/train.py").write_text("# openpi's trainer (not run here: bin/uv stands in)\n")
+    (image / "bin").mkdir(exist_ok=True)
+    (image / "bin/uv").write_text("#!/usr/bin/python3\n" + (REPO / "tests/fake_openpi_uv.py").read_text().split("\n", 1)[1])
+    (image / "bin/uv").chmod(0o755)
     return debian_root
 
 
@@ -151,6 +163,73 @@ def test_evicted_job_comes_back_with_its_checkpoints_resumes_and_finishes_in_sta
         assert 20 <= started_again_at < 80  # the last transferred step, not zero
         print(f"\nHTCondor pool: evicted at >= step 20, resumed from step {started_again_at}, finished at 80; "
               f"canaries another user reads in condor_q -l: {exposed or 'none'}, in condor_history -l: {exposed_after or 'none'}")
+
+
+def test_openpi_job_is_evicted_resumes_with_its_checkpoints_and_chtc_pull_brings_them_home(condor_root, tmp_path):
+    """seed 003 as a lab runs it, on the pool: openpi's command line in the vanilla universe, evicted after two
+    saves, started again with the transferred-back steps (`--resume`, never `--overwrite`), finished under
+    /staging/<netid>/openpi/checkpoints/<config>/<exp>/; then `invoke chtc.pull --config` copies them home."""
+    from emulators.sshhost import SshHost, generate_keypair
+
+    config = {"job": {"name": "pi05-pool"}, "framework": "openpi",
+              "openpi": {"config_name": "pi05_collab", "exp_name": "pool_run"},
+              "training": {"steps": 60, "save_freq": 10, "batch_size": 2},
+              "chtc": {"universe": "vanilla", "netid": USER, "request_cpus": 1, "request_memory": "1GB",
+                       "request_disk": "1GB"}}
+    environment = {"OPENPI_DIR": f"{OPENPI_IMAGE}/openpi", "FAKE_UV_PACE": "0.25",
+                   "PATH": f"{OPENPI_IMAGE}/bin:/usr/local/bin:/usr/bin:/bin"}
+    with HTCondorPool(condor_root, H100, job_environment=environment) as pool:
+        submit_file = render(pool, config)
+        pool.run(["mkdir", "-p", f"/staging/{USER}/openpi"], user=USER)
+        cluster = submit(pool, submit_file)
+        pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)
+        in_sandbox = lambda: sorted(pool.path("/var/lib/condor/execute").glob(  # noqa: E731
+            "dir_*/checkpoints/pi05_collab/pool_run/[0-9]*"))
+        deadline = time.monotonic() + 60
+        while len(in_sandbox()) < 2 and time.monotonic() < deadline:  # steps 10 and 20 saved
+            time.sleep(0.5)
+        assert len(in_sandbox()) >= 2
+        done = pool.run(["condor_vacate_job", cluster], user=USER)
+        assert done.returncode == 0, done.stdout + done.stderr
+        pool.wait_for(cluster, lambda v: v is None, timeout=180)  # started again and finished
+        history = pool.run(["condor_history", cluster, "-af", "ExitCode", "NumJobStarts"], user=USER).stdout.split()
+        assert history[:1] == ["0"] and int(history[1]) >= 2, history
+        output = "".join(p.read_text() for p in sorted(pool.path(WORK).joinpath(Path(submit_file).parent).glob("*.out")))
+        assert "(transferred back): resuming from it" in output, output[-3000:]
+        resumed = [int(n) for n in re.findall(r"resumed from step (\d+)", output)]
+        assert resumed and 20 <= resumed[-1] < 59, output[-3000:]  # the newest transferred step, not zero
+        assert "FileExistsError" not in output
+        staged = pool.path(f"/staging/{USER}/openpi/checkpoints/pi05_collab/pool_run")
+        steps = sorted(int(p.name) for p in staged.iterdir() if p.name.isdigit())
+        assert steps[-1] == 59 and resumed[-1] in steps, steps
+
+        # the transfer host sees the same /staging (here: the pool's, through an sshd on 127.0.0.1)
+        key, public = generate_keypair(tmp_path / "keys")
+        staging_root = os.path.realpath(pool.path("/staging"))
+        binds = [staging_root] if staging_root.startswith("/root/") else []
+        host = SshHost(tmp_path / "transfer", public, host_binds=binds)
+        port = host.start()
+        try:
+            known_hosts = tmp_path / "known_hosts"
+            known_hosts.write_text(f"[127.0.0.1]:{port} {host.host_public_key}\n")
+            lab = tmp_path / "lab"
+            lab.mkdir()
+            (lab / "job.yaml").write_text(json.dumps(config))
+            env = {**os.environ, "PYTHONPATH": str(REPO), "CHTC_TRANSFER_HOST": "127.0.0.1", "CHTC_SSH_PORT": str(port),
+                   "CHTC_SSH_USER": "root", "CHTC_SSH_IDENTITY": str(key), "CHTC_SSH_BATCH": "yes",
+                   "CHTC_STAGING_ROOT": staging_root,
+                   "CHTC_SSH_OPTS": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"}
+            pulled = subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), "chtc.pull", "--config", "job.yaml"],
+                                    cwd=lab, env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            host.stop()
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        home = lab / "checkpoints/pi05_collab/pool_run"
+        assert sorted(int(p.name) for p in home.iterdir() if p.name.isdigit()) == steps
+        assert (home / "59/params/weights.bin").read_bytes() == (staged / "59/params/weights.bin").read_bytes()
+        assert "newest checkpoint: checkpoints/pi05_collab/pool_run/59" in pulled.stdout
+        print(f"\nopenpi on the pool: evicted, resumed from step {resumed[-1]}, finished at 59; chtc.pull brought "
+              f"{len(steps)} steps home")
 
 
 def test_another_user_reads_getenv_secrets_in_the_classad_but_not_the_transferred_dotenv(condor_root):
