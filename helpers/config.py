@@ -121,6 +121,7 @@ class Model(Section):
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
     seq_len: int | None = None
+    sharding: Literal["none", "zero2", "zero3", "fsdp"] | None = None
 
 
 class Training(Section):
@@ -407,7 +408,22 @@ class JobConfig(Section):
             raise ConfigError("policy.path", "policy.path and policy.type are mutually exclusive in LeRobot", "keep one of them")
         if self.framework == "lerobot":
             self._fits_lerobot_release()
+        self._shardable()
         return self
+
+    def _shardable(self) -> None:
+        """model.sharding only where the trainer receives it (helpers/runtime/trainers.py renders it)."""
+        sharding = self.model.sharding
+        if sharding in (None, "none"):
+            return
+        if self.framework == "openpi" and sharding != "fsdp":
+            raise ConfigError("model.sharding", f"openpi (JAX) has no {sharding}", "use model.sharding: fsdp (openpi's --fsdp-devices)")
+        if self.framework == "lerobot" and lerobot_versions.release(self.lerobot.version).version < "0.6":
+            raise ConfigError("model.sharding", f"LeRobot {self.lerobot.version} is launched without DeepSpeed or FSDP",
+                              "set lerobot.version: 0.6.1, or model.sharding: none")
+        if self.framework == "open_r1" and self.accelerate.config_file:
+            raise ConfigError("model.sharding", "both model.sharding and accelerate.config_file say how to shard",
+                              "keep one (model.sharding picks Open R1's recipes/accelerate_configs/<ddp|zero2|zero3|fsdp>.yaml)")
 
     def _fits_lerobot_release(self) -> None:
         """Refuse, before launch, a policy or a flag the chosen LeRobot release lacks (renamed flags are translated

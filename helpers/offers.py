@@ -381,6 +381,16 @@ def _gb(x: float) -> int:
     return math.ceil(x - 1e-9)
 
 
+@dataclass(frozen=True)
+class Advice:
+    """The keys through which the job's trainer can change how it uses memory: advice names only these, so
+    applying it gives a plan that fits (None: that trainer has no such key, so no such advice)."""
+
+    sharding: str | None = "zero3"  # model.sharding value to propose with more GPUs
+    lora: str | None = "model.method: lora"  # the setting that trains adapters
+    checkpointing: str | None = None  # the setting that turns on gradient checkpointing
+
+
 def choose(
     offers: list[Offer],
     need_gb_per_gpu: Any,
@@ -393,6 +403,7 @@ def choose(
     location_key: str = "resources.location",
     location: str | None = None,
     max_price_per_hour: float | None = None,
+    advice: Advice = Advice(),
 ) -> Choice:
     """The cheapest offer whose GPUs hold `need_gb_per_gpu` and that meets every constraint, with every other
     offer at that GPU count and why it lost. `need_gb_per_gpu` may be a number or a `helpers.vram.Estimate`
@@ -449,7 +460,7 @@ def choose(
     if chosen is None:
         problem = f"needs ~{_gb(need)} GB per GPU; no offer fits"
         raise ConfigError(key="resources", problem=problem,
-                          fix=_no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price_per_hour))
+                          fix=_no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price_per_hour, advice))
     return Choice(chosen, tuple(rows), need, est)
 
 
@@ -483,7 +494,7 @@ def _relax_tip(reason: str) -> str:
     return next((tip for start, tip in _RELAX_TIPS if reason.startswith(start)), reason)
 
 
-def _no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price) -> str:
+def _no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price, advice: Advice) -> str:
     """The smallest change that would make something fit, in words: a bigger configuration within the user's
     constraints (more GPUs with sharding, or LoRA), and/or the constraint that keeps a big-enough GPU out."""
     changes: list[str] = []
@@ -499,7 +510,7 @@ def _no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price) -> 
         return max_price is None or price_per_gpu * n <= max_price + 1e-9
 
     if est is not None:
-        changes += _bigger_configurations(est, pool, per_gpu, offers, gpu_count, affordable)
+        changes += _bigger_configurations(est, pool, per_gpu, offers, gpu_count, affordable, advice)
     # 2. Outside them: the cheapest big-enough offer with the fewest blockers.
     big = [o for o in at_count if o.gpu.memory_gb >= need]
     if big:
@@ -522,18 +533,20 @@ def _no_fit_fix(offers, at_count, need, est, gpu_count, blockers, max_price) -> 
     return ", or ".join(changes)
 
 
-def _bigger_configurations(est, pool, per_gpu, offers, gpu_count, affordable) -> list[str]:
-    """Up to two changes to the job that make it fit a GPU in the pool: more GPUs with sharding, then LoRA/QLoRA;
-    failing both, the same with gradient checkpointing, then with batch 1."""
-    from helpers.vram import SHARDING_LABEL  # local import: helpers.vram imports nothing from here
+def _bigger_configurations(est, pool, per_gpu, offers, gpu_count, affordable, advice: Advice) -> list[str]:
+    """Up to two changes, as the keys to set, that make the job fit a GPU in the pool: sharded over more GPUs (or
+    the same ones, when they are not sharded yet), then LoRA; failing both, the same with gradient checkpointing,
+    then with batch 1. Each is re-estimated with exactly what it proposes, so applying it converges."""
+    from helpers.vram import LIGHT_METHODS  # local import: helpers.vram imports nothing from here
 
     providers = sorted({o.provider for o in pool})
-    counts = sorted({n for p in providers for n in valid_gpu_counts(p, offers) if n > gpu_count})
-    sharding = est.inputs["sharding"] if est.inputs["sharding"] != "none" else "zero3"
+    counts = sorted({n for p in providers for n in valid_gpu_counts(p, offers)
+                     if n > gpu_count or (n == gpu_count > 1 and est.inputs["sharding"] == "none")})
+    sharding = est.inputs["sharding"] if est.inputs["sharding"] != "none" else advice.sharding
 
-    def attempts(prefix: str, **base) -> list[str]:
+    def attempts(keys: list[str], **base) -> list[str]:
         found = []
-        for n in counts:
+        for n in counts if sharding else []:
             try:
                 need_n = est.replace(gpu_count=n, sharding=sharding, **base).total_gb
             except ConfigError:
@@ -542,20 +555,22 @@ def _bigger_configurations(est, pool, per_gpu, offers, gpu_count, affordable) ->
                     if o.gpu.memory_gb >= need_n and affordable(price, n)]
             if fits:
                 best = min(fits, key=lambda t: t[:2])[2]
-                found.append(f"{prefix}use gpu_count {n} on {best.gpu.label} ({SHARDING_LABEL[sharding]})")
+                setting = [f"resources.gpu_count: {n}"] if n != gpu_count else []
+                setting += [f"model.sharding: {sharding}"] if est.inputs["sharding"] != sharding else []
+                found.append(f"set {' and '.join(keys + setting)} ({n}x {best.gpu.label}, ~{_gb(need_n)} GB per GPU)")
                 break
-        if est.inputs["method"] in ("full", "grpo"):
-            for method in ("lora", "qlora"):
-                need_m = est.replace(method=method, **base).total_gb
-                if any(o.gpu.memory_gb >= need_m and affordable(price, gpu_count) for price, o in per_gpu.values()):
-                    found.append(f"{prefix}method {method}")
-                    break
+        if advice.lora and est.inputs["method"] not in LIGHT_METHODS:
+            need_m = est.replace(method="lora", **base).total_gb
+            fit = [o for price, o in per_gpu.values() if o.gpu.memory_gb >= need_m and affordable(price, gpu_count)]
+            if fit:
+                found.append(f"set {' and '.join(keys + [advice.lora])} (~{_gb(need_m)} GB per GPU)")
         return found
 
-    found = attempts("")
-    if not found and not est.inputs["gradient_checkpointing"]:
-        found = attempts("enable gradient checkpointing and ", gradient_checkpointing=True)
+    found = attempts([])
+    if not found and not est.inputs["gradient_checkpointing"] and advice.checkpointing:
+        found = attempts([advice.checkpointing], gradient_checkpointing=True)
     if not found and est.inputs["batch_size"] > 1:
-        found = attempts("training.batch_size 1 with gradient checkpointing and ",
-                         gradient_checkpointing=True, batch_size=1)
+        found = attempts(["training.batch_size: 1"] + ([advice.checkpointing] if advice.checkpointing else []),
+                         gradient_checkpointing=est.inputs["gradient_checkpointing"] or bool(advice.checkpointing),
+                         batch_size=1)
     return found[:2]

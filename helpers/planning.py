@@ -268,6 +268,8 @@ def _params(job, hub: HubReport, repo: str | None, pre: vram.Preset | None, what
         return float(hub.params[repo]), f"Hub safetensors metadata of {repo}"
     if job.model.params:
         return float(job.model.params), "model.params"
+    if (shape := vram.known_shape(repo)) is not None:
+        return float(shape.params), f"the published safetensors count of {repo} (helpers.vram.KNOWN_SHAPES)"
     if pre is not None:
         return float(pre.params), f"preset {pre.name}"
     if not required:
@@ -278,7 +280,8 @@ def _params(job, hub: HubReport, repo: str | None, pre: vram.Preset | None, what
 
 
 def _common(job, gpu_count: int) -> dict[str, Any]:
-    return {"optimizer": job.model.optimizer, "gpu_count": gpu_count, "seq_len": job.model.seq_len}
+    return {"optimizer": job.model.optimizer, "gpu_count": gpu_count, "seq_len": job.model.seq_len,
+            "sharding": job.model.sharding or "none"}
 
 
 def size_job(job, hub: HubReport | None = None, offline: bool = False, required: bool = True) -> Sizing:
@@ -302,7 +305,7 @@ def size_job(job, hub: HubReport | None = None, offline: bool = False, required:
         return Sizing(None)
     method = job.model.method
     est = vram.estimate(params, method=method, precision=job.model.precision, batch_size=job.training.batch_size,
-                        **_shape(hub.configs.get(repo or "")), **_common(job, n))
+                        **_shape(hub, repo), **_common(job, n))
     return Sizing(est, params, source, repo or "the command's model")
 
 
@@ -334,7 +337,7 @@ def _size_lerobot(job, hub, ptype, n, offline, required) -> Sizing:
     if pre is not None:
         est = pre.estimate(**kw)
     else:
-        est = vram.estimate(**kw, **_shape(hub.configs.get(repo or "")))
+        est = vram.estimate(**kw, **_shape(hub, repo))
     label = f"{ptype or 'policy'}" + (f" ({repo})" if repo else "")
     return Sizing(est, params, source, label, pre.name if pre else None, pre.basis if pre else "")
 
@@ -364,31 +367,35 @@ def _size_open_r1(job, hub, n, offline, required) -> Sizing:
     method = job.model.method if _explicit(job.model, "method") else "grpo"
     if method == "full":
         method = "grpo"  # full fine-tuning with GRPO: + reference model + generation engine
-    if not _explicit(job.model, "method") and recipe.get("use_peft"):
-        method = "lora"
+    if recipe.get("use_peft"):
+        method = "lora"  # the recipe trains adapters, whatever model.method says
     use_vllm = recipe.get("use_vllm", r1.use_vllm)
     engine = f"vllm_{recipe.get('vllm_mode', r1.vllm_mode)}" if use_vllm else "none"
     prompt = int(recipe.get("max_prompt_length", r1.max_prompt_length))
     completion = int(recipe.get("max_completion_length", r1.max_completion_length))
     config_file = str(job.accelerate.config_file or "recipes/accelerate_configs/zero2.yaml").lower()
-    sharding = "zero3" if "zero3" in config_file else "fsdp" if "fsdp" in config_file else \
-        "none" if "ddp" in config_file else "zero2"  # the runtime's default is Open R1's zero2.yaml
+    sharding = job.model.sharding or ("zero3" if "zero3" in config_file else "fsdp" if "fsdp" in config_file else
+                                      "none" if "ddp" in config_file else "zero2")  # the runtime's default: zero2.yaml
     common = _common(job, n)
     common["seq_len"] = job.model.seq_len or prompt + completion
+    common["sharding"] = sharding if n > 1 else "none"
     est = vram.estimate(
         params, method=method, precision=job.model.precision,
         batch_size=int(recipe.get("per_device_train_batch_size", job.training.batch_size)),
         gradient_checkpointing=bool(recipe.get("gradient_checkpointing", True)),  # the runtime's recipe turns it on
-        sharding=sharding if n > 1 else "none", generation_engine=engine, logit_tokens=completion,
-        **_shape(hub.configs.get(repo or "")), **common,
+        generation_engine=engine, logit_tokens=completion,
+        **_shape(hub, repo), **common,
     )
     return Sizing(est, params, source, repo or str(r1.model))
 
 
-def _shape(config: dict | None) -> dict[str, int]:
-    """hidden_size / layers / vocab_size from a transformers config.json (or its text_config)."""
+def _shape(hub: HubReport, repo: str | None) -> dict[str, int]:
+    """hidden_size / layers / vocab_size from the model's config.json on the Hub (or its text_config), else from
+    the published shape of a known model (offline)."""
+    config = hub.configs.get(repo or "")
     if not config:
-        return {}
+        shape = vram.known_shape(repo)
+        return {"hidden_size": shape.hidden_size, "layers": shape.layers, "vocab_size": shape.vocab_size} if shape else {}
     c = config.get("text_config") if isinstance(config.get("text_config"), dict) and "hidden_size" not in config else config
     out = {"hidden_size": c.get("hidden_size") or c.get("n_embd") or c.get("d_model"),
            "layers": c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers"),
@@ -428,11 +435,12 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
     r = job.resources
     location = r.location or (job.verda.location if provider == "verda" else None)
     location_key = "resources.location" if r.location or not location else "verda.location"
-    choice = offers_mod.choose(
-        offers, est if est is not None else (r.min_vram_gb or 0.0), gpu_count=r.gpu_count,
-        allowed_gpus=_gpu_names(job) or None, min_vram_gb=r.min_vram_gb, spot_allowed=r.spot, cloud=r.cloud,
-        location=location, location_key=location_key, max_price_per_hour=r.max_price_per_hour,
-    )
+    constraints = dict(allowed_gpus=_gpu_names(job) or None, min_vram_gb=r.min_vram_gb, spot_allowed=r.spot,
+                       cloud=r.cloud, location=location, location_key=location_key,
+                       max_price_per_hour=r.max_price_per_hour)
+    advice = advice_keys(job)
+    choice = offers_mod.choose(offers, est if est is not None else (r.min_vram_gb or 0.0), gpu_count=r.gpu_count,
+                               advice=advice, **constraints)
     chosen, rows = _prefer_smallest_free(choice.offer, list(choice.candidates))
     fitting = sum(1 for c in rows if c.fits)
     o = chosen
@@ -471,7 +479,55 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         "offer": o,
         # where a relaunch may go, in plan order: what fits, and what only stock kept out (instance_flow.supervise)
         "relaunch_keys": [c.offer.key for c in rows if c.fits or c.only_out_of_stock],
+        "alternatives": alternatives(est, o, offers, r.gpu_count, advice, constraints) if est is not None else [],
     }
+
+
+VERY_LARGE_GB = 100  # a chosen card above this (H200, B200, MI300X) is worth comparing with other ways to fit
+
+
+def alternatives(est, chosen, offers, gpu_count: int, advice: offers_mod.Advice, constraints: dict) -> list[dict]:
+    """When the cheapest fit is one very large card: the cheapest plans that fit differently (sharded over more,
+    smaller GPUs; LoRA), each with the keys to set and its price, so the user sees the trade."""
+    if chosen.gpu.memory_gb <= VERY_LARGE_GB:
+        return []
+    tries: list[tuple[list[str], dict, int]] = []
+    if advice.sharding:
+        counts = sorted({o.gpu_count for o in offers if o.gpu_count > gpu_count})
+        tries += [([f"resources.gpu_count: {n}", f"model.sharding: {advice.sharding}"],
+                   {"gpu_count": n, "sharding": advice.sharding}, n) for n in counts]
+    if advice.lora and est.inputs["method"] not in vram.LIGHT_METHODS:
+        tries.append(([advice.lora], {"method": "lora"}, gpu_count))
+    found: dict[str, dict] = {}
+    for keys, change, n in tries:
+        try:
+            other = est.replace(**change)
+            pick = offers_mod.choose(offers, other, gpu_count=n, **constraints).offer
+        except ConfigError:
+            continue
+        if pick.gpu.memory_gb > VERY_LARGE_GB or pick.price_per_hour <= 0:
+            continue
+        kind = "lora" if "method" in change else "sharded"
+        if kind not in found or pick.price_per_hour < found[kind]["price_per_hour"]:
+            found[kind] = {"set": keys, "gpu": pick.gpu.label, "gpu_count": pick.gpu_count,
+                           "price_per_hour": pick.price_per_hour, "spot": pick.spot,
+                           "vram_estimate_gb": round(other.total_gb, 1)}
+    return sorted(found.values(), key=lambda a: a["price_per_hour"])
+
+
+def advice_keys(job) -> offers_mod.Advice:
+    """What this job's trainer really receives (helpers/runtime/trainers.py), so a refused plan proposes only that."""
+    if job.framework == "lerobot":
+        from helpers.runtime import lerobot_versions
+
+        sharded = lerobot_versions.release(job.lerobot.version).version >= "0.6"  # older: no DeepSpeed/FSDP flags
+        return offers_mod.Advice("zero3" if sharded else None, None, "policy.gradient_checkpointing: true")
+    if job.framework == "openpi":
+        return offers_mod.Advice("fsdp", None, None)  # JAX: --fsdp-devices; LoRA is another openpi config
+    if job.framework == "open_r1":
+        return offers_mod.Advice("zero3", "open_r1.recipe_options.use_peft: true",
+                                 "open_r1.recipe_options.gradient_checkpointing: true")
+    return offers_mod.Advice("zero3", "model.method: lora", None)  # command: the ACCELERATE_* environment
 
 
 def _check_priced(job, provider: str, offers: list[offers_mod.Offer]) -> None:
@@ -594,6 +650,7 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "why": the_plan.get("why"),
         "trainer": trainer_line(job, backend),
         "candidates": the_plan.get("candidates", []),
+        "alternatives": the_plan.get("alternatives", []),
         "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.get("files", []),
         "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
@@ -619,6 +676,21 @@ def trainer_line(job, backend: str) -> str | None:
     return f"LeRobot {release.version}: {environment.install_spec(config)[-1][0]} on {python}"
 
 
+_EXCLUSIONS = (("GB needed", "too small"), ("not in resources.gpu", "not in resources.gpu"),
+               ("min_vram_gb", "below resources.min_vram_gb"), ("spot (not allowed", "spot"),
+               ("cloud (resources.cloud", "other cloud"), ("location", "other location"), ("> max $", "over max price"),
+               ("out of stock", "out of stock"))
+
+
+def excluded_summary(rows: list[dict]) -> str:
+    """'16 too small, 8 not in resources.gpu': each offer counted once, under its first reason."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        label = next((name for marker, name in _EXCLUSIONS if marker in row["reason"]), "other")
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
     doc = plan_document(job, the_plan["backend"], the_plan)
     if as_json:
@@ -627,19 +699,27 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
             print(f"warning: {redact(line)}", file=sys.stderr)
         return doc
     rows = doc["candidates"]
+    fitting = [c for c in rows if c["fits"]]
     if rows:
-        shown = rows[:TABLE_ROWS]
+        shown = (fitting or rows)[:TABLE_ROWS]
         count = doc["gpu_count"] or 1
         table(f"{doc['backend']} offers for {count} GPU{'s' if count > 1 else ''} (cheapest that fits first)",
               ["", "gpu", "$/h", "spot", "where", "fits", "why"],
               [["→" if c.get("chosen") else "", c["gpu"], f"{c['price_per_hour']:.2f}", "spot" if c["spot"] else "",
                 c.get("instance_type") or c.get("cloud") or c.get("location") or "", "yes" if c["fits"] else "no",
                 re.sub(r" \([^)]*\)", "", c["reason"])] for c in shown])  # details are in --json
-        if len(rows) > len(shown):
-            say(f"  ... {len(rows) - len(shown)} more offers (`invoke plan --json` lists them all, with reasons in full)")
+        left = len(rows) - len(shown)
+        if left:
+            say(f"  {left} more{' that fit' if len(fitting) > len(shown) else ''}" +
+                (f": {excluded_summary([c for c in rows if not c['fits']])}" if fitting else "") +
+                " (`invoke plan --json` lists them all, with reasons in full)")
     gpu = doc["gpu"]
-    what = f"{doc['gpu_count']} x {gpu['name']}" if gpu else "no GPU"
-    say(f"plan for {job.run_id} on {doc['backend']}: {what} — {doc['why']}")
+    what = f"{doc['gpu_count']}x {gpu['name']}" if gpu else "no GPU"
+    why = doc["why"] or ""
+    say(f"plan for {job.run_id} on {doc['backend']}: " + (why if why.startswith(what) else f"{what} — {why}"))
+    for alt in doc.get("alternatives") or []:
+        say(f"  or: {alt['gpu_count']}x {alt['gpu']} at ${alt['price_per_hour']:.2f}/h"
+            f"{' spot' if alt['spot'] else ''} (~{alt['vram_estimate_gb']:g} GB per GPU) — set {', '.join(alt['set'])}")
     est = doc.get("estimate")
     if isinstance(est, dict):
         say(f"  memory: {est['explain']}")

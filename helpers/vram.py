@@ -10,8 +10,12 @@ Rules (GPU_FACTS.md §1):
   8-bit AdamW keeps 2 B of state instead of 8; SGD with momentum 4. fp32 training: weights 4 + gradients 4 +
   states (8 | 2 | 4) = 16 B/param for AdamW (Accelerate's fp32 peak). The fp32 master copy is filed under
   "optimizer" because DeepSpeed ZeRO partitions it with the optimizer states.
+- Trainers that cast the parameters themselves to 16 bit (LeRobot `policy.dtype: bfloat16`: pi0, pi05, pi0_fast,
+  xvla) keep torch AdamW's states in that dtype, with no fp32 master copy: 8 B/param, except what they keep in fp32
+  (pi0's vision tower) at 16. Frozen parts (GR00T's VLM backbone) hold only their weights. See `ParamLayout`.
 - LoRA: frozen base at 2 B/param (bf16/fp16; 4 for fp32) plus adapters; the adapter budget is `lora_fraction`
-  (default 2% of the base, about rank 64 on every linear layer) at 16 B/param (fp32 weight, gradient, AdamW).
+  (default 0.6% of the base: rank 16 on every linear layer of a Llama-7B is 40M = 0.6%) at 16 B/param (fp32
+  weight, gradient, AdamW: PEFT keeps adapters in fp32).
   QLoRA: 4-bit base at 0.6 B/param (0.5 B plus quantisation constants and layers kept in 16 bit), same adapters.
 - Inference: weights x 1.2 (the 20% rule quoted by Accelerate from Transformer Math 101), the 20% growing
   linearly beyond batch 8.
@@ -38,9 +42,10 @@ Activations, in order of preference:
    tests/test_vram.py against the known shapes of those models; it errs high (up to ~4.5x on activations) and
    very high for models without a language head, so robot policies come with a preset.
 
-Calibration: tests/test_vram.py lists the published figures (openpi README, LeRobot hardware guide,
-LLaMA-Factory README, Accelerate docs, Open R1 recipes) and asserts the estimate is at or above each published
-minimum and below twice it, and that configurations published as running on a GPU fit that GPU.
+Calibration: `helpers.calibration` lists the published figures (openpi README, LeRobot hardware guide,
+LLaMA-Factory README, Open R1 recipes, ...) with their sources; the estimate must lie in published need .. +35%
+(for an envelope such as "24-40 GB": at least its low end, at most 1.35 x its high end), and a configuration
+published as running on a GPU must fit that GPU (tests/test_vram.py, `python -m bench planning`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from helpers.errors import ConfigError
 
 GB = 1e9
 METHODS = ("full", "lora", "qlora", "inference", "grpo")
+LIGHT_METHODS = ("lora", "qlora", "inference")  # train adapters or nothing: no LoRA advice for these
 PRECISIONS = ("bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
 SHARDINGS = ("none", "zero2", "zero3", "fsdp")
@@ -143,7 +149,10 @@ def estimate(
     vocab_size: int | None = None,
     logit_tokens: int | None = None,
     activation_gb_per_sample: float | None = None,
-    lora_fraction: float = 0.02,
+    lora_fraction: float = 0.006,
+    frozen_fraction: float = 0.0,
+    half_state: bool = False,
+    fp32_fraction: float = 0.0,
 ) -> Estimate:
     """Per-GPU memory for `params` parameters trained (or served) as described. See the module docstring."""
     method = _check(method, METHODS, "model.method", "method")
@@ -163,7 +172,8 @@ def estimate(
         gradient_checkpointing=gradient_checkpointing, gpu_count=gpu_count, sharding=sharding,
         generation_engine=generation_engine, seq_len=seq_len, hidden_size=hidden_size, layers=layers,
         vocab_size=vocab_size, logit_tokens=logit_tokens, activation_gb_per_sample=activation_gb_per_sample,
-        lora_fraction=lora_fraction,
+        lora_fraction=lora_fraction, frozen_fraction=frozen_fraction, half_state=half_state,
+        fp32_fraction=fp32_fraction,
     )
     notes: list[str] = []
     engine = generation_engine if method == "grpo" else "none"
@@ -177,8 +187,9 @@ def estimate(
     half = precision in ("bf16", "fp16")
     seq = seq_len or DEFAULT_SEQ_LEN
     h_l, h, coarse = _shape(float(params), hidden_size, layers)
+    layout = ParamLayout(frozen_fraction, half_state and half, fp32_fraction)
     weights, grads, optim = _model_state(float(params), method, half, optimizer, sharding, n, layers, lora_fraction,
-                                         notes)
+                                         layout, notes)
     acts = _activations(float(params), method, half, batch_size, n, gradient_checkpointing, seq, h_l, h, coarse,
                         vocab_size, logit_tokens, activation_gb_per_sample, notes)
     if method != "inference" and activation_gb_per_sample is None and seq_len is None:
@@ -203,20 +214,48 @@ def estimate(
     )
 
 
+@dataclass(frozen=True)
+class ParamLayout:
+    """How a trainer holds the parameters it fully trains (methods full and grpo).
+
+    frozen_fraction: the part it never trains (weights only, at the training precision): GR00T's VLM backbone.
+    half_state: the parameters themselves are 16 bit and torch's AdamW keeps its states in their dtype, so no fp32
+      master copy: weights 2 + gradients 2 + states 4 (8-bit AdamW 2, SGD 2) = 8 B/param. LeRobot's
+      `policy.dtype: bfloat16` does this (`self.to(dtype=torch.bfloat16)` in pi0/pi05/pi0_fast/xvla).
+    fp32_fraction: with half_state, the part of the trained parameters kept in fp32 (pi0's vision tower and
+      projector: `params_to_keep_float32`), at 16 B/param."""
+
+    frozen_fraction: float = 0.0
+    half_state: bool = False
+    fp32_fraction: float = 0.0
+
+
 def _model_state(p: float, method: str, half: bool, optimizer: str, sharding: str, n: int, layers: int | None,
-                 lora_fraction: float, notes: list[str]) -> tuple[float, float, float]:
+                 lora_fraction: float, layout: ParamLayout, notes: list[str]) -> tuple[float, float, float]:
     """(weights, gradients, optimizer state) in bytes per GPU, with sharding over `n` GPUs."""
     wbytes = 2.0 if half else 4.0
     gather = _gathered_layer(p * wbytes, layers) if sharding in ("zero3", "fsdp") and n > 1 else 0.0
     if method in ("full", "grpo"):
-        weights, grads = p * wbytes, p * 4.0
-        optim = p * ((4.0 if half else 0.0) + _OPTIMIZER_STATE_BYTES[optimizer])
+        frozen = p * layout.frozen_fraction
+        trained = p - frozen
+        if layout.half_state:
+            wide = trained * layout.fp32_fraction
+            narrow = trained - wide
+            weights, grads = narrow * 2.0 + wide * 4.0, narrow * 2.0 + wide * 4.0
+            optim = narrow * _OPTIMIZER_STATE_BYTES[optimizer] / 2.0 + wide * _OPTIMIZER_STATE_BYTES[optimizer]
+            notes.append("16-bit parameters and optimizer states (no fp32 master copy)"
+                         + (f", {layout.fp32_fraction:.0%} kept in fp32" if wide else ""))
+        else:
+            weights, grads = trained * wbytes, trained * 4.0
+            optim = trained * ((4.0 if half else 0.0) + _OPTIMIZER_STATE_BYTES[optimizer])
+        if frozen:
+            notes.append(f"{layout.frozen_fraction:.0%} of the parameters frozen")
         if sharding in ("zero3", "fsdp"):
             weights /= n
         if sharding != "none":
             grads /= n
             optim /= n
-        weights += gather
+        weights += frozen * wbytes / (n if sharding in ("zero3", "fsdp") else 1) + gather
         if method == "grpo":
             weights += p * wbytes / (n if sharding in ("zero3", "fsdp") else 1)  # frozen reference model
             notes.append("weights include a frozen reference model")
@@ -276,10 +315,11 @@ class Preset:
     method: str = "full"
     precision: str = "bf16"
     basis: str = ""
+    layout: ParamLayout = ParamLayout()
 
     def estimate(self, **overrides) -> Estimate:
         kw = dict(params=self.params, method=self.method, precision=self.precision, batch_size=self.batch_size,
-                  activation_gb_per_sample=self.activation_gb_per_sample)
+                  activation_gb_per_sample=self.activation_gb_per_sample, **dataclasses.asdict(self.layout))
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return estimate(**kw)
 
@@ -287,27 +327,38 @@ class Preset:
 # Parameter counts: ACT with ResNet-18 ~52M and SmolVLA ~450M (LeRobot); diffusion 263M (LeRobot default
 # U-Net with down_dims 512/1024/2048 + ResNet-18); LeRobot's pi0/pi05 checkpoint lerobot/pi0 is 14 GB of fp32
 # (3.5B; openpi's own count is ~3.3B: SigLIP 0.4B + Gemma 2B 2.5B + 0.3B action expert); lerobot/pi0fast_base is
-# 11.7 GB of fp32 (2.9B); GR00T N1.5 is "3B"; X-VLA 0.9B (Hub metadata of lerobot/xvla-*).
-# Activation allowances (GB per sample, at the trainer's default precision and checkpointing) are set so that
-# the estimate at LeRobot's batch 8 reaches the top of LeRobot's published "Peak VRAM (BS 8, AdamW)" envelope
-# (hardware_guide: light BC 2-6, diffusion 8-14, small VLA 10-16, large VLA / multimodal 24-40 GB), and for
-# openpi so that batch 32 clears the README's ">22.5 GB LoRA" and ">70 GB full" (see tests/test_vram.py).
+# 11.7 GB of fp32 (2.9B); GR00T is "3B"; X-VLA 0.9B (Hub metadata of lerobot/xvla-*).
+# How LeRobot 0.6.1 holds them (its source): pi0/pi05/pi0_fast with `dtype: bfloat16` cast the model to bf16 and
+# keep the vision tower, projector and norms in fp32 (`params_to_keep_float32`; SigLIP ~0.42B of 3.5B = 12%,
+# of 2.9B = 14%); xvla casts all of it (`self.to(dtype)`); GR00T loads its VLM backbone in bf16 and frozen
+# (`tune_llm`/`tune_visual` false) and trains the action head and projectors in fp32 (`trainable_params_fp32`):
+# the N1.6/N1.7 backbone is the 2B Cosmos-Reason VLM of the "3B" model, so two thirds frozen.
+# Activation allowances (GB per sample, at the trainer's default precision and checkpointing) were set against
+# LeRobot's published "Peak VRAM (BS 8, AdamW)" envelopes (hardware_guide: light BC 2-6, diffusion 8-14, small VLA
+# 10-16, large VLA / multimodal 24-40 GB) and, for openpi, so that batch 32 clears the README's ">22.5 GB LoRA" and
+# ">70 GB full"; helpers/calibration.py holds each figure and tests/test_vram.py the band.
 _LEROBOT_ENVELOPE = "LeRobot hardware guide, BS 8 AdamW"
+_PI_LAYOUT = ParamLayout(half_state=True, fp32_fraction=0.12)
 PRESETS: dict[str, Preset] = {
     "act": Preset("act", 52_000_000, 0.45, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: light BC ~2-6 GB"),
     "diffusion": Preset("diffusion", 263_000_000, 1.0, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: diffusion ~8-14 GB"),
     "smolvla": Preset("smolvla", 450_000_000, 0.75, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: small VLA ~10-16 GB"),
-    "pi0": Preset("pi0", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
-    "pi05": Preset("pi05", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+    "pi0": Preset("pi0", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB",
+                  layout=_PI_LAYOUT),
+    "pi05": Preset("pi05", 3_500_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB",
+                   layout=_PI_LAYOUT),
     "pi0_fast": Preset("pi0_fast", 2_900_000_000, 0.60, 8, "lerobot",
-                       basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB (+257k-vocab logits)"),
-    "groot": Preset("groot", 3_000_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: multimodal ~24-40 GB"),
-    "xvla": Preset("xvla", 900_000_000, 2.60, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB"),
+                       basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB (+257k-vocab logits)",
+                       layout=ParamLayout(half_state=True, fp32_fraction=0.14)),
+    "groot": Preset("groot", 3_000_000_000, 0.40, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: multimodal ~24-40 GB",
+                    layout=ParamLayout(frozen_fraction=2 / 3, half_state=True, fp32_fraction=1.0)),
+    "xvla": Preset("xvla", 900_000_000, 2.60, 8, "lerobot", basis=f"{_LEROBOT_ENVELOPE}: large VLA ~24-40 GB",
+                   layout=ParamLayout(half_state=True)),
     "openpi/pi0": Preset("openpi/pi0", 3_300_000_000, 0.40, 32, "openpi",
                          basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
     "openpi/pi05": Preset("openpi/pi05", 3_300_000_000, 0.40, 32, "openpi",
                           basis="openpi README: LoRA > 22.5 GB, full > 70 GB, inference > 8 GB"),
-    "openpi/pi0_fast": Preset("openpi/pi0_fast", 2_900_000_000, 0.42, 32, "openpi",
+    "openpi/pi0_fast": Preset("openpi/pi0_fast", 2_900_000_000, 0.43, 32, "openpi",
                               basis="openpi README (same table; + 257k-vocab logits)"),
 }
 
@@ -352,6 +403,44 @@ def preset(name: str, key: str = "policy.type") -> Preset:
     fix = f"did you mean '{close[0]}'? " if close else ""
     raise ConfigError(key=key, problem=f"unknown model preset '{name}'",
                       fix=f"{fix}or set model.params (parameter count) instead")
+
+
+# ------------------------------------------------------------------------------------------- known LLM shapes
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model's size and shape as its config.json and safetensors metadata publish them: what `--offline` plans
+    use instead of the coarse heuristic (the Hub's own config wins when the plan can read it)."""
+
+    params: int
+    hidden_size: int
+    layers: int
+    vocab_size: int
+
+
+# config.json (hidden_size, num_hidden_layers, vocab_size) and the safetensors parameter count of each repo.
+KNOWN_SHAPES: dict[str, Shape] = {
+    "qwen/qwen2.5-0.5b": Shape(494_032_768, 896, 24, 151936),
+    "qwen/qwen2.5-1.5b": Shape(1_543_714_304, 1536, 28, 151936),
+    "qwen/qwen2.5-3b": Shape(3_085_938_688, 2048, 36, 151936),
+    "qwen/qwen2.5-7b": Shape(7_615_616_512, 3584, 28, 152064),
+    "qwen/qwen2.5-math-7b": Shape(7_615_616_512, 3584, 28, 152064),
+    "qwen/qwen2.5-14b": Shape(14_770_033_664, 5120, 48, 152064),
+    "google/gemma-2b": Shape(2_506_172_416, 2048, 18, 256000),
+    "unsloth/gemma-2b": Shape(2_506_172_416, 2048, 18, 256000),
+    "meta-llama/llama-2-7b-hf": Shape(6_738_415_616, 4096, 32, 32000),
+    "meta-llama/llama-3.1-8b": Shape(8_030_261_248, 4096, 32, 128256),
+    "huggingfacetb/smollm2-1.7b": Shape(1_711_376_384, 2048, 24, 49152),
+}
+
+
+def known_shape(repo_id: str | None) -> Shape | None:
+    """The published shape of a common base model (its -Instruct variant has the same)."""
+    if not repo_id:
+        return None
+    key = re.sub(r"-instruct$", "", repo_id.strip().lower())
+    return KNOWN_SHAPES.get(key)
 
 
 # ------------------------------------------------------------------------------------------- Hub param count

@@ -63,13 +63,13 @@ def test_cluster_fallbacks_cost_nothing():
 
 def test_cheapest_that_fits_and_why_the_others_lost():
     table = fallback_offers("runpod")
-    need = vram.PRESETS["openpi/pi0_libero_low_mem_finetune"].estimate()  # ~23.5 GB
+    need = vram.PRESETS["openpi/pi0_libero_low_mem_finetune"].estimate()  # ~22.7 GB
     choice = choose(table, need, gpu_count=1, cloud="secure")
     assert (choice.offer.gpu.key, choice.offer.cloud, choice.offer.price_per_hour) == ("RTX-A6000", "secure", 0.49)
     reasons = {(c.offer.gpu.key, c.offer.cloud, c.offer.spot): c.reason for c in choice.candidates}
     assert reasons[("RTX-A6000", "secure", False)] == "cheapest that fits"
     assert reasons[("RTX-4090", "secure", False)] == "fits; $0.20/h more"
-    assert reasons[("RTX-2000-ADA", "secure", False)] == "16 GB < 24 GB needed"
+    assert reasons[("RTX-2000-ADA", "secure", False)] == "16 GB < 23 GB needed"
     assert reasons[("RTX-4090", "community", False)] == "community cloud (resources.cloud is secure)"
     assert reasons[("L40S", None, True)].startswith("spot (not allowed")
     assert all(c.offer.gpu_count == 1 for c in choice.candidates)

@@ -195,3 +195,29 @@ def test_a_trainer_that_hangs_after_its_last_checkpoint_is_ended_and_the_run_is_
     assert time.monotonic() - started < 60
     assert "saved its last checkpoint (step 20) 3s ago and has not exited: ending it" in run.output
     assert run.status()["state"] == "done"
+
+
+def test_model_sharding_reaches_every_trainer_that_takes_it():
+    """model.sharding (what the plan's advice sets) is what the trainers receive on several GPUs."""
+    lerobot = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "pi05"}, "model": {"sharding": "zero3"}})
+    command = trainer_for(lerobot, runs_of(lerobot)[0], Path("/e"), gpus=4).command(resume=False)
+    assert command[:6] == ["/e/accelerate", "launch", "--multi_gpu", "--num_processes=4", "--use_deepspeed", "--zero_stage=3"]
+    assert trainer_for(lerobot, runs_of(lerobot)[0], Path("/e"), gpus=1).command(resume=False)[0] == "/e/lerobot-train"
+    from helpers.runtime import environment
+
+    assert ["deepspeed"] in environment.install_spec(lerobot.config)
+    fsdp = doc_for({"dataset": {"repo_id": "a/b"}, "policy": {"type": "pi05"}, "model": {"sharding": "fsdp"}})
+    assert "--use_fsdp" in trainer_for(fsdp, runs_of(fsdp)[0], Path("/e"), gpus=2).command(resume=False)
+
+    command_job = doc_for({"framework": "command", "command": {"run": "python train.py"}, "model": {"sharding": "zero2"}})
+    env = trainer_for(command_job, runs_of(command_job)[0], Path("/e"), gpus=2).environment()
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "2"
+    assert "ACCELERATE_USE_DEEPSPEED" not in trainer_for(command_job, runs_of(command_job)[0], Path("/e"), gpus=1).environment()
+
+    r1 = doc_for({"framework": "open_r1", "open_r1": {"model": "Qwen/Qwen2.5-1.5B-Instruct"}, "model": {"sharding": "zero3"}})
+    assert "--config_file=recipes/accelerate_configs/zero3.yaml" in trainer_for(r1, runs_of(r1)[0], Path("/e"), gpus=8).command(False)
+    default = doc_for({"framework": "open_r1", "open_r1": {"model": "Qwen/Qwen2.5-1.5B-Instruct"}})
+    assert "--config_file=recipes/accelerate_configs/zero2.yaml" in trainer_for(default, runs_of(default)[0], Path("/e"), gpus=8).command(False)
+
+    pi = doc_for({"framework": "openpi", "openpi": {"config_name": "pi05_libero"}, "model": {"sharding": "fsdp"}})
+    assert "--fsdp-devices=4" in trainer_for(pi, runs_of(pi)[0], Path("/e"), gpus=4).command(False)

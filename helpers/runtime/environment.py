@@ -38,6 +38,8 @@ def install_spec(config: dict) -> list[list[str]]:
         lerobot = config.get("lerobot") or {}
         steps.append([lerobot_versions.requirement(lerobot_release(config).version, types - {None}, peft,
                                                    lerobot.get("install"))])
+        if (config.get("model") or {}).get("sharding") in ("zero2", "zero3"):
+            steps.append(["deepspeed"])  # accelerate launch --use_deepspeed imports it
     elif framework == "open_r1":
         steps.append(["huggingface_hub", "accelerate", "open-r1 @ git+https://github.com/huggingface/open-r1.git"])
     else:  # command and openpi (openpi brings its own uv environment): the runtime only needs the Hub client

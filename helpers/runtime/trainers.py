@@ -28,6 +28,13 @@ LEROBOT_PRESETS: dict[str, dict[str, Any]] = {
     "xvla": {"dtype": "bfloat16"},
     "act": {},
 }
+SHARDING_FLAGS = {"none": [], "zero2": ["--use_deepspeed", "--zero_stage=2"], "zero3": ["--use_deepspeed", "--zero_stage=3"],
+                  "fsdp": ["--use_fsdp"]}
+SHARDING_ENV = {"none": {}, "zero2": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+                "zero3": {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"},
+                "fsdp": {"ACCELERATE_USE_FSDP": "true"}}
+# Open R1's own accelerate configs (recipes/accelerate_configs/)
+OPEN_R1_ACCELERATE = {"none": "ddp", "zero2": "zero2", "zero3": "zero3", "fsdp": "fsdp"}
 POLICY_FLAGS = ("device", "dtype", "compile_model", "gradient_checkpointing", "empty_cameras", "optimizer_lr")
 
 
@@ -128,7 +135,17 @@ class Trainer:
             prefix.append(f"--mixed_precision={acc['mixed_precision']}")
         if acc.get("config_file"):
             prefix.append(f"--config_file={acc['config_file']}")
-        return prefix + program
+        return prefix + self.sharding_flags() + program
+
+    def sharding(self) -> str:
+        """model.sharding where several processes train; "none" on one."""
+        chosen = (self.cfg.get("model") or {}).get("sharding") or "none"
+        return chosen if self.processes() > 1 else "none"
+
+    def sharding_flags(self) -> list[str]:
+        """`accelerate launch` flags for model.sharding (the launcher sets ACCELERATE_USE_DEEPSPEED /
+        ACCELERATE_DEEPSPEED_ZERO_STAGE / ACCELERATE_USE_FSDP for the Accelerator it starts)."""
+        return SHARDING_FLAGS[self.sharding()]
 
     def notes(self) -> list[str]:
         """What the runtime should say about how this trainer was set up (LeRobot: release, renamed flags)."""
@@ -250,6 +267,7 @@ class CommandTrainer(Trainer):
             "TRAINYARD_CHECKPOINT_DIR": str(self.checkpoint_root()),
             "TRAINYARD_STEPS": str(self.run.steps),
             "TRAINYARD_SAVE_FREQ": str(self.cfg["training"]["save_freq"]),
+            **SHARDING_ENV[self.sharding()],  # what `accelerate launch --use_deepspeed ...` would set for the script
         }
 
 
@@ -289,6 +307,8 @@ class OpenPITrainer(Trainer):
             args.append("--overwrite")
         args += [f"--num-train-steps={self.run.steps}", f"--save-interval={self.cfg['training']['save_freq']}"]
         args.append(f"--batch-size={self.cfg['training']['batch_size']}")
+        if (self.cfg.get("model") or {}).get("sharding") == "fsdp" and self.gpus > 1:
+            args.append(f"--fsdp-devices={self.gpus}")  # openpi's TrainConfig.fsdp_devices
         args.append("--wandb-enabled" if self.cfg["wandb"].get("enable") else "--no-wandb-enabled")
         return args
 
@@ -389,7 +409,9 @@ class OpenR1Trainer(Trainer):
         path = self.recipe_path()
         processes = (self.cfg["accelerate"] or {}).get("num_processes") or max(1, self.gpus)
         accelerate = [str(self.bin_dir / "accelerate"), "launch"]
-        config_file = (self.cfg["accelerate"] or {}).get("config_file") or "recipes/accelerate_configs/zero2.yaml"
+        sharding = (self.cfg.get("model") or {}).get("sharding") or "zero2"  # Open R1's recipes use zero2.yaml
+        config_file = ((self.cfg["accelerate"] or {}).get("config_file")
+                       or f"recipes/accelerate_configs/{OPEN_R1_ACCELERATE[sharding]}.yaml")
         accelerate += [f"--config_file={config_file}", f"--num_processes={processes}"]
         args = accelerate + ["src/open_r1/grpo.py", f"--config={path}"]
         if resume:
