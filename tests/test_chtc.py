@@ -11,6 +11,7 @@ the way condor_submit documents it: `gpus_minimum_capability` / `gpus_minimum_me
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -173,20 +174,20 @@ PRESETS = {
          "Requirements": 'regexp("H100|H200|L40S", TARGET.GPUs_DeviceName)'},
         {"H100", "H200", "L40S"},
     ),
-    "LoRA preset": (
+    "LoRA: the estimate (openpi pi05 LoRA at batch 8, ~12 GB)": (
         {"model": {"method": "lora"}},
-        {"gpus_minimum_memory": "24576", "gpus_minimum_capability": "9.0", "MY.GPUJobLength": '"short"',
+        {"gpus_minimum_memory": "12038", "gpus_minimum_capability": "9.0", "MY.GPUJobLength": '"short"',
          "Requirements": 'regexp("H100|H200", TARGET.GPUs_DeviceName)'},
         {"H100", "H200"},
     ),
-    "full fine-tune preset": (
+    "full fine-tune: the estimate (~68 GB at batch 8)": (
         {"model": {"method": "full"}},
-        {"gpus_minimum_memory": "80000", "gpus_minimum_capability": "9.0", "MY.GPUJobLength": '"long"'},
+        {"gpus_minimum_memory": "64593", "gpus_minimum_capability": "9.0", "MY.GPUJobLength": '"long"'},
         {"H100", "H200"},
     ),
     "full fine-tune naming L40S": (
         {"model": {"method": "full"}, "resources": {"gpu": ["H100", "L40S"]}},
-        {"gpus_minimum_memory": "80000", "gpus_minimum_capability": "8.9",
+        {"gpus_minimum_memory": "64593", "gpus_minimum_capability": "8.9",
          "Requirements": 'regexp("H100|L40S", TARGET.GPUs_DeviceName)'},
         {"H100"},  # L40S is named but has 45 GB: the memory minimum keeps it out
     ),
@@ -201,7 +202,7 @@ PRESETS = {
     ),
     "time limit picks the job class": (
         {"model": {"method": "full"}, "limits": {"time_limit": "20h"}},
-        {"MY.GPUJobLength": '"medium"', "gpus_minimum_memory": "80000"},
+        {"MY.GPUJobLength": '"medium"', "gpus_minimum_memory": "64593"},
         {"H100", "H200"},
     ),
 }
@@ -260,8 +261,12 @@ def test_lerobot_jobs_transfer_their_output_folder(tmp_path):
     from helpers.errors import ConfigError
 
     act = REPO / "configs" / "act.yaml"  # RTX 4090 / L40S, full training of a small policy
-    with pytest.raises(ConfigError, match="none of L40S has 80000 MB"):
-        chtc_condor.settings(load_job(act, environ={}))
+    small = chtc_condor.settings(load_job(act, environ={}))  # not the 80 GB full fine-tune preset: its estimate
+    estimate = chtc_condor._estimate_gb(load_job(act, environ={}))
+    assert estimate < 10 and small.gpus_minimum_memory == math.ceil(estimate * 1e9 / 2**20) and small.gpu_names == ["L40S"]
+    with pytest.raises(ConfigError, match="none of L40S has 80000 MB"):  # the preset still applies when asked for
+        chtc_condor.settings(load_job(write_config(tmp_path / "big.yaml", {
+            **yaml.safe_load(act.read_text()), "chtc": {"gpus_minimum_memory": 80000}}), environ={}))
     values, settings, _ = rendered(tmp_path, write_config(tmp_path / "act.yaml", {
         **yaml.safe_load(act.read_text()), "resources": {"gpu": ["RTX 4090", "L40S"], "min_vram_gb": 16},
         "chtc": {"image": "bucky/lerobot-train:0.4.4"}}))
@@ -364,7 +369,7 @@ def test_invoke_render_output_parses(tmp_path):
     assert values["arguments"] == "pi05_collab rendered"
     assert values["transfer_input_files"] == ("runs/chtc/pi05_collab/rendered/trainyard_runtime.pyz, "
                                               "runs/chtc/pi05_collab/rendered/job.json, runs/chtc/pi05_collab/rendered/.env")
-    assert values["MY.GPUJobLength"] == '"long"' and values["gpus_minimum_memory"] == "80000"
+    assert values["MY.GPUJobLength"] == '"long"' and values["gpus_minimum_memory"] == "64593"  # the estimate at batch 8
     assert matching(values) == {"H100", "H200"}
     static = subprocess.run(INVOKE + ["chtc.render", "--static"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -141,7 +141,8 @@ def test_no_fit_suggests_more_gpus_with_zero3_or_lora():
         choose(fallback_offers("runpod"), est, gpu_count=1, allowed_gpus="H100")
     e = err.value
     assert e.key == "resources" and e.problem == f"needs ~{int(est.total_gb) + 1} GB per GPU; no offer fits"
-    assert e.fix.startswith("use gpu_count 2 on H100 SXM 80GB (ZeRO-3), or method lora")
+    assert e.fix.startswith("set resources.gpu_count: 2 and model.sharding: zero3 (2x H100 SXM 80GB, ~71 GB per GPU), "
+                            "or set model.method: lora")
     # and the constraint that keeps a big-enough GPU out: the cheapest GPU that would hold it on its own
     assert e.fix.endswith("or add H200-NVL to resources.gpu (H200 NVL 143GB at $3.39/h would hold it)")
 
@@ -157,9 +158,14 @@ def test_no_fit_when_only_constraints_block_big_enough_gpus():
 
 def test_no_fit_falls_back_to_gradient_checkpointing_and_batch():
     est = vram.estimate(8e9, "full", batch_size=8, seq_len=4096, hidden_size=4096, layers=32, vocab_size=128256)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError) as err:  # a trainer with a checkpointing key: that first
+        choose(fallback_offers("chtc"), est, gpu_count=1,
+               advice=offers.Advice(checkpointing="policy.gradient_checkpointing: true"))
+    assert err.value.fix.startswith("set policy.gradient_checkpointing: true and resources.gpu_count: 2 and "
+                                    "model.sharding: zero3 (2x H200 SXM 141GB")
+    with pytest.raises(ConfigError) as err:  # one without: the batch
         choose(fallback_offers("chtc"), est, gpu_count=1)
-    assert err.value.fix.startswith("enable gradient checkpointing and use gpu_count 2 on H200 SXM 141GB (ZeRO-3)")
+    assert err.value.fix.startswith("set training.batch_size: 1 and resources.gpu_count: 2 and model.sharding: zero3")
     with pytest.raises(ConfigError) as err:
         choose(fallback_offers("chtc"), 5000, gpu_count=1)
     assert err.value.fix.startswith("pick a GPU with at least 5000 GB (largest offered: H200 SXM 141GB)")

@@ -6,12 +6,13 @@ on `job.json`. Both are transferred with the job from `runs/chtc/<config_name>/<
 `render` fills (bundle, job.json, wrapper, train.sub). Nothing costs money, so there is no ledger entry: the job
 lives in HTCondor's queue (`status` is condor_q, `terminate` condor_rm).
 
-Presets (GPU_FACTS §4, the seed's README): LoRA needs a 24 GB card and fits a `short` (12 h) job; a full fine-tune
+Memory: the plan's estimate when it can size the job (a small ACT job is not sent to 80 GB cards); else the presets (GPU_FACTS §4, the seed's README): LoRA needs a 24 GB card and fits a `short` (12 h) job; a full fine-tune
 needs an 80 GB card and a `long` (7 day) job. Explicit `chtc.*` keys win over the presets.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -105,6 +106,17 @@ def output_root(job) -> str:
     return path.parts[0]
 
 
+def _estimate_gb(job) -> float | None:
+    """The plan's per-GPU estimate, offline (no parameter count known: None, and the method's preset applies)."""
+    from helpers.planning import size_job
+
+    try:
+        sizing = size_job(job, offline=True, required=False)
+    except ConfigError:
+        return None
+    return sizing.estimate.total_gb if sizing.estimate is not None else None
+
+
 def settings(job, runs_dir: Path = RUNS, strict: bool = True) -> Settings:
     """What to ask HTCondor for: GPU names from the catalog, presets from model.method, explicit chtc.* keys win.
     A job that could never start raises (strict), or is a warning (for `plan`)."""
@@ -125,6 +137,9 @@ def settings(job, runs_dir: Path = RUNS, strict: bool = True) -> Settings:
         min_memory = job.chtc.gpus_minimum_memory
     elif job.resources.min_vram_gb:
         min_memory = int(job.resources.min_vram_gb * 1024)
+    elif (estimate := _estimate_gb(job)) is not None:  # the job's own need: a small one also matches smaller GPUs
+        min_memory = math.ceil(estimate * 1e9 / 2**20)  # GB -> the MiB GPUs_GlobalMemoryMb counts in
+        notes.append(f"gpus_minimum_memory {min_memory} MB: the memory estimate (~{estimate:.0f} GB per GPU)")
     else:
         min_memory = LORA_MIN_MEMORY_MB if lora else FULL_MIN_MEMORY_MB
         notes.append(f"{'LoRA' if lora else 'full fine-tune'} preset: gpus_minimum_memory {min_memory} MB")
