@@ -21,7 +21,7 @@ from helpers.runtime import lerobot_versions
 from helpers.errors import ConfigError
 
 Framework = Literal["lerobot", "openpi", "open_r1", "command"]
-BackendName = Literal["local", "runpod", "verda", "slurm", "chtc"]
+BackendName = Literal["local", "runpod", "verda", "slurm", "chtc", "cloud"]  # cloud: the cheapest of the clouds
 
 # The seeds' model types (seed 000, case-sensitive there) and the LeRobot policy type each one trains.
 MODEL_TYPES = {

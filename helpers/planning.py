@@ -575,7 +575,10 @@ def hf_token() -> str | None:
 
 
 def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
-    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline)."""
+    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline);
+    for "cloud", the cheapest over every cloud backend (`plan_clouds`)."""
+    if backend == "cloud":
+        return plan_clouds(job, offline=offline)
     offered_warnings = check_offered(job, backend)  # a GPU the backend never has: refused here, whoever plans
     from helpers.backends import backend as backend_module
 
@@ -590,6 +593,61 @@ def plan_for(job, backend: str, offline: bool = False, token: str | None = None)
         the_plan = {**the_plan, "hub": {"status": hub.status, "checked": hub.checked},
                     "warnings": list(the_plan.get("warnings") or []) + hub.warnings}
     return the_plan
+
+
+def usable_clouds() -> tuple[list[str], str | None]:
+    """The cloud backends with credentials here; all of them (and a note) when none has any."""
+    from helpers.backends.base import CLOUDS
+    from helpers.secrets import BACKEND_SECRETS
+    from helpers.workspace import current
+
+    secrets = current().secrets
+    keyed = [name for name in CLOUDS if all(secrets.get(k) for k in BACKEND_SECRETS.get(name, {}))]
+    if keyed:
+        return keyed, None
+    return list(CLOUDS), (f"no credentials for any cloud ({', '.join(CLOUDS)}): ranked from every one; a launch "
+                          "needs the winner's key in .env")
+
+
+def plan_clouds(job, offline: bool = False) -> dict:
+    """SkyPilot's optimizer for these clouds: each cloud backend's own plan (live offers, or its dated table
+    offline), one ranked table of what fits, by price for the time limit; the winner's plan is the plan. A cloud
+    whose plan fails (nothing fits there, its API refused) is listed with why."""
+    names, note = usable_clouds()
+    plans: dict[str, dict] = {}
+    refused: dict[str, str] = {}
+    for name in names:
+        try:
+            plans[name] = plan_for(job.model_copy(update={"backend": name}), name, offline=offline)
+        except ConfigError as exc:
+            refused[name] = str(exc)
+    if not plans:
+        first = next(iter(refused.values()))
+        raise ConfigError("resources", f"no cloud can run it: {'; '.join(f'{n}: {why}' for n, why in refused.items())}"
+                          if len(refused) > 1 else first)
+    hours = (job.time_limit_seconds or 0) / 3600
+    rows = []
+    for name, p in plans.items():
+        for c in p.get("candidates", []):
+            if c["fits"]:
+                rows.append({**c, "backend": name, "chosen": False,
+                             "cost_for_limit": round(c["price_per_hour"] * hours, 2) if hours else None})
+    rows.sort(key=lambda r: (r["price_per_hour"], r["spot"], r["backend"]))
+    winner = min(plans, key=lambda n: (plans[n]["price_per_hour"], n))
+    best = plans[winner]
+    for r in rows:
+        if r["backend"] == winner and r["gpu_id"] == best["gpu"]["id"] and r["price_per_hour"] == best["price_per_hour"] \
+                and r["spot"] == best["spot"]:
+            r["chosen"] = True
+            break
+    others = [n for n in plans if n != winner]
+    why = (f"{winner}: the cheapest of {len(rows)} fitting offers on {', '.join(plans)}" +
+           (" ($%.2f/h vs %s)" % (best["price_per_hour"], ", ".join("%s $%.2f/h" % (n, plans[n]["price_per_hour"]) for n in others))
+            if others else ""))
+    warnings = list(best.get("warnings") or []) + ([note] if note else []) + \
+        [f"{n} left out: {why_not}" for n, why_not in refused.items()]
+    return {**best, "backend": winner, "cloud_winner": winner, "cloud_why": why, "cloud_rows": rows,
+            "clouds": list(plans), "warnings": warnings}
 
 
 def with_estimate(job, the_plan: dict, token: str | None = None, offline: bool = False) -> dict:
@@ -651,6 +709,9 @@ def plan_document(job, backend: str, the_plan: dict) -> dict:
         "trainer": trainer_line(job, backend),
         "candidates": the_plan.get("candidates", []),
         "alternatives": the_plan.get("alternatives", []),
+        "clouds": the_plan.get("clouds"),
+        "cloud_why": the_plan.get("cloud_why"),
+        "cloud_offers": the_plan.get("cloud_rows"),
         "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.get("files", []),
         "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
@@ -691,6 +752,20 @@ def excluded_summary(rows: list[dict]) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def print_cloud_table(the_plan: dict) -> None:
+    rows = the_plan["cloud_rows"]
+    shown = rows[:TABLE_ROWS]
+    table(f"offers that fit, over {', '.join(the_plan['clouds'])} (cheapest first)",
+          ["", "backend", "gpu", "$/h", "for the limit", "spot", "stock", "where"],
+          [["→" if r["chosen"] else "", r["backend"], f"{r['gpu_count']}x {r['gpu']}", f"{r['price_per_hour']:.2f}",
+            f"${r['cost_for_limit']:.2f}" if r["cost_for_limit"] is not None else "-", "spot" if r["spot"] else "on-demand",
+            "yes" if r["in_stock"] else "no", r.get("instance_type") or r.get("cloud") or r.get("location") or ""]
+           for r in shown])
+    if len(rows) > len(shown):
+        say(f"  {len(rows) - len(shown)} more that fit (`invoke plan --json` lists them all)")
+    say(f"  chosen: {the_plan['cloud_why']}")
+
+
 def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
     doc = plan_document(job, the_plan["backend"], the_plan)
     if as_json:
@@ -698,7 +773,9 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
         for line in doc["warnings"]:  # stdout stays one JSON object; people still see these
             print(f"warning: {redact(line)}", file=sys.stderr)
         return doc
-    rows = doc["candidates"]
+    if the_plan.get("cloud_rows"):
+        print_cloud_table(the_plan)
+    rows = [] if the_plan.get("cloud_rows") else doc["candidates"]
     fitting = [c for c in rows if c["fits"]]
     if rows:
         shown = (fitting or rows)[:TABLE_ROWS]

@@ -499,3 +499,50 @@ def test_plan_output_lists_fitting_offers_and_one_line_for_the_rest(tmp_path):
     summary = next(line for line in done.stdout.splitlines() if line.startswith("plan for q7"))
     assert summary.count("B200 180GB") == 1, summary  # the GPU named once
     assert "  or: " in done.stdout and "set model.method: lora" in done.stdout
+
+
+# --- one table across providers --------------------------------------------------------------------------------
+
+def test_plan_backend_cloud_ranks_every_cloud_in_one_table(tmp_path):
+    """No keys here: every cloud backend is ranked (and said); the winner is the cheapest fitting offer of all."""
+    config = REPO / "configs" / "pi05.yaml"
+    shown = cli("--config", str(config), "--offline", "--backend", "cloud", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "offers that fit, over runpod, verda" in shown.stdout and "chosen: " in shown.stdout
+    assert "no credentials for any cloud" in shown.stdout + shown.stderr
+    doc = json.loads(cli("--config", str(config), "--offline", "--backend", "cloud", "--json", cwd=tmp_path).stdout)
+    offers = doc["cloud_offers"]
+    assert {o["backend"] for o in offers} == {"runpod", "verda"} and all(o["fits"] for o in offers)
+    prices = [o["price_per_hour"] for o in offers]
+    assert prices == sorted(prices) and doc["price_per_hour"] == prices[0]
+    winner = next(o for o in offers if o["chosen"])
+    assert winner["backend"] == doc["backend"] and doc["clouds"] == ["runpod", "verda"]
+    assert all(o["cost_for_limit"] == pytest.approx(o["price_per_hour"] * 24, abs=0.01) for o in offers)  # 24 h limit
+    # each cloud's own plan agrees with its rows: the winner is its cheapest
+    alone = json.loads(cli("--config", str(config), "--offline", "--backend", doc["backend"], "--json", cwd=tmp_path).stdout)
+    assert alone["price_per_hour"] == doc["price_per_hour"] and alone["gpu"] == doc["gpu"]
+
+
+def test_plan_backend_cloud_uses_only_the_clouds_with_credentials(tmp_path):
+    config = REPO / "configs" / "pi05.yaml"
+    doc = json.loads(cli("--config", str(config), "--offline", "--backend", "cloud", "--json", cwd=tmp_path,
+                         env={"RUNPOD_API_KEY": "rp_only_runpod"}).stdout)
+    assert doc["clouds"] == ["runpod"] and {o["backend"] for o in doc["cloud_offers"]} == {"runpod"}
+
+
+def test_train_dry_run_names_the_winning_cloud_and_launches_through_its_own_verb(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "RUNPOD_API_KEY": "rp_fake", "VERDA_CLIENT_ID": "id",
+           "VERDA_CLIENT_SECRET": "secret", "HF_TOKEN": "hf_" + "x" * 30, "HF_ENDPOINT": "http://127.0.0.1:9",
+           "VERDA_BASE_URL": "http://127.0.0.1:9", "RUNPOD_REST_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([str(INVOKE), "-r", str(REPO), "train", "--config", str(REPO / "configs" / "pi05.yaml"),
+                           "--backend", "cloud", "--dry-run", "--offline"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    chosen = re.search(r"chosen: (\w+): the cheapest of \d+ fitting offers on runpod, verda", done.stdout)
+    assert chosen, done.stdout
+    assert f"launching on {chosen[1]} (invoke {chosen[1]}.train)" in done.stdout
+    assert f"plan for pi05-kitchen on {chosen[1]}" in done.stdout  # that backend's own plan, as its train prints it
+    assert not (tmp_path / "runs").exists()  # a dry run creates nothing
+    refused = subprocess.run([str(INVOKE), "-r", str(REPO), "train", "--config", str(REPO / "configs" / "pi05.yaml"),
+                              "--backend", "slurm"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "use invoke slurm.train" in refused.stderr

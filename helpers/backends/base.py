@@ -28,6 +28,10 @@ MODULES = {
     "slurm": "helpers.backends.slurm_jobs",
     "chtc": "helpers.backends.chtc_condor",
 }
+# The cloud backends: `--backend cloud` plans over every one of these the user has credentials for, and
+# `invoke train` launches the winner through its own `helpers.cli.<name>.train_job`. A cloud backend added later
+# joins here (and names its credentials in helpers.secrets.BACKEND_SECRETS).
+CLOUDS = ("runpod", "verda")
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,9 @@ def job_from_seed_flags(config=None, *, name=None, template_id=None, gpu=None, g
     return job
 
 
-def train_job(job, *, dry_run=False, rehearse=False, detach=False, recover=None) -> int:
+def train_job(job, *, dry_run=False, rehearse=False, detach=False, recover=None, config_path=None) -> int:
     """Secrets checked before any network call, the plan (live offers), then the launch; returns the exit code.
-    `recover`: None = on for spot (instance_flow.supervise)."""
+    `recover`: None = on for spot (instance_flow.supervise). (`config_path`: what every cloud's train_job takes.)"""
     from helpers.backends import runpod_pods as rp
 
     if recover is not None:

@@ -36,8 +36,45 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env
         raise (exc if exc.source or not config else exc.with_source(config)) from None
     finally:
         out.file = saved
-    the_plan["secrets_missing"] = sorted(n for n in required_secrets(job, job.backend) if not secrets.get(n))
+    chosen = the_plan["backend"]  # for --backend cloud: the winner
+    the_plan["secrets_missing"] = sorted(n for n in required_secrets(job, chosen) if not secrets.get(n))
     print_plan(job, the_plan, as_json=json)
+
+
+@task(iterable=["set_"], help={
+    "config": CONFIG_HELP, "backend": "runpod, verda, or cloud: the cheapest of the clouds you have keys for "
+                                      "(default: the config's backend)",
+    "dry_run": "print the plan and the winner only; nothing is created", "offline": "with --dry-run: dated prices",
+    "set_": "any key: --set resources.gpu_count=2 (repeatable)", "env_file": "secrets file (default .env)",
+})
+@friendly
+def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None, env_file=None):
+    """Launch on a cloud: with `--backend cloud` (or `backend: cloud`), the cheapest fitting offer over every cloud
+    backend with credentials here, through that backend's own launch (`invoke <backend>.train`)."""
+    import importlib
+
+    from helpers.backends.base import CLOUDS
+    from helpers.console import say
+    from helpers.errors import ConfigError
+    from helpers.planning import plan_clouds, print_cloud_table
+
+    job = load(config, backend=backend, **{k.replace(".", "__"): v for k, v in parse_sets(set_).items()})
+    name = job.backend
+    if name == "cloud":
+        if offline and not dry_run:
+            raise ConfigError("--offline", "a launch needs live offers", "drop --offline, or add --dry-run")
+        ranked = plan_clouds(job, offline=offline)
+        print_cloud_table(ranked)
+        name = ranked["cloud_winner"]
+        say(f"launching on {name} (invoke {name}.train)")
+    elif name not in CLOUDS:
+        raise ConfigError("backend", f"'{name}' is not a cloud backend", f"use invoke {name}.train, or --backend cloud")
+    job = job.model_copy(update={"backend": name})
+    code = importlib.import_module(f"helpers.cli.{name}").train_job(job, dry_run=dry_run, config_path=config)
+    if code:
+        from invoke import Exit
+
+        raise Exit(code=code)
 
 
 @task(help={"env_file": "secrets file (default .env)"})

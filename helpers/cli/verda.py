@@ -91,6 +91,11 @@ def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, im
                       verda_client=verda_client, boot_volume=boot_volume, recover=recover))
 
 
+def train_job(job, *, dry_run=False, config_path=None) -> int:
+    """`invoke train` on Verda (the cloud it chose): what verda.train does with the loaded job."""
+    return _launch(job, "auto", dry_run, config_path)
+
+
 def _done(code):
     if code:
         raise Exit(code=code)
