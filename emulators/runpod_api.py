@@ -389,6 +389,7 @@ class RunPodEmulator:
         self.rest_gone = False                    # True: /v2 answers 410 Gone (how a retired API answers is INF)
         self._stopping = threading.Event()
         self.calls: list[dict[str, Any]] = []
+        self.latency_s = 0.0  # added to every API request (bench: real APIs answer in ~100 ms, this one in ~2)
         self._pods: dict[str, Pod] = {}
         self._lock = threading.RLock()
         self._failures: list[dict[str, Any]] = []
@@ -994,6 +995,8 @@ class RunPodEmulator:
                     last_event_id: str | None = None) -> tuple[int, dict[str, str], Any]:
         """One REST v2 request: (status, headers, body bytes, or an iterator of bytes for an event stream). Logged
         like a GraphQL call, with `field` the operationId and the request and answer kept for the contract tests."""
+        if self.latency_s:
+            time.sleep(self.latency_s)  # a real API's round trip (bench scale): not a behaviour of the API
         parts = [p for p in path.split("/") if p]
         route = next(((m, shape, op) for m, shape, op in self.REST_ROUTES if m == method and len(shape) == len(parts)
                       and all(a in ("*", b) for a, b in zip(shape, parts))), None)

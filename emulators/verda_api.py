@@ -310,6 +310,7 @@ class VerdaEmulator:
         self.root = Path(root)
         self.client_id, self.client_secret = client_id, client_secret
         self._port_wanted = port
+        self.latency_s = 0.0  # added to every API request (bench: real APIs answer in ~100 ms, this one in ~2)
         self.boot_delay_s = boot_delay_s
         self.order_delay_s = order_delay_s
         self.boot_states = tuple(boot_states)
@@ -766,6 +767,8 @@ class VerdaEmulator:
         """Answer one request: (status, content type, body, extra headers). Used by the HTTP handler."""
         split = urlsplit(raw_path)
         path = split.path.rstrip("/") or "/"
+        if self.latency_s and not path.startswith("/_emulator"):
+            time.sleep(self.latency_s)  # a real API's round trip (bench scale): not a behaviour of the API
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         parsed: Any = None
         if body:

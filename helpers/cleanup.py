@@ -3,11 +3,15 @@ credentials for — the live entries of the ledger, and the instances at the pro
 ledger lost (a crash before the id was written, a deleted runs/ folder, another checkout).
 
 Provider-generic: PROVIDERS maps a ledger provider name to "module:function", a factory
-`() -> provider | None` (None: no credentials). The provider has the instance_flow interface
-(helpers/backends/instance_flow.py): `get(instance_id)`, `terminate(instance_id, keep_disk=True) -> str | None`,
-`find(name)`, `list_instances() -> [{"id", "name", "state", "price_per_hour"}]`, and optionally `leftovers() -> [str]`
+`() -> provider | None` (None: no credentials). The provider offers `list_instances() -> [{"id", "name", "state",
+"price_per_hour"}]` (its `ty-*` instances, one API call), `end(instance_ids) -> {id: refusal or None}` (sends the
+ends, without waiting), `ENDED_STATES` (states that already mean ended), and optionally `leftovers() -> [str]`
 (things that still bill but are not instances, e.g. kept volumes: listed, never deleted here).
-A provider adds itself with one line below (or `register(...)`).
+A provider adds itself with one line below.
+
+At lab scale (hundreds of instances, 100 ms per API call) the calls are what costs: one list decides, the ends go
+out together (the provider batches or runs them concurrently), one more list confirms, and a ledger line without
+an instance id is matched by its `ty-` name against that same list.
 
 Note: every `ty-*` instance of the account is a candidate, including one another machine of yours is running
 right now; that is why cleanup asks first (unless --yes) and lists each one.
@@ -19,7 +23,6 @@ import importlib
 import sys
 import time
 
-from helpers.backends.instance_flow import GONE
 from helpers.console import say, table, warn
 
 PROVIDERS: dict[str, str] = {
@@ -86,32 +89,33 @@ def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> l
 
 
 def _alive(name: str, provider, live: list[dict], ledger) -> list[dict]:
-    """What still lives at the provider: the ledger's live entries (those already gone are settled here) and the
-    `ty-*` instances the ledger never heard of."""
+    """What still lives at the provider, from one list: the ledger's live entries (by instance id, else by their
+    `ty-` name; those the list lacks have ended and are settled here) and the `ty-*` instances it never heard of."""
     from helpers.backends.instance_flow import call
 
+    listed = [i for i in call(provider.list_instances, what=f"{name}: listing instances")
+              if i.get("state") not in provider.ENDED_STATES]
+    by_id = {i["id"]: i for i in listed}
+    by_name = {i["name"]: i for i in listed}
     todo, seen = [], set()
     for entry in live:
-        instance_id = entry.get("instance_id")
-        if not instance_id and hasattr(provider, "find"):
-            instance_id = call(provider.find, entry["id"], what=f"{name}: looking for {entry['id']}")
-        if instance_id and call(provider.get, instance_id, what=f"{name}: status of {entry['id']}")[0] == GONE:
-            # ended already (it ended itself, a spot kill, the console): only the ledger needs to know
-            ledger.record(name, entry["id"], "terminated", instance_id=instance_id, ended=time.time(),
-                          note="already gone at the provider")
-            say(f"{name}: {entry['id']} ({instance_id}) had already ended; ledger updated")
-            seen.add(instance_id)
+        found = by_id.get(entry.get("instance_id")) or by_name.get(entry["id"])
+        if found is None:  # ended already (it ended itself, a spot kill, the console), or never created
+            note = "already gone at the provider" if entry.get("instance_id") else "not found at the provider"
+            ledger.record(name, entry["id"], "terminated", ended=time.time(), note=note,
+                          **({"instance_id": entry["instance_id"]} if entry.get("instance_id") else {}))
+            say(f"{name}: {entry['id']}" + (f" ({entry['instance_id']}) had already ended" if entry.get("instance_id")
+                                             else " was never created") + "; ledger updated")
             continue
-        todo.append({"provider": name, "name": entry["id"], "instance_id": instance_id, "source": "ledger",
-                     "state": entry["state"], "price_per_hour": entry.get("price_per_hour"), "run_id": entry.get("run_id")})
-        if instance_id:
-            seen.add(instance_id)
-    if hasattr(provider, "list_instances"):
-        for found in call(provider.list_instances, what=f"{name}: listing instances"):
-            if found["id"] not in seen:
-                todo.append({"provider": name, "name": found["name"], "instance_id": found["id"],
-                             "source": "provider (not in the ledger)", "state": found.get("state"),
-                             "price_per_hour": found.get("price_per_hour"), "run_id": None})
+        seen.add(found["id"])
+        todo.append({"provider": name, "name": entry["id"], "instance_id": found["id"], "source": "ledger",
+                     "state": found.get("state") or entry["state"], "run_id": entry.get("run_id"),
+                     "price_per_hour": entry.get("price_per_hour") or found.get("price_per_hour")})
+    for found in listed:
+        if found["id"] not in seen:
+            todo.append({"provider": name, "name": found["name"], "instance_id": found["id"],
+                         "source": "provider (not in the ledger)", "state": found.get("state"),
+                         "price_per_hour": found.get("price_per_hour"), "run_id": None})
     return todo
 
 
@@ -124,25 +128,49 @@ def _leftovers(name: str, provider) -> list[str]:
         return [f"{name}: could not list leftovers ({exc})"]
 
 
+CONFIRM_S = 15 * 60  # how long cleanup waits for the provider to show an instance ended (a booting one first
+                     # has to become deletable: Verda refuses "Can't discontinue a provisioning instance")
+POLL_S = (1, 2, 3, 5, 8, 10)  # seconds between confirming lists
+
+
 def _end_all(todo: list[dict], providers: dict, ledger, left: list[str]) -> list[dict]:
-    """End each one; the ledger says `terminated` only once the provider confirmed. Appends what failed to `left`."""
+    """Per provider: send every end at once, then confirm from lists (one call each round), asking again for what
+    the provider refused (still booting); the ledger says `terminated` only once a list confirms. What is not
+    confirmed in time is appended to `left`."""
     from helpers.backends.instance_flow import call
 
     ended = []
-    for item in todo:
-        provider = providers[item["provider"]]
-        if not item["instance_id"]:  # the create never happened (or is long gone)
-            ledger.record(item["provider"], item["name"], "terminated", note="not found at the provider",
-                          ended=time.time())
-            continue
-        try:
-            note = call(provider.terminate, item["instance_id"], what=f"terminating {item['name']}")
-        except Exception as exc:  # noqa: BLE001 - go on with the others, say which one is left
-            warn(f"{item['provider']}: could not end {item['name']} ({item['instance_id']}): {exc}")
-            left.append(f"{item['provider']}:{item['name']}")
-            continue
-        ledger.record(item["provider"], item["name"], "terminated", instance_id=item["instance_id"],
-                      ended=time.time(), by="cleanup")
-        say(f"{item['provider']}: ended {item['name']} ({item['instance_id']}). {note or ''}")
-        ended.append(item)
+    for name, provider in providers.items():
+        items = {t["instance_id"]: t for t in todo if t["provider"] == name}
+        pending, deadline, rounds = set(items), time.monotonic() + CONFIRM_S, 0
+        to_send = set(pending)
+        while pending:
+            refused: set[str] = set()
+            if to_send:
+                try:
+                    answers = call(provider.end, sorted(to_send), what=f"{name}: ending {len(to_send)} instance(s)")
+                except Exception as exc:  # noqa: BLE001 - confirm what we can, report the rest
+                    answers = {i: str(exc) for i in to_send}
+                for instance_id, why in answers.items():
+                    if why:
+                        refused.add(instance_id)
+                        if rounds == 0:
+                            say(f"{name}: {items[instance_id]['name']} not ended yet ({why}); asking again")
+            time.sleep(POLL_S[min(rounds, len(POLL_S) - 1)] if rounds else 0.5)
+            rounds += 1
+            still = {i["id"]: i for i in call(provider.list_instances, what=f"{name}: confirming")
+                     if i.get("state") not in provider.ENDED_STATES}
+            for instance_id in sorted(pending - set(still)):
+                item = items[instance_id]
+                ledger.record(name, item["name"], "terminated", instance_id=instance_id, ended=time.time(), by="cleanup")
+                say(f"{name}: ended {item['name']} ({instance_id})")
+                ended.append(item)
+            pending &= set(still)
+            if pending and time.monotonic() > deadline:
+                for instance_id in sorted(pending):
+                    warn(f"{name}: could not end {items[instance_id]['name']} ({instance_id}): still "
+                         f"{still[instance_id].get('state')}")
+                    left.append(f"{name}:{items[instance_id]['name']}")
+                break
+            to_send = refused & pending  # accepted ones only need time; refused ones (still booting) are asked again
     return ended

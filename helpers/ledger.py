@@ -2,6 +2,13 @@
 
 An append-only JSON-lines file (runs/ledger.jsonl): a crash leaves the last entry standing, so
 `invoke cleanup` still finds the instance. The newest line per (provider, id) is its current state.
+
+A year of sweeps makes that file long. `compact()` folds the instances that have ended into the history file
+(runs/ledger.history.jsonl, one merged line per instance) and rewrites the ledger with only the live and
+uncertain ones. It never loses a line, whenever it is killed: the history is appended (and synced) before the
+ledger is replaced, the ledger is replaced whole (os.replace of a synced copy), and a reader merges both, taking
+the ledger's lines over the history's and skipping a history line cut by a crash. Every writer and the compaction
+take one lock file (runs/ledger.lock), so no append can land in a file being replaced.
 """
 
 from __future__ import annotations
@@ -15,51 +22,94 @@ from pathlib import Path
 
 LIVE_STATES = ("creating", "running", "stopped", "unknown")
 DEFAULT_PATH = Path(os.environ.get("TRAINYARD_LEDGER", "runs/ledger.jsonl"))
+COMPACT_AT_BYTES = 256 * 1024  # `maybe_compact` folds ended instances away beyond this (~1,000 lines)
 
 
 class Ledger:
     def __init__(self, path: Path | None = None):
         self.path = Path(path or os.environ.get("TRAINYARD_LEDGER") or DEFAULT_PATH)
+        self.history_path = self.path.with_name(self.path.stem + ".history.jsonl")
+        self.lock_path = self.path.with_name(self.path.stem + ".lock")
 
     @contextmanager
-    def _locked(self, mode: str):
+    def _locked(self, exclusive: bool):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open(mode) as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX if "a" in mode else fcntl.LOCK_SH)
-            yield handle
+        with self.lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
 
     def record(self, provider: str, key: str, state: str, **fields) -> dict:
         """Append one state change of instance `key` (Trainyard's name for it); on disk before returning."""
         entry = {"provider": provider, "id": key, "state": state, "time": time.time(), **fields}
-        with self._locked("a") as handle:
+        with self._locked(exclusive=True), self.path.open("a") as handle:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         return entry
 
-    def entries(self) -> dict[tuple[str, str], dict]:
-        """Current view: (provider, id) -> the merged fields of all its lines, newest state last."""
-        if not self.path.exists():
-            return {}
-        merged: dict[tuple[str, str], dict] = {}
-        with self._locked("r") as handle:
+    @staticmethod
+    def _merge(path: Path, into: dict[tuple[str, str], dict]) -> dict[tuple[str, str], dict]:
+        if not path.exists():
+            return into
+        with path.open() as handle:
             for line in handle:
                 try:
                     entry = json.loads(line)
                 except ValueError:
                     continue  # a line cut by a crash mid-write
                 key = (entry["provider"], entry["id"])
-                merged[key] = {**merged.get(key, {}), **entry}
-        return merged
+                into[key] = {**into.get(key, {}), **entry}
+        return into
+
+    def entries(self, history: bool = True) -> dict[tuple[str, str], dict]:
+        """Current view: (provider, id) -> the merged fields of all its lines, newest state last. `history=False`:
+        only the ledger file (every live or uncertain instance is there; ended ones may have been folded away)."""
+        with self._locked(exclusive=False):
+            merged = self._merge(self.history_path, {}) if history else {}
+            return self._merge(self.path, merged)
 
     def live(self, provider: str | None = None) -> list[dict]:
-        return [e for (p, _), e in self.entries().items() if e["state"] in LIVE_STATES and provider in (None, p)]
+        return [e for (p, _), e in self.entries(history=False).items()
+                if e["state"] in LIVE_STATES and provider in (None, p)]
 
     def of_run(self, run_id: str, since: float = 0.0) -> list[dict]:
         """Every instance of one run (oldest first); `since`: only those created from then on."""
         found = [e for e in self.entries().values()
                  if e.get("run_id") == run_id and (e.get("created") or e["time"]) >= since]
         return sorted(found, key=lambda e: e.get("created") or e["time"])
+
+    def compact(self) -> int:
+        """Fold every ended instance into the history; the ledger keeps the live and uncertain ones. Returns how many
+        were folded. Safe to kill at any point (see the module docstring)."""
+        with self._locked(exclusive=True):
+            merged = self._merge(self.path, {})
+            ended = [e for e in merged.values() if e["state"] not in LIVE_STATES]
+            if not ended:
+                return 0
+            with self.history_path.open("a") as history:
+                history.writelines(json.dumps(e) + "\n" for e in ended)
+                history.flush()
+                os.fsync(history.fileno())
+            fresh = self.path.with_name(self.path.name + ".compacting")
+            with fresh.open("w") as handle:
+                handle.writelines(json.dumps(e) + "\n" for e in merged.values() if e["state"] in LIVE_STATES)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(fresh, self.path)
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            return len(ended)
+
+    def maybe_compact(self) -> int:
+        """Compact when the ledger has grown past COMPACT_AT_BYTES (cheap to call: one stat)."""
+        try:
+            big = self.path.stat().st_size > COMPACT_AT_BYTES
+        except FileNotFoundError:
+            return 0
+        return self.compact() if big else 0
 
 
 def spend_of(entry: dict, now: float | None = None) -> float:

@@ -390,6 +390,21 @@ def _nothing_left(exc: BaseException) -> None:
         exc.nothing_left = True
 
 
+BOOT_BURST_S = (1.0, 3.0)  # the first looks after the immediate one, in seconds after the create
+
+
+def boot_poll_times(poll: float):
+    """Seconds after the create at which to ask for a booting instance: 0, the burst (an instance that boots in
+    seconds, as a relaunch may, is seen in seconds), then every `poll` from 2 x poll on: in any minute at most one
+    call more than one per poll interval (the recovery bench's budget per instance-minute), and a boot longer than
+    2 x poll is seen as soon as before."""
+    at, k = 0.0, 0
+    while True:
+        yield at
+        k += 1
+        at = max(at, min(BOOT_BURST_S[k - 1], k * poll) if k <= len(BOOT_BURST_S) else (k - 1) * poll)
+
+
 class Flow:
     """Everything after create, with what it needs to end the instance from any point: here the job runs over SSH
     (upload the run folder, start the runtime detached, follow its log, fetch the outputs). A subclass changes how
@@ -434,9 +449,14 @@ class Flow:
         return self.finish(end)
 
     def wait_for_ssh(self) -> tuple[str, int]:
+        """Poll the new instance until it is running with an address: fast at first (a relaunch onto an instance
+        that boots in seconds runs again in seconds), and never more calls than one per `poll_seconds` since the
+        create, counting that burst (`boot_poll_times`)."""
         poll = float(getattr(self.provider, "poll_seconds", 10.0))
-        deadline = time.monotonic() + self.spec.boot_timeout_s
-        while True:
+        started = time.monotonic()
+        deadline = started + self.spec.boot_timeout_s
+        for at in boot_poll_times(poll):
+            time.sleep(max(0.0, started + at - time.monotonic()))
             state, host, port = call(self.provider.get, self.instance_id, what="instance status")
             if state == RUNNING and host:
                 return host, int(port or 22)
@@ -446,7 +466,7 @@ class Flow:
                 raise ProviderError(f"instance {self.name} not running after {self.spec.boot_timeout_s:.0f}s")
             if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
                 raise ProviderError(f"instance {self.name}: the time limit passed before it was reachable")
-            time.sleep(poll)
+        raise AssertionError("boot_poll_times never ends")
 
     def follow(self, pid: int) -> str:
         """Stream the log with the progress bar until the run ends; 'done'/'failed'/'stopped'/'crashed'/'lost'."""
@@ -660,24 +680,83 @@ def connect(provider, entry: dict, wait_seconds: float = 30.0):
     return Remote(host, port, "root", entry.get("ssh_key")).connect(wait_seconds)
 
 
-def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: str, look) -> list[tuple[dict, str, str]]:
-    """(ledger entry, the provider's state, the run's progress) for each live instance of the ledger. `look(entry)`
-    asks the provider: (its state, whether the host can be reached over SSH); then the run's state, step, loss and
-    synced step are read from its status file there. `provider` None (no credentials): the ledger's word only."""
-    rows = []
-    for entry in ledger_entries(provider_name, run_id):
-        state, progress = entry["state"], "-"
-        if provider is not None and entry.get("instance_id"):
-            try:
-                state, reachable = look(entry)
-                if reachable:
-                    with connect(provider, entry, wait_seconds=10) as remote:
-                        s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
-                    progress = f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} synced {s.get('synced_step')}"
-            except Exception as exc:  # noqa: BLE001 - a status table shows what it can
-                progress = f"({type(exc).__name__})"
-        rows.append((entry, state, progress))
-    return rows
+STATUS_PROBE_S = 2.0  # a status table waits this long for instances' SSH ports, all at once, then says "unreachable"
+STATUS_CONNECT_S = 5.0  # and this long for the SSH session of one that answered
+STATUS_WORKERS = 16  # SSH sessions at once
+
+
+def answering(addresses: set[tuple[str, int]], timeout: float = STATUS_PROBE_S) -> set[tuple[str, int]]:
+    """The addresses whose TCP port accepts a connection within `timeout`, tried all at once (non-blocking
+    connects in one selector): hundreds of instances cost one timeout, not one each."""
+    import selectors
+    import socket
+
+    pending: dict[socket.socket, tuple[str, int]] = {}
+    up: set[tuple[str, int]] = set()
+    with selectors.DefaultSelector() as selector:
+        for address in addresses:
+            sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex(address)
+            selector.register(sock, selectors.EVENT_WRITE)
+            pending[sock] = address
+        deadline = time.monotonic() + timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                sock = key.fileobj
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    up.add(pending[sock])
+                selector.unregister(sock)
+                sock.close()
+                del pending[sock]
+        for sock in pending:
+            sock.close()
+    return up
+
+
+def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: str, readable) -> list[tuple[dict, str, str]]:
+    """(ledger entry, the provider's state, the run's progress) for each live instance of the ledger, from one list
+    of the provider's instances (`list_instances`, with each one's `ssh` address when it has one); the instances'
+    SSH ports are probed all at once (`answering`: an instance that does not answer is "unreachable" after
+    STATUS_PROBE_S), and the run's state, step, loss and synced step are read over SSH from the ones that answer,
+    STATUS_WORKERS at a time. `readable(entry, listed)`: whether this instance's run is read over SSH at all.
+    `provider` None (no credentials): the ledger's word only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers.remote import Remote
+
+    entries = ledger_entries(provider_name, run_id)
+    if provider is None or not entries:
+        return [(e, e["state"], "-") for e in entries]
+    try:
+        listed = call(provider.list_instances, what=f"{provider_name}: listing instances")
+    except Exception as exc:  # noqa: BLE001 - a status table shows what it can
+        return [(e, e["state"], f"(provider: {type(exc).__name__})") for e in entries]
+    by_id, by_name = {i["id"]: i for i in listed}, {i["name"]: i for i in listed}
+    found = {e["id"]: by_id.get(e.get("instance_id")) or by_name.get(e["id"]) for e in entries}
+    wanted = {f["ssh"] for e in entries if (f := found[e["id"]]) and f.get("ssh") and readable(e, f)}
+    up = answering({(h, int(p)) for h, p in wanted})
+
+    def row(entry: dict) -> tuple[dict, str, str]:
+        listed_one = found[entry["id"]]
+        if listed_one is None:
+            return entry, "gone", "-"
+        address = listed_one.get("ssh")
+        if not (address and readable(entry, listed_one)):
+            return entry, listed_one["state"], "-"
+        if (address[0], int(address[1])) not in up:
+            return entry, listed_one["state"], "unreachable"
+        try:
+            with Remote(address[0], address[1], "root", entry.get("ssh_key"), connect_timeout=STATUS_CONNECT_S,
+                        io_timeout=10).connect(STATUS_CONNECT_S) as remote:
+                s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
+        except Exception:  # noqa: BLE001 - one that does not answer must not hold up the table
+            return entry, listed_one["state"], "unreachable"
+        return entry, listed_one["state"], (f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} "
+                                            f"synced {s.get('synced_step')}")
+
+    with ThreadPoolExecutor(max_workers=min(STATUS_WORKERS, len(entries))) as pool:
+        return list(pool.map(row, entries))
 
 
 def show_log(provider_name: str, noun: str, run_id: str, open_remote, remote_dir: str, follow_lines: bool) -> None:

@@ -244,6 +244,7 @@ class RunPodApi:
         after `idle_s` without a line, with it it reconnects from the last event id until the stream ends and the
         pod is gone."""
         import requests
+        import urllib3
 
         last_id = None
         while True:
@@ -253,13 +254,13 @@ class RunPodApi:
                                                headers=headers, read_timeout_s=None if follow else idle_s),
                             what=f"logs of pod {pod_id}", attempts=self.attempts, max_wait_s=self.max_wait_s)
             try:
-                for raw in response.iter_lines(decode_unicode=True):
+                for raw in _lines_as_they_arrive(response):
                     if raw.startswith("id:"):
                         last_id = raw[3:].strip()
                     elif raw.startswith("data:"):
                         event = json.loads(raw[5:])
                         yield event.get("line", "")
-            except (requests.ConnectionError, requests.Timeout):
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, TimeoutError):
                 if not follow:
                     return
             finally:
@@ -525,10 +526,45 @@ class RunPodProvider:
         return None
 
     # --- cleanup interface --------------------------------------------------------------------------
+    ENDED_STATES = ("TERMINATED",)
+
+    def end(self, pod_ids: list[str]) -> dict[str, str | None]:
+        """deletePod for each, END_WORKERS at a time (REST v2 deletes one pod per call); pod id -> None when RunPod
+        took it (or no longer knows it), else why not. Confirmation is the caller's next list."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(pod_id: str) -> str | None:
+            try:
+                self.api.terminate(pod_id)
+                return None
+            except Exception as exc:  # noqa: BLE001 - reported per pod, asked again
+                return str(exc)
+
+        with ThreadPoolExecutor(max_workers=min(END_WORKERS, max(1, len(pod_ids)))) as pool:
+            return dict(zip(pod_ids, pool.map(one, pod_ids)))
+
     def list_instances(self) -> list[dict]:
         """Every pod of the account tagged ty-* (running or stopped: a stopped pod's volume still bills)."""
-        return [{"id": p["id"], "name": tag_of(p.get("name")), "state": p.get("status"), "price_per_hour": p.get("cost")}
+        return [{"id": p["id"], "name": tag_of(p.get("name")), "state": p.get("status"), "price_per_hour": p.get("cost"),
+                 "ssh": ssh_address(p) if p.get("status") == "RUNNING" else None}
                 for p in self.api.pods() if tag_of(p.get("name")) and p.get("status") != "TERMINATED"]
+
+
+def _lines_as_they_arrive(response):
+    """The text lines of a streamed answer, each as soon as it is whole. requests' iter_lines reads fixed-size
+    chunks and holds back the last lines of a stream that pauses (until the read times out, and drops them then);
+    urllib3's read1 returns what has arrived."""
+    pending = b""
+    while chunk := response.raw.read1(65536):
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
+
+
+END_WORKERS = 16  # concurrent deletePod calls in `invoke cleanup`
 
 
 def ssh_address(pod: dict) -> tuple[str, int] | None:
@@ -783,17 +819,12 @@ def status(handle=None) -> list[list]:
     (ssh mode), cost so far."""
     run_id = handle.run_id if handle else None
     provider = cleanup_provider()
-
-    def look(entry: dict) -> tuple[str, bool]:
-        pod = provider.api.get(entry["instance_id"])
-        state = pod["status"] if pod else "gone"
-        provider.mode = "ssh"  # get() reports the pod's SSH address only in ssh mode
-        return state, state == "RUNNING" and entry.get("mode") != "start_command"
+    readable = lambda entry, listed: entry.get("mode") != "start_command"  # noqa: E731 - a start_command pod has no sshd
 
     rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("mode", "ssh"),
              f"{entry.get('gpu_count', '')}x {entry.get('gpu', '')}" + (" spot" if entry.get("spot") else ""),
              state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))]
-            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, look)]
+            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, readable)]
     table("RunPod pods", ["run", "name", "pod id", "mode", "gpu", "state", "run state", "cost"], rows)
     return rows
 

@@ -241,13 +241,32 @@ class VerdaProvider:
         return None
 
     # --- cleanup interface --------------------------------------------------------------------------
+    ENDED_STATES = ("discontinued", "deleting")
+
+    def end(self, instance_ids: list[str]) -> dict[str, str | None]:
+        """One PUT /instances delete for all of them, every volume kept (a 207 read per instance: an instance still
+        booting is refused and asked again by the caller); instance id -> None or Verda's reason."""
+        from verda.exceptions import APIException
+
+        try:
+            return api(self.delete_each, instance_ids, [], what=f"deleting {len(instance_ids)} instance(s)")
+        except ProviderError as exc:  # every id refused: a 4xx error body
+            if isinstance(exc.__cause__, APIException) and len(instance_ids) > 1:
+                return {i: self.end([i])[i] for i in instance_ids}  # find out which, one by one
+            return {i: _refusal(exc) or str(exc) for i in instance_ids}
+
     def list_instances(self) -> list[dict]:
+        """Every ty-* instance of the account not yet discontinued, from one GET /instances (the JSON itself: the
+        SDK's Instance drops keys, such as the emulator's `emulator_ssh_port`; the real API's is 22)."""
+        listed = api(lambda: self.client._http_client.get("/instances").json(), what="listing instances")
         found = []
-        for instance in api(self.client.instances.get, what="listing instances"):
-            name = next((n for n in (instance.description, instance.hostname) if (n or "").startswith("ty-")), None)
-            if name and instance.status != "discontinued":
-                found.append({"id": instance.id, "name": name, "state": instance.status,
-                              "price_per_hour": instance.price_per_hour})
+        for data in listed:
+            name = next((n for n in (data.get("description"), data.get("hostname")) if (n or "").startswith("ty-")), None)
+            if name and data.get("status") != "discontinued":
+                running = data.get("status") == "running" and data.get("ip")
+                found.append({"id": data["id"], "name": name, "state": data.get("status"),
+                              "price_per_hour": data.get("price_per_hour"),
+                              "ssh": (data["ip"], int(data.get("emulator_ssh_port") or 22)) if running else None})
         return found
 
     def leftovers(self) -> list[str]:
@@ -477,13 +496,9 @@ def status(handle=None) -> list[list]:
     run_id = handle.run_id if handle else None
     provider = cleanup_provider()
 
-    def look(entry: dict) -> tuple[str, bool]:
-        raw = provider.raw(entry["instance_id"])
-        return (raw["status"] if raw else "gone"), bool(raw) and raw["status"] == "running"
-
     rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("instance_type", ""), state,
              progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))]
-            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, look)]
+            for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, lambda entry, listed: True)]
     table("Verda instances", ["run", "name", "instance id", "type", "state", "run state", "cost"], rows)
     return rows
 

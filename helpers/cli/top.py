@@ -77,37 +77,53 @@ def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None,
         raise Exit(code=code)
 
 
-@task(help={"env_file": "secrets file (default .env)"})
+RECENT_RUNS = 20  # runs `invoke status` shows without --all
+LIVE_ROWS = 50  # live instances it lists without --all (the rest: counted, with their price per hour)
+
+
+@task(help={"all": "every run in the ledger's history, not only the newest", "env_file": "secrets file (default .env)"})
 @friendly
-def status(c, env_file=None):
-    """Runs on rented machines (instances, relaunches, spend so far), the live instances, and the local runs."""
+def status(c, all=False, env_file=None):
+    """Live instances, the newest runs on rented machines (instances, relaunches, spend so far; --all: every run),
+    and the local runs. A long ledger is compacted first (ended instances folded into its history)."""
     import time
 
     from helpers.backends.base import backend
-    from helpers.console import table
+    from helpers.console import say, table
     from helpers.ledger import LIVE_STATES, Ledger, spend_of
 
     now = time.time()
-    entries = sorted(Ledger().entries().values(), key=lambda e: e.get("created") or e["time"])
+    ledger = Ledger()
+    ledger.maybe_compact()
+    entries = sorted(ledger.entries().values(), key=lambda e: e.get("created") or e["time"])
     runs: dict[tuple[str, str], list[dict]] = {}
     for entry in entries:
         runs.setdefault((entry.get("run_id") or "?", entry["provider"]), []).append(entry)
+    newest_first = sorted(runs.items(), key=lambda item: -max(e["time"] for e in item[1]))
+    shown = newest_first if all else newest_first[:RECENT_RUNS]
     rows = []
-    for (run_id, provider), mine in runs.items():
+    for (run_id, provider), mine in shown:
         live = [e for e in mine if e["state"] in LIVE_STATES]
         newest = mine[-1]
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(mine[0].get("created") or mine[0]["time"]))
         warning = next((e["warning"] for e in reversed(mine) if e.get("warning")), "")
         rows.append([run_id, provider, started, f"{len(live)} live / {len(mine)}", sum(1 for e in mine if e.get("recovery")),
                      newest["state"], f"${sum(spend_of(e, now) for e in mine):.2f}", warning])
-    table("runs (from the ledger; spend = price x time of every instance of the run)",
+    table("runs, newest first (from the ledger; spend = price x time of every instance of the run)",
           ["run", "provider", "started", "instances", "relaunches", "newest instance", "spend so far", "warning"], rows)
-    live_rows = []
-    for entry in [e for e in entries if e["state"] in LIVE_STATES]:
-        price = entry.get("price_per_hour") or 0
-        live_rows.append([entry["provider"], entry["id"], entry.get("instance_id", ""), entry.get("run_id", ""),
-                          entry["state"], f"${price:.2f}/h", f"${spend_of(entry, now):.2f}"])
-    table("live instances", ["provider", "name", "instance id", "run", "state", "price", "cost so far"], live_rows)
+    if len(newest_first) > len(shown):
+        say(f"  {len(newest_first) - len(shown)} older runs, ${sum(spend_of(e, now) for _, m in newest_first[len(shown):] for e in m):.2f} "
+            "spent: `invoke status --all` lists them")
+    live = sorted((e for e in entries if e["state"] in LIVE_STATES), key=lambda e: -e["time"])
+    listed = live if all else live[:LIVE_ROWS]
+    live_rows = [[e["provider"], e["id"], e.get("instance_id", ""), e.get("run_id", ""), e["state"],
+                  f"${e.get('price_per_hour') or 0:.2f}/h", f"${spend_of(e, now):.2f}"] for e in listed]
+    table("live instances, newest first", ["provider", "name", "instance id", "run", "state", "price", "cost so far"],
+          live_rows)
+    if len(live) > len(listed):
+        rest = live[len(listed):]
+        say(f"  {len(rest)} more live instances, ${sum(e.get('price_per_hour') or 0 for e in rest):.2f}/h together: "
+            "`invoke status --all` lists them (`invoke cleanup` ends what should not run)")
     backend("local").status()
 
 

@@ -3,6 +3,7 @@ a seeded RNG (the seed is printed; `--trial-seed N` replays a series):
 
   kill      the orchestrator (`invoke <provider>.train`) is SIGKILLed at a random phase: before create returns,
             while waiting for the instance, during upload, during training, during fetch; then `invoke cleanup --yes`
+            (phase "cleanup": killed in training, and the first `invoke cleanup --yes` is SIGKILLed too, mid-way)
   preempt   the instance is preempted at a random step (once or twice; sometimes the relaunch again while it boots);
             `--recover` (the default for spot) relaunches it and the run resumes from the store
   api       bursts of HTTP 500/502/503/429 on the provider API: create (Verda: created, then a 500), status polls,
@@ -34,7 +35,7 @@ from tests.reliability.harness import (PROVIDERS, World, loss_bound, resumed_of,
 pytestmark = pytest.mark.slow
 
 KINDS = ("kill", "preempt", "api", "ssh")
-PHASES = ("create", "waiting", "upload", "training", "fetch")
+PHASES = ("create", "waiting", "upload", "training", "fetch", "cleanup")
 
 
 @dataclass
@@ -152,7 +153,7 @@ def run_kill(world: World, trial: Trial, rng: random.Random, nth: int, phases: l
             orchestrator.wait_for(r"ordered at \$", 60)
         elif phase == "upload":
             orchestrator.wait_for(r"connecting over SSH", 60)
-        elif phase == "training":
+        elif phase in ("training", "cleanup"):
             entry = world.wait_instance(run_id, trial.provider)
             world.wait_step(trial.provider, entry, rng.randint(2, 20))
         else:
@@ -162,6 +163,11 @@ def run_kill(world: World, trial: Trial, rng: random.Random, nth: int, phases: l
         orchestrator.kill()
     trial.fault = f"kill:{phase}" + (" (too late)" if finished else "")
     trial.code, trial.expected = orchestrator.process.returncode, (-9, 0)
+    if phase == "cleanup":  # the cleanup itself dies: after its list, while its ends are out, or before it confirms
+        first = world.invoke("cleanup", "--yes")
+        first.wait_for(rng.choice([r"instances to end", r"ending|ended", r"ended"]), 60)
+        time.sleep(rng.uniform(0, 0.3))
+        first.kill()
     code, output = world.cleanup()
     assert code == 0, output[-2000:]
     trial.run_id = run_id
