@@ -173,24 +173,59 @@ def measure_ledger(lines: int) -> list:
             "meets" if lines < 100_000 or then <= 1.0 else "MISSED"]
 
 
-def main() -> None:
-    cleanup_rows = [measure_cleanup(kind, n) for kind in (RunPodWorld, VerdaWorld) for n in SIZES]
-    status_rows = [measure_status(kind, n) for kind in (RunPodWorld, VerdaWorld) for n in SIZES]
-    ledger_rows = [measure_ledger(lines) for lines in (10_000, 100_000)]
+def measure(sizes=SIZES, status_sizes=SIZES, ledger_lines=(10_000, 100_000)) -> dict:
+    return {"cleanup": [measure_cleanup(kind, n) for kind in (RunPodWorld, VerdaWorld) for n in sizes],
+            "status": [measure_status(kind, n) for kind in (RunPodWorld, VerdaWorld) for n in status_sizes],
+            "ledger": [measure_ledger(lines) for lines in ledger_lines]}
+
+
+def before(ref: str) -> dict:
+    """The same measurements on the code of `ref` (a git worktree with this bench copied in): the baseline of the
+    same run. Its status is measured at N=10 only (serial SSH retries: minutes at N=200)."""
+    import json
+    import shutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=REPO, check=True, capture_output=True)
+        try:
+            for name in ("bench/scale.py", "tests/test_ledger.py", "emulators/runpod_api.py", "emulators/verda_api.py"):
+                # the world (emulators with the latency knob) is this run's; the code under test is the ref's
+                shutil.copyfile(REPO / name, tree / name)
+            if (REPO / ".venv").exists():
+                (tree / ".venv").symlink_to(REPO / ".venv")
+            if not (tree.parent / "shared").exists() and (REPO.parent / "shared").exists():
+                (tree.parent / "shared").symlink_to(REPO.parent / "shared")
+            code = "import json, bench.scale as s; print('JSON' + json.dumps(s.measure(status_sizes=(10,), ledger_lines=(10_000,))))"
+            done = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=3600,
+                                  env={**os.environ, "PYTHONPATH": str(tree)})
+            line = next((x for x in done.stdout.splitlines() if x.startswith("JSON")), None)
+            assert line, done.stdout[-2000:] + done.stderr[-3000:]
+            return json.loads(line[4:])
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[2:] if argv is None else argv  # `python -m bench scale [--before REF]`
+    ref = argv[argv.index("--before") + 1] if "--before" in argv else None
+    now = measure()
+    base = before(ref) if ref else None
+    cleanup_head = ["provider", "N", "seconds", "provider calls", "calls", "left alive", "target (N=200: <= 15 s, <= N + 3)"]
+    status_head = ["provider", "N", "unreachable", "seconds", "provider calls", "said unreachable", "target (N=200: <= 5 s)"]
+    ledger_head = ["ledger lines", "first call s (compacts)", "next call s", "invoke --list s", "next - --list",
+                   "target (100k: <= 1 s)"]
     body = (f"API latency injected: {LATENCY_S * 1000:.0f} ms per call (both emulators); instances API-only.\n\n"
             "`invoke cleanup --yes --provider P` (a fifth of the ledger lines without an instance id):\n\n"
-            + table(["provider", "N", "seconds", "provider calls", "calls", "left alive", "target (N=200: <= 15 s, <= N + 3)"],
-                    cleanup_rows)
+            + table(cleanup_head, now["cleanup"])
             + "\n\n`invoke <provider>.status` with N live instances, some publishing an SSH port nobody answers on "
               "(RunPod: 10; Verda's API-only instances: all, port 22 of 127.0.0.1):\n\n"
-            + table(["provider", "N", "unreachable", "seconds", "provider calls", "said unreachable", "target (N=200: <= 5 s)"],
-                    status_rows)
+            + table(status_head, now["status"])
             + "\n\n`invoke status` on a long ledger (a year of sweeps: creating/running/terminated per instance, 2% live):\n\n"
-            + table(["ledger lines", "first call s (compacts)", "next call s", "invoke --list s", "next - --list",
-                     "target (100k: <= 1 s)"], ledger_rows))
-    write_section("scale", "python -m bench scale", body)
+            + table(ledger_head, now["ledger"]))
+    if base:
+        body += (f"\n\nBefore (the code of {ref}, same machine, same run, same latency; its targets column is "
+                 "this bench's):\n\n" + table(cleanup_head, base["cleanup"]) + "\n\n" + table(status_head, base["status"])
+                 + "\n\n" + table(ledger_head, base["ledger"]))
+    write_section("scale", "python -m bench scale" + (f" --before {ref}" if ref else ""), body)
     print(body)
-
-
-if __name__ == "__main__":
-    main()

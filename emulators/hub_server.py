@@ -134,6 +134,9 @@ class HubServer:
             self._repos[(repo.type, repo.id)] = repo
         self._failures: list[int] = []
         self._drop: str | None = None
+        from emulators.hub_jobs import JobsService
+
+        self.jobs = JobsService(self.root)  # Hugging Face Jobs (emulators/hub_jobs.py)
         self._server: EmulatorHTTPServer | None = None
         self._connections: set[socket.socket] = set()
 
@@ -143,6 +146,7 @@ class HubServer:
         self._server.hub = self  # type: ignore[attr-defined]
         serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-server", daemon=True)
         serve.start()  # a short poll interval keeps stop() fast
+        self.jobs.hub_env = self.client_env()
         return self
 
     @property
@@ -152,6 +156,7 @@ class HubServer:
 
     def stop(self) -> None:
         """Stop serving and cut kept-alive connections, so no client keeps talking to a stopped hub."""
+        self.jobs.stop()
         if self._server is None:
             return
         self._server.shutdown()
@@ -343,6 +348,12 @@ _API = r"/api/(?P<t>models|datasets|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)"
 _WEB = r"/(?:(?P<p>datasets|spaces)/)?(?P<ns>[^/]+)/(?P<name>[^/]+?)"
 _ROUTES = [(method, re.compile(pattern), handler) for method, pattern, handler in [
     ("GET", r"/api/whoami-v2", "whoami"),
+    ("GET", r"/api/jobs/hardware", "jobs_hardware"),
+    ("POST", r"/api/jobs/(?P<ns>[^/]+)", "job_create"),
+    ("GET", r"/api/jobs/(?P<ns>[^/]+)", "job_list"),
+    ("GET", r"/api/jobs/(?P<ns>[^/]+)/(?P<job_id>[0-9a-f]+)", "job_info"),
+    ("POST", r"/api/jobs/(?P<ns>[^/]+)/(?P<job_id>[0-9a-f]+)/cancel", "job_cancel"),
+    ("GET", r"/api/jobs/(?P<ns>[^/]+)/(?P<job_id>[0-9a-f]+)/logs", "job_logs"),
     ("POST", r"/api/repos/create", "create_repo"),
     ("POST", r"/api/validate-yaml", "validate_yaml"),
     ("GET", r"/api/agent-harnesses", "agent_harnesses"),
@@ -525,6 +536,67 @@ class _Handler(BaseHTTPRequestHandler):
             "orgs": [{"type": "org", "name": org, "roleInOrg": "admin"} for org in self.user.orgs],
             "auth": {"type": "access_token",
                      "accessToken": {"displayName": "trainyard", "role": role, "createdAt": _now()}}})
+
+    # ---- Hugging Face Jobs (emulators/hub_jobs.py) ------------------------------------------------------
+    def _job_namespace(self, ns: str) -> None:
+        if self.user is None:
+            raise HubError(401, "Invalid user token.")
+        if not self.user.acts_for(ns):
+            raise HubError(403, f"You cannot run jobs in namespace {ns}")
+
+    def _job(self, ns: str, job_id: str):
+        self._job_namespace(ns)
+        job = self.hub.jobs.get(ns, job_id)
+        if job is None:
+            raise HubError(404, f"Job {job_id} not found")
+        return job
+
+    def _h_jobs_hardware(self) -> None:
+        self._send_json(200, self.hub.jobs.hardware())
+
+    def _h_job_create(self, ns: str) -> None:
+        self._job_namespace(ns)
+        spec = self._json_body()
+        if not isinstance(spec.get("command"), list) or not spec["command"]:
+            raise HubError(400, "command is required")
+        if spec.get("flavor") not in {h["name"] for h in self.hub.jobs.hardware()}:
+            raise HubError(400, f"Unknown flavor {spec.get('flavor')!r}")
+        self._send_json(200, self.hub.jobs.create(ns, spec))
+
+    def _h_job_list(self, ns: str) -> None:
+        self._job_namespace(ns)
+        self._send_json(200, self.hub.jobs.listing(ns, self.query.get("stage", []), self.query.get("label", [])))
+
+    def _h_job_info(self, ns: str, job_id: str) -> None:
+        self._send_json(200, self.hub.jobs.view(self._job(ns, job_id)))
+
+    def _h_job_cancel(self, ns: str, job_id: str) -> None:
+        self.hub.jobs.cancel(self._job(ns, job_id))
+        self._send_json(200, {})
+
+    def _h_job_logs(self, ns: str, job_id: str) -> None:
+        """SSE: every line so far, then new ones while the job runs; the stream ends with the job."""
+        from emulators.hub_jobs import TERMINAL, _stamp
+
+        job = self._job(ns, job_id)
+        for _ in self._chunks():
+            pass
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        sent = 0
+        while True:
+            lines, done = list(job.lines), job.stage in TERMINAL
+            for at, line in lines[sent:]:
+                self.wfile.write(f"data: {json.dumps({'data': line, 'timestamp': _stamp(at)})}\n\n".encode())
+            self.wfile.flush()
+            sent = len(lines)
+            if done:
+                return
+            time.sleep(0.1)
 
     def _h_create_repo(self) -> None:
         body = self._json_body()

@@ -6,6 +6,8 @@ so the host needs neither this repository nor the tool's own environment.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 import zipfile
@@ -104,3 +106,17 @@ def render_commands(job: JobConfig, gpus: int, bin_dir: str = "$TRAINER_ENV/bin"
     document = job_document(job, {"kind": "plan"})
     doc = JobDoc(document["config"], document["derived"], document["machine"])
     return [shlex.join(trainer_for(doc, run, Path(bin_dir), gpus).command(resume=False)) for run in runs_of(doc)]
+
+
+BUNDLE_ENV = "TRAINYARD_BUNDLE"
+BUNDLE_CHUNK = 32 * 1024  # characters of base64 per env var (Linux allows 128 KiB per environment string)
+
+
+def bundle_env(run_dir: Path) -> dict[str, str]:
+    """TRAINYARD_BUNDLE_<i>: trainyard_runtime.pyz + job.json, zipped, base64, in BUNDLE_CHUNK pieces."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for name in (BUNDLE_NAME, "job.json"):
+            bundle.write(run_dir / name, name)
+    text = base64.b64encode(buffer.getvalue()).decode()
+    return {f"{BUNDLE_ENV}_{i}": text[start:start + BUNDLE_CHUNK] for i, start in enumerate(range(0, len(text), BUNDLE_CHUNK))}

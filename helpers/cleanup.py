@@ -28,6 +28,7 @@ from helpers.console import say, table, warn
 PROVIDERS: dict[str, str] = {
     "verda": "helpers.backends.verda_instances:cleanup_provider",
     "runpod": "helpers.backends.runpod_pods:cleanup_provider",
+    "hfjobs": "helpers.backends.hf_jobs:cleanup_provider",
 }
 
 

@@ -21,7 +21,7 @@ from helpers.runtime import lerobot_versions
 from helpers.errors import ConfigError
 
 Framework = Literal["lerobot", "openpi", "open_r1", "command"]
-BackendName = Literal["local", "runpod", "verda", "slurm", "chtc", "cloud"]  # cloud: the cheapest of the clouds
+BackendName = Literal["local", "runpod", "verda", "hfjobs", "slurm", "chtc", "cloud"]  # cloud: the cheapest of the clouds
 
 # The seeds' model types (seed 000, case-sensitive there) and the LeRobot policy type each one trains.
 MODEL_TYPES = {
@@ -339,6 +339,15 @@ class SlurmSection(Section):
     extra_directives: list[str] = Field(default_factory=list)
 
 
+class HfjobsSection(Section):
+    image: str = "python:3.12"
+    namespace: str | None = None
+    attempts: int = Field(default=3, ge=1, le=10)
+    python: str = "python3"
+    skip_setup: bool = False
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+
 class ChtcSection(Section):
     universe: Literal["docker", "vanilla"] = "docker"
     netid: str | None = None
@@ -388,6 +397,7 @@ class JobConfig(Section):
     verda: VerdaSection = Field(default_factory=VerdaSection)
     slurm: SlurmSection = Field(default_factory=SlurmSection)
     chtc: ChtcSection = Field(default_factory=ChtcSection)
+    hfjobs: HfjobsSection = Field(default_factory=HfjobsSection)
     local: LocalSection = Field(default_factory=LocalSection)
     docker: DockerSection = Field(default_factory=DockerSection)
 

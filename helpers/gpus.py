@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from helpers.errors import ConfigError
 
-PROVIDERS = ("runpod", "verda", "chtc", "slurm", "local")
+PROVIDERS = ("runpod", "verda", "hfjobs", "chtc", "slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,11 @@ def for_provider(provider: str) -> list[Gpu]:
         return [g for g in CATALOG if g.verda_prefix]
     if provider == "chtc":
         return [g for g in CATALOG if g.chtc_device_name]
+    if provider == "hfjobs":
+        from helpers.backends.hf_jobs import FLAVOR_GPUS  # the flavors are the backend's knowledge
+
+        keys = {key for key, _ in FLAVOR_GPUS.values()}
+        return [g for g in CATALOG if g.key in keys]
     if provider in ("slurm", "local"):
         return list(CATALOG)
     raise ConfigError(key="backend", problem=f"unknown provider '{provider}'", fix=f"use one of {', '.join(PROVIDERS)}")

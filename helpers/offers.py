@@ -133,6 +133,10 @@ def fallback_offers(provider: str) -> list[Offer]:
                 out.append(Offer("verda", gpu, n, round(price * n, 4), False, instance_type=name, source=src))
                 if spot is not None:
                     out.append(Offer("verda", gpu, n, round(spot * n, 4), True, instance_type=name, source=src))
+    elif provider == "hfjobs":
+        from helpers.backends.hf_jobs import fallback_offers as hf_jobs_offers
+
+        out = hf_jobs_offers()
     elif provider == "chtc":
         for key, per_server in CHTC_INVENTORY:
             for n in _counts_up_to(per_server):

@@ -85,6 +85,7 @@ redact = REDACTOR
 BACKEND_SECRETS = {
     "runpod": {"RUNPOD_API_KEY": "to create and end RunPod pods"},
     "verda": {"VERDA_CLIENT_ID": "to create and end Verda instances", "VERDA_CLIENT_SECRET": "to create and end Verda instances"},
+    "hfjobs": {"HF_TOKEN": "to run and end Hugging Face Jobs"},
 }
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from helpers.errors import ConfigError
 
 VANISHING_BACKENDS = ("runpod", "verda")  # cloud instances that can be lost together with their disk
+ALWAYS_VANISHING = ("hfjobs",)  # a job's machine is gone when it ends, and a retried attempt starts on a new one
 SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")  # `s3://`, `gs://`, `file:` ...; not a Windows drive (`C:`)
 USER_PLACEHOLDER = "<HF_TOKEN's user>"
 
@@ -41,7 +42,7 @@ def check_spec(spec: str | None) -> str | None:
 def can_vanish(job, backend: str, recover: bool | None) -> bool:
     """Whether the instance can be lost with its disk while the run goes on: spot on a cloud backend, or a cloud
     run that the launcher relaunches (recover None means: on for spot)."""
-    return backend in VANISHING_BACKENDS and (bool(job.resources.spot) or recover is True)
+    return backend in ALWAYS_VANISHING or (backend in VANISHING_BACKENDS and (bool(job.resources.spot) or recover is True))
 
 
 def default_repo(user: str, job) -> str:
@@ -58,7 +59,8 @@ class StoreChoice:
 def choose(job, backend: str, *, recover: bool | None, token: str | None, user: str | None = None) -> StoreChoice:
     """The store this run would use on `backend`, and why; ConfigError (exit 2) for one that would not survive."""
     vanishing = can_vanish(job, backend, recover)
-    what = f"a spot {backend} instance" if job.resources.spot else f"a {backend} instance the launcher relaunches"
+    what = ("a Hugging Face Job (its machine goes with it)" if backend in ALWAYS_VANISHING else
+            f"a spot {backend} instance" if job.resources.spot else f"a {backend} instance the launcher relaunches")
     given = job.checkpoint.store
     if given and given.startswith("hf://"):
         return StoreChoice(given, "checkpoint.store: a private Hub repo, outside every machine")

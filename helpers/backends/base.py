@@ -1,4 +1,4 @@
-"""The one contract every place to run a job implements (local, runpod, verda, slurm, chtc), in the spirit of
+"""The one contract every place to run a job implements (local, runpod, verda, hfjobs, slurm, chtc), in the spirit of
 SkyPilot's provisioners and submitit's executors. A backend is a module (a module satisfies a Protocol, PEP 544);
 the CLI and the top-level tasks reach it only through these verbs:
 
@@ -27,11 +27,12 @@ MODULES = {
     "verda": "helpers.backends.verda_instances",
     "slurm": "helpers.backends.slurm_jobs",
     "chtc": "helpers.backends.chtc_condor",
+    "hfjobs": "helpers.backends.hf_jobs",
 }
 # The cloud backends: `--backend cloud` plans over every one of these the user has credentials for, and
 # `invoke train` launches the winner through its own `helpers.cli.<name>.train_job`. A cloud backend added later
 # joins here (and names its credentials in helpers.secrets.BACKEND_SECRETS).
-CLOUDS = ("runpod", "verda")
+CLOUDS = ("runpod", "verda", "hfjobs")
 
 
 @dataclass(frozen=True)

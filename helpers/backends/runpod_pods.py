@@ -46,14 +46,11 @@ pod that is EXITED) is terminated and the run resumes from the store (by itself 
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
 import sys
 import time
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,6 +58,7 @@ from helpers.backends.instance_flow import (
     COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_LOST, EXIT_STOPPED, GONE, PENDING, RUNNING, STOPPED, Flow, HostSpec,
     InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs, run_on_instance, show_log, status_rows,
 )
+from helpers.bundle import BUNDLE_ENV, bundle_env
 from helpers.config import RunpodSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
@@ -71,8 +69,6 @@ DEFAULT_BASE_URL = "https://api.runpod.io"
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"  # starts sshd when PUBLIC_KEY is set
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
 VOLUME_MOUNT = "/workspace"
-BUNDLE_ENV = "TRAINYARD_BUNDLE"
-BUNDLE_CHUNK = 32 * 1024  # characters of base64 per env var (Linux allows 128 KiB per environment string)
 TAG = re.compile(r"(?:^|\[)(ty-[a-z0-9-]+-[0-9a-f]{6})\]?$")
 STATES = {"PROVISIONING": PENDING, "STARTING": PENDING, "RUNNING": RUNNING, "EXITED": STOPPED, "ERROR": ERROR,
           "TERMINATED": GONE}  # REST v2 PodStatus
@@ -433,18 +429,6 @@ def start_command(job, chunks: int, mode: str = "auto") -> str:
     else:  # no STOP: the pod stays up after the job
         script += f"{runtime} || true; exec sleep infinity"
     return f"bash -c '{script}'"
-
-
-def bundle_env(run_dir: Path) -> dict[str, str]:
-    """TRAINYARD_BUNDLE_<i>: trainyard_runtime.pyz + job.json, zipped, base64, in BUNDLE_CHUNK pieces."""
-    from helpers.bundle import BUNDLE_NAME
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        for name in (BUNDLE_NAME, "job.json"):
-            bundle.write(run_dir / name, name)
-    text = base64.b64encode(buffer.getvalue()).decode()
-    return {f"{BUNDLE_ENV}_{i}": text[start:start + BUNDLE_CHUNK] for i, start in enumerate(range(0, len(text), BUNDLE_CHUNK))}
 
 
 class RunPodProvider:

@@ -6,7 +6,7 @@ from helpers.cli.common import CONFIG_HELP, friendly, load, parse_sets
 
 
 @task(iterable=["set_"], help={
-    "config": CONFIG_HELP, "backend": "local, runpod, verda, slurm or chtc (default: the config's backend)",
+    "config": CONFIG_HELP, "backend": "local, runpod, verda, hfjobs, slurm, chtc, or cloud: the cheapest of the clouds (default: the config's backend)",
     "json": "print one JSON object instead of tables", "offline": "use the dated price table; no network at all",
     "set_": "any key: --set resources.gpu_count=2 (repeatable)", "env_file": "secrets file (default .env)",
 })

@@ -5,7 +5,8 @@ secret and the Hub token are the canary strings, so a launch only works if they 
 nowhere but in the intended `.env` files (mode 0600):
 
   runs      local.train (the runtime here), runpod.train in ssh mode (preempted once: the relaunch's webhook event and
-            ledger line too), runpod.train in start_command mode, runpod.train --rehearse, verda.train — all at once
+            ledger line too), runpod.train in start_command mode, runpod.train --rehearse, verda.train, hfjobs.train
+            (the local Hub's Jobs: the secrets must be the job's `secrets` only) — all at once
   renders   slurm.submit --dry-run, slurm.render --output, chtc.submit --dry-run, chtc.render, `invoke plan` for
             every backend (tables and --json)
   searched  every file under the work folder (runs/, outputs, ledger, the rendered sbatch script and submit file),
@@ -18,6 +19,7 @@ nowhere but in the intended `.env` files (mode 0600):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import sys
@@ -70,6 +72,7 @@ class ArgvSampler(threading.Thread):
 @pytest.fixture
 def canary_world(tmp_path, hub_server, monkeypatch):
     hub_server.add_token(CANARIES["HF_TOKEN"], HUB_USER)
+    hub_server.jobs.job_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"  # the job image's python: this one
     env_dir = local_env_stub(tmp_path / "trainer-env")
     w = World(tmp_path / "world", hub_server, runpod_key=CANARIES["RUNPOD_API_KEY"],
               verda_secret=CANARIES["VERDA_CLIENT_SECRET"], hf_token=CANARIES["HF_TOKEN"],
@@ -108,7 +111,9 @@ def test_no_canary_anywhere(canary_world):
         "runpod-start": world.config("c-rp-start", "runpod", steps=20, pace=0.05, runpod={"mode": "start_command"}, **notify),
         "runpod-rehearse": world.config("c-rp-rehearse", "runpod", steps=20, pace=0.05, **notify),
         "verda": world.config("c-verda", "verda", steps=20, pace=0.05, **notify),
-        "render": world.config("c-render", "verda", steps=20, **notify),  # an H100: every backend has one
+        "render": world.config("c-render", "verda", steps=20, **notify),  # an H100: every backend but HF Jobs has one
+        "hfjobs": world.config("c-hfjobs", "hfjobs", steps=20, pace=0.05, resources={"gpu": "L4", "spot": False},
+                               limits={"time_limit": 300}, **notify),
     }
     orchestrators = {
         "local": world.invoke("local.train", "--config", str(configs["local"])),
@@ -116,6 +121,7 @@ def test_no_canary_anywhere(canary_world):
         "runpod-start": world.train("runpod", configs["runpod-start"]),
         "runpod-rehearse": world.invoke("runpod.train", "-c", str(configs["runpod-rehearse"]), "--rehearse"),
         "verda": world.train("verda", configs["verda"]),
+        "hfjobs": world.invoke("hfjobs.train", "--config", str(configs["hfjobs"])),
     }
     # the ssh-mode run is preempted once: its relaunch's webhook event and ledger line are searched too
     first = world.wait_instance("c-rp-ssh", "runpod")
@@ -123,6 +129,8 @@ def test_no_canary_anywhere(canary_world):
     world.preempt("runpod", first)
     plans = [world.invoke("plan", "--config", str(configs["render"]), "--backend", backend, *json_flag)
              for backend in ("local", "runpod", "verda", "slurm", "chtc") for json_flag in ((), ("--json",))]
+    plans += [world.invoke("plan", "--config", str(configs["hfjobs"]), "--backend", "hfjobs", *json_flag)
+              for json_flag in ((), ("--json",))]
     renders = {
         "slurm.submit": world.invoke("slurm.submit", "--config", str(configs["render"]), "--dry-run"),
         "slurm.render": world.invoke("slurm.render", "--config", str(configs["render"]), "--output",
@@ -177,6 +185,10 @@ def test_no_canary_anywhere(canary_world):
         search(f"argv `{argv[:120]}`", argv)
     for body in hook.bodies:
         search(f"webhook payload {body[:80]!r}", body.decode(errors="replace"))
+    assert world.hub.jobs.requests, "no HF Job was created"
+    for spec in world.hub.jobs.requests:  # what the Jobs API received: secrets only as `secrets`
+        search(f"HF Job spec {spec['labels']}", json.dumps({k: v for k, v in spec.items() if k != "secrets"}))
+        assert set(spec["secrets"]) <= {"HF_TOKEN", "WANDB_API_KEY"}
 
     assert not hits, "\n".join(sorted(set(hits)))
     assert searched > 200, searched

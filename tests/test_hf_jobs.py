@@ -1,0 +1,177 @@
+"""Hugging Face Jobs as a backend, with the real `huggingface_hub` client against the local Hub's Jobs API
+(emulators/hub_jobs.py: each job a real process with its environment and secrets, logs, timeout, cancel, retries).
+
+- `invoke hfjobs.train` runs the command framework's toy trainer end to end, checkpoints to the hf:// store;
+- an infrastructure failure injected mid-run is retried by the server (attempts) and the runtime resumes from the
+  store on the new machine;
+- a job that hangs past its timeout is ended by the server, with no launcher attached;
+- `invoke cleanup` cancels a job the launcher lost;
+- no secret is in the job spec's environment or command, the launcher's output, or any file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_hub import HUB_TOKEN, HUB_USER
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = REPO / "tests" / "toy_trainer.py"
+WANDB_CANARY = "wandbCANARY" + "5" * 24
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def jobs(hub_server, tmp_path):
+    """The local Hub with Jobs, the launcher's environment, and a config writer."""
+    hub_server.jobs.job_path = f"{Path(sys.executable).parent}:/usr/bin:/bin"  # the image's python: this one [INF]
+    work = tmp_path / "lab"
+    work.mkdir()
+    env = {**os.environ, **hub_server.client_env(HUB_TOKEN), "HOME": str(tmp_path / "home"), "WANDB_API_KEY": WANDB_CANARY,
+           "TRAINYARD_LEDGER": str(work / "runs" / "ledger.jsonl"), "RUNPOD_API_KEY": "", "VERDA_CLIENT_ID": ""}
+
+    def config(run_id: str, steps: int = 60, pace: float = 0.05, time_limit: float = 300, **sections) -> Path:
+        data = {"job": {"name": run_id}, "framework": "command",
+                "command": {"run": f"TOY_STEP_SECONDS={pace} {sys.executable} {TOY}"},
+                "training": {"steps": steps, "save_freq": 10}, "checkpoint": {"upload_poll_seconds": 0.2},
+                "resources": {"gpu": "L4"}, "limits": {"time_limit": time_limit, "grace_s": 5},
+                "wandb": {"enable": True},
+                "hfjobs": {"skip_setup": True, "python": sys.executable, "poll_seconds": 0.2}, **sections}
+        path = work / f"{run_id}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=work, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ledger() -> dict:
+        from helpers.ledger import Ledger
+
+        return {k[1]: e for k, e in Ledger(work / "runs" / "ledger.jsonl").entries().items()}
+
+    return hub_server, work, config, invoke, start, ledger
+
+
+def store_step(hub, run_id: str) -> int | None:
+    from helpers.runtime.store import open_store
+
+    return open_store(f"hf://{HUB_USER}/{run_id}-checkpoints").latest_step()
+
+
+def no_secret_anywhere(hub, work: Path, *outputs: str) -> None:
+    for spec in hub.jobs.requests:
+        visible = json.dumps({k: v for k, v in spec.items() if k != "secrets"})
+        assert HUB_TOKEN not in visible and WANDB_CANARY not in visible, "a secret in the job's env/command"
+        assert set(spec.get("secrets") or {}) <= {"HF_TOKEN", "WANDB_API_KEY"}
+    for text in outputs:
+        assert HUB_TOKEN not in text and WANDB_CANARY not in text
+    for path in work.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert HUB_TOKEN.encode() not in data and WANDB_CANARY.encode() not in data, path
+
+
+def test_train_runs_the_toy_job_end_to_end_with_secrets_as_job_secrets(jobs):
+    hub, work, config, invoke, _start, ledger = jobs
+    done = invoke("hfjobs.train", "--config", str(config("e2e", steps=30, pace=0.02)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "step:30 " in done.stdout and "COMPLETED" in done.stdout
+    assert store_step(hub, "e2e") == 30
+    (entry,) = ledger().values()
+    assert entry["state"] == "terminated" and entry["flavor"] == "l4x1" and entry["price_per_hour"] == 0.80
+    (spec,) = hub.jobs.requests
+    assert spec["flavor"] == "l4x1" and spec["timeoutSeconds"] == 305 and spec["attempts"] == 3
+    assert spec["labels"]["trainyard"] == entry["id"] and set(spec["secrets"]) == {"HF_TOKEN", "WANDB_API_KEY"}
+    assert "Hugging Face: using HF_TOKEN from the environment" in done.stdout  # the job had it, as a secret
+    no_secret_anywhere(hub, work, done.stdout, done.stderr)
+
+
+def test_an_infrastructure_failure_is_retried_and_the_run_resumes_from_the_store(jobs):
+    hub, work, config, invoke, start, ledger = jobs
+    launcher = start("hfjobs.train", "--config", str(config("flaky", steps=80, pace=0.1)))
+    deadline = time.monotonic() + 120
+    while (store_step(hub, "flaky") or 0) < 20:
+        assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint reached the store"
+        time.sleep(0.3)
+    (job_id,) = list(hub.jobs.jobs)
+    hub.jobs.fail(job_id)  # the machine goes away mid-run
+    out, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, out[-3000:]
+    job = hub.jobs.jobs[job_id]
+    assert job.attempt == 2 and job.stage == "COMPLETED"
+    resumed = [int(line.split()[-1]) for line in out.splitlines() if line.startswith("resumed from step")]
+    assert resumed and resumed[-1] >= 20, out[-3000:]
+    assert store_step(hub, "flaky") == 80
+    no_secret_anywhere(hub, work, out)
+
+
+def test_a_job_that_hangs_past_its_timeout_is_ended_by_the_server_without_the_launcher(jobs):
+    hub, work, config, invoke, _start, ledger = jobs
+    done = invoke("hfjobs.train", "--config", str(config("hung", steps=100000, pace=0.05, time_limit=3)), "--detach")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    (job_id,) = list(hub.jobs.jobs)
+    job = hub.jobs.wait(job_id, "RUNNING", 30)
+    time.sleep(1)
+    os.killpg(job.process.pid, signal.SIGSTOP)  # the machine hangs: nothing in it runs any more
+    ended = hub.jobs.wait(job_id, ("ERROR", "COMPLETED", "CANCELED"), 30)
+    assert ended.stage == "ERROR" and "timeout" in ended.message.lower()
+    assert ended.finished - ended.started <= 3 + 5 + 2  # the spec's timeoutSeconds (limit + grace), enforced there
+    cleanup = invoke("cleanup", "--yes")
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert all(e["state"] == "terminated" for e in ledger().values())
+
+
+def test_cleanup_cancels_a_job_the_launcher_lost(jobs):
+    hub, work, config, invoke, start, ledger = jobs
+    launcher = start("hfjobs.train", "--config", str(config("lost", steps=100000, pace=0.05)))
+    deadline = time.monotonic() + 60
+    while not hub.jobs.jobs or next(iter(hub.jobs.jobs.values())).stage != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGKILL)  # the laptop dies: nobody follows the job
+    launcher.wait()
+    (job_id,) = list(hub.jobs.jobs)
+    assert hub.jobs.jobs[job_id].stage == "RUNNING"
+    status = invoke("hfjobs.status")
+    assert status.returncode == 0 and "RUNNING" in status.stdout, status.stdout + status.stderr
+    cleanup = invoke("cleanup", "--yes")
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert hub.jobs.jobs[job_id].stage == "CANCELED"
+    assert all(e["state"] == "terminated" for e in ledger().values())
+
+
+def test_plan_and_the_cloud_table_show_hf_jobs_flavors_with_prices(jobs):
+    hub, work, config, invoke, _start, _ledger = jobs
+    path = config("planned")
+    offline = invoke("plan", "--config", str(path), "--backend", "hfjobs", "--offline", "--json")
+    doc = json.loads(offline.stdout)
+    assert doc["backend"] == "hfjobs" and doc["instance_type"] == "l4x1" and doc["price_per_hour"] == 0.80
+    live = json.loads(invoke("plan", "--config", str(path), "--backend", "hfjobs", "--json").stdout)
+    assert live["price_source"] == "live" and live["price_per_hour"] == pytest.approx(0.80, abs=0.01)
+    cloud = json.loads(invoke("plan", "--config", str(path), "--backend", "cloud", "--offline", "--json").stdout)
+    assert "hfjobs" in cloud["clouds"] and any(o["backend"] == "hfjobs" for o in cloud["cloud_offers"])
+    hardware = invoke("hfjobs.hardware")
+    assert hardware.returncode == 0 and "a100-large" in hardware.stdout and "2.50" in hardware.stdout
+
+
+def test_a_job_without_a_time_limit_is_refused_before_anything_is_created(jobs):
+    hub, work, config, invoke, _start, ledger = jobs
+    path = config("unlimited", limits={"timeout": False})
+    done = invoke("hfjobs.train", "--config", str(path))
+    assert done.returncode == 2 and "limits.time_limit" in done.stderr and "30 minutes" in done.stderr
+    assert hub.jobs.requests == [] and ledger() == {}
