@@ -29,6 +29,7 @@ from bench.common import table, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 7
+TARGET_S = 5.0  # preemption -> the trainer runs again, 0 s boot (issue 20)
 
 
 def hub(root: Path):
@@ -87,7 +88,7 @@ def latency_rows(world) -> list[list[object]]:
                          f"{statistics.median(s['ended'] for s in samples):.1f}",
                          f"{statistics.median(s['created'] for s in samples):.1f}",
                          f"{statistics.median(s['latency'] - s['ended'] - s['created'] for s in samples):.1f}",
-                         "meets" if max(lat) <= 20 else "MISSES"])
+                         "meets" if max(lat) <= TARGET_S else "MISSES"])
     return rows
 
 
@@ -182,10 +183,11 @@ def main() -> None:
         "Recovery latency: preemption -> the relaunched trainer runs again (\"resumed from step\"), emulators with 0 s "
         "boot, 3 preemptions per row (after the checkpoint at step 20 is synced):\n\n"
         + table(["provider", "poll_seconds", "preemptions", "median s", "max s", "notice + end s", "offer + create s",
-                 "boot, SSH, upload, restore s", "target <= 20 s"], latency)
-        + f"\n\nTarget <= 20 s: {'meets' if worst <= 20 else 'MISSES'} (worst {worst:.1f} s). With the default poll of 10 s "
-        "most of the time is the wait for the next status poll after create (RunPod's REST v2 says STARTING until the container "
-        "is up and its SSH port mapped).\n\n"
+                 "boot, SSH, upload, restore s", f"target <= {TARGET_S:g} s"], latency)
+        + f"\n\nTarget <= {TARGET_S:g} s: {'meets' if worst <= TARGET_S else 'MISSES'} (worst {worst:.1f} s). A new instance is "
+        "looked at 0, 1 and 3 s after its create, then every poll from 3 x poll (instance_flow.boot_poll_times: the burst "
+        "is paid back, so the API-call budget below still holds), so the default poll of 10 s no longer delays a "
+        "relaunch onto an instance that boots in seconds (before: 11.7 s worst at poll 10).\n\n"
         "Steps lost per preemption at a random step (pace 0.02 s/step, RunPod and Verda alternating, 4 per row) vs "
         "save_freq; the bound is save_freq + the steps done while the newest checkpoint waited 0.1 s for the watcher and "
         "went through its upload:\n\n"

@@ -98,7 +98,12 @@ def test_train_runs_the_toy_job_end_to_end_with_secrets_as_job_secrets(jobs):
     assert spec["flavor"] == "l4x1" and spec["timeoutSeconds"] == 305 and spec["attempts"] == 3
     assert spec["labels"]["trainyard"] == entry["id"] and set(spec["secrets"]) == {"HF_TOKEN", "WANDB_API_KEY"}
     assert "Hugging Face: using HF_TOKEN from the environment" in done.stdout  # the job had it, as a secret
-    no_secret_anywhere(hub, work, done.stdout, done.stderr)
+    shown = invoke("hfjobs.logs", "e2e")
+    assert shown.returncode == 0 and "step:30 " in shown.stdout, shown.stdout[-2000:] + shown.stderr[-2000:]
+    fetched = invoke("hfjobs.fetch", "e2e")
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert json.loads((work / "runs/e2e/outputs/training_state/training_step.json").read_text())["step"] == 30
+    no_secret_anywhere(hub, work, done.stdout, done.stderr, shown.stdout, fetched.stdout)
 
 
 def test_an_infrastructure_failure_is_retried_and_the_run_resumes_from_the_store(jobs):

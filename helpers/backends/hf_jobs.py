@@ -229,13 +229,18 @@ def follow(api, namespace: str, job_id: str, name: str, price: float, created: f
 
     total = job.training.steps
     last_cost, stopped_early = time.monotonic(), False
-    for line in api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=True):
-        print(redact(line), flush=True)
-        stopped_early |= "time limit or budget reached" in line
-        if time.monotonic() - last_cost >= COST_EVERY_S:
-            last_cost = time.monotonic()
-            step = re.findall(r"step[:= ](\d+)", line)
-            say(f"[trainyard] job {job_id}" + (f" step {step[-1]}/{total}" if step else "") + f"; {cost_line(price, created)}")
+    try:
+        for line in api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=True):
+            print(redact(line), flush=True)
+            stopped_early |= "time limit or budget reached" in line
+            if time.monotonic() - last_cost >= COST_EVERY_S:
+                last_cost = time.monotonic()
+                step = re.findall(r"step[:= ](\d+)", line)
+                say(f"[trainyard] job {job_id}" + (f" step {step[-1]}/{total}" if step else "") +
+                    f"; {cost_line(price, created)}")
+    except Exception as exc:  # noqa: BLE001 - the stream is a view; the job's stage is what counts
+        warn(f"the log stream of job {job_id} broke ({type(exc).__name__}); waiting for the job to end "
+             f"(`invoke hfjobs.logs --run-id {job.run_id}` shows it)")
     info = _call(api.inspect_job, job_id=job_id, namespace=namespace, what=f"reading job {job_id}")
     while info.status.stage not in TERMINAL:  # the stream can end before the job does
         time.sleep(job.hfjobs.poll_seconds)

@@ -395,14 +395,14 @@ BOOT_BURST_S = (1.0, 3.0)  # the first looks after the immediate one, in seconds
 
 def boot_poll_times(poll: float):
     """Seconds after the create at which to ask for a booting instance: 0, the burst (an instance that boots in
-    seconds, as a relaunch may, is seen in seconds), then every `poll` from 2 x poll on: in any minute at most one
-    call more than one per poll interval (the recovery bench's budget per instance-minute), and a boot longer than
-    2 x poll is seen as soon as before."""
+    seconds, as a relaunch may, is seen in seconds), then the k-th look at k x poll: the burst is paid back by
+    skipping as many regular looks, so no minute holds more calls than one per poll interval plus the immediate
+    first (the recovery bench's budget per instance-minute). A boot longer than `poll` is seen within one poll."""
     at, k = 0.0, 0
     while True:
         yield at
         k += 1
-        at = max(at, min(BOOT_BURST_S[k - 1], k * poll) if k <= len(BOOT_BURST_S) else (k - 1) * poll)
+        at = max(at, min(BOOT_BURST_S[k - 1], k * poll) if k <= len(BOOT_BURST_S) else k * poll)
 
 
 class Flow:
