@@ -300,7 +300,7 @@ if os.environ.get("RANK") == "0":
         ids = cvd.split(",")
         assert len(ids) == 2 and len(set(ids)) == 2 and set(ids) <= {"0", "1", "2", "3"}, cvd
         assert (world, omp, num_gpu, gpus) == ("2", expected_omp, "2", "2")
-    assert re.search(r"^probe lerobot command: BIN/accelerate launch --multi_gpu --num_processes=2 BIN/lerobot-train ",
+    assert re.search(r"^probe lerobot command: BIN/accelerate launch --multi_gpu --num_processes=2 --main_process_port=\d+ BIN/lerobot-train ",
                      out, re.M), out
 
 

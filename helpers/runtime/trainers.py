@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import re
+import socket
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -135,7 +136,17 @@ class Trainer:
             prefix.append(f"--mixed_precision={acc['mixed_precision']}")
         if acc.get("config_file"):
             prefix.append(f"--config_file={acc['config_file']}")
-        return prefix + self.sharding_flags() + program
+        port = [f"--main_process_port={self.main_process_port()}"] if processes > 1 and (acc.get("num_machines") or 1) == 1 else []
+        return prefix + self.sharding_flags() + port + program
+
+    def main_process_port(self) -> str:
+        """A port free on this machine now, for the processes' rendezvous: torch's default 29500 can still be held
+        by what a killed run left (a relaunch on the same host then fails with EADDRINUSE). A plan shows the rule."""
+        if self.doc.machine.get("kind") == "plan":
+            return "<a free port, chosen at start>"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return str(probe.getsockname()[1])
 
     def sharding(self) -> str:
         """model.sharding where several processes train; "none" on one."""
