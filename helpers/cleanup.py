@@ -92,15 +92,14 @@ def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> l
 def _alive(name: str, provider, live: list[dict], ledger) -> list[dict]:
     """What still lives at the provider, from one list: the ledger's live entries (by instance id, else by their
     `ty-` name; those the list lacks have ended and are settled here) and the `ty-*` instances it never heard of."""
-    from helpers.backends.instance_flow import call
+    from helpers.backends.instance_flow import call, listed_match
 
     listed = [i for i in call(provider.list_instances, what=f"{name}: listing instances")
               if i.get("state") not in provider.ENDED_STATES]
-    by_id = {i["id"]: i for i in listed}
-    by_name = {i["name"]: i for i in listed}
+    match = listed_match(listed)
     todo, seen = [], set()
     for entry in live:
-        found = by_id.get(entry.get("instance_id")) or by_name.get(entry["id"])
+        found = match(entry)
         if found is None:  # ended already (it ended itself, a spot kill, the console), or never created
             note = "already gone at the provider" if entry.get("instance_id") else "not found at the provider"
             ledger.record(name, entry["id"], "terminated", ended=time.time(), note=note,

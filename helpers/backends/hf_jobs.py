@@ -250,7 +250,7 @@ def follow(api, namespace: str, job_id: str, name: str, price: float, created: f
     say(f"job {job_id} {stage}{': ' + message if message else ''} ({cost_line(price, created)}); checkpoints: {job.store}")
     if stage == "COMPLETED":
         return EXIT_STOPPED if stopped_early else EXIT_DONE
-    if stage == "ERROR" and "timeout" in message.lower():
+    if stage == "ERROR" and "timeout" in message.lower():  # the wording is not documented: only the exit code follows
         return EXIT_STOPPED
     return EXIT_FAILED
 

@@ -714,6 +714,13 @@ def answering(addresses: set[tuple[str, int]], timeout: float = STATUS_PROBE_S) 
     return up
 
 
+def listed_match(listed: list[dict]):
+    """entry -> its instance in the provider's list (or None): by instance id, else by its `ty-` name (a ledger line
+    written before the create answered has no id)."""
+    by_id, by_name = {i["id"]: i for i in listed}, {i["name"]: i for i in listed}
+    return lambda entry: by_id.get(entry.get("instance_id")) or by_name.get(entry["id"])
+
+
 def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: str, readable) -> list[tuple[dict, str, str]]:
     """(ledger entry, the provider's state, the run's progress) for each live instance of the ledger, from one list
     of the provider's instances (`list_instances`, with each one's `ssh` address when it has one); the instances'
@@ -732,8 +739,8 @@ def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: st
         listed = call(provider.list_instances, what=f"{provider_name}: listing instances")
     except Exception as exc:  # noqa: BLE001 - a status table shows what it can
         return [(e, e["state"], f"(provider: {type(exc).__name__})") for e in entries]
-    by_id, by_name = {i["id"]: i for i in listed}, {i["name"]: i for i in listed}
-    found = {e["id"]: by_id.get(e.get("instance_id")) or by_name.get(e["id"]) for e in entries}
+    match = listed_match(listed)
+    found = {e["id"]: match(e) for e in entries}
     wanted = {f["ssh"] for e in entries if (f := found[e["id"]]) and f.get("ssh") and readable(e, f)}
     up = answering({(h, int(p)) for h, p in wanted})
 

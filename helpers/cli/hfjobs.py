@@ -32,7 +32,7 @@ def train_job(job, *, dry_run=False, config_path=None, detach=False) -> int:
 def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
           set_=None, dry_run=False, env_file=None, flavor=None, attempts=None, detach=False):
     """Train on Hugging Face Jobs: plan (memory estimate, live flavor prices), run_job, follow the logs, record."""
-    gpu = None
+    gpu, count = None, None
     if flavor:
         from helpers.backends.hf_jobs import FLAVOR_GPUS
         from helpers.errors import ConfigError
@@ -41,8 +41,8 @@ def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=No
             raise ConfigError("--flavor", f"unknown flavor '{flavor}'", f"use one of {', '.join(FLAVOR_GPUS)}")
         gpu, count = FLAVOR_GPUS[flavor]
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_,
-                         **{"resources.gpu": gpu, "resources.gpu_count": count if flavor else None,
-                            "hfjobs.attempts": attempts, "backend": "hfjobs"})
+                         **{"resources.gpu": gpu, "resources.gpu_count": count, "hfjobs.attempts": attempts,
+                            "backend": "hfjobs"})
     code = train_job(job, dry_run=dry_run, config_path=config, detach=detach)
     if code:
         raise Exit(code=code)
