@@ -102,8 +102,8 @@ def find_uv(log=print) -> str | None:
     return str(uv) if uv.exists() else None
 
 
-def ensure(config: dict, log=print, use_uv: bool = True) -> Path:
-    """Create or reuse the environment; return its bin directory. `use_uv=False`: venv + pip (the fallback)."""
+def ensure(config: dict, log=print) -> Path:
+    """Create or reuse the environment; return its bin directory."""
     target = env_dir(config)
     steps = install_spec(config)
     need = python_needed(config)
@@ -115,22 +115,33 @@ def ensure(config: dict, log=print, use_uv: bool = True) -> Path:
         return target / "bin"
     log(f"creating environment {target} ...")
     target.parent.mkdir(parents=True, exist_ok=True)
-    uv = find_uv(log) if use_uv else None
+    uv = find_uv(log)
     host = sys.version_info[:2]
     if uv:
-        wanted = f"{need[0]}.{need[1]}" if need and host < need else sys.executable
-        subprocess.run([uv, "venv", "-q", "--allow-existing", "--python", wanted, str(target)], check=True)
+        if need and host < need:
+            wanted = f"{need[0]}.{need[1]}"
+            build_step([uv, "venv", "-q", "--allow-existing", "--python", wanted, str(target)],
+                       f"fetching Python {wanted} (uv's standalone builds; the host has {host[0]}.{host[1]}): give "
+                       f"the host Python {wanted} or let uv reach its Python downloads (UV_PYTHON_INSTALL_MIRROR)")
+        else:
+            build_step([uv, "venv", "-q", "--allow-existing", "--python", sys.executable, str(target)], "uv venv")
         for args in steps:
             log("uv pip install " + " ".join(args))
-            subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *args], check=True)
+            build_step([uv, "pip", "install", "-q", "--python", str(python), *args], "uv pip install " + " ".join(args))
     else:
         if need and host < need:
             raise SystemExit(f"this needs Python >= {need[0]}.{need[1]} and the host has {host[0]}.{host[1]}; "
                              "without uv none can be fetched: install uv or a newer Python on the host")
         log("building the environment with venv + pip (uv is not available: slower)")
-        subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+        build_step([sys.executable, "-m", "venv", str(target)], "python -m venv")
         for args in [["--upgrade", "pip"], *steps]:
             log("pip install " + " ".join(args))
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True)
+            build_step([str(python), "-m", "pip", "install", "-q", *args], "pip install " + " ".join(args))
     marker.write_text(digest)
     return target / "bin"
+
+
+def build_step(argv: list[str], what: str) -> None:
+    """One step of the build; a failure ends the runtime in one line (the tool's own error is just above it)."""
+    if subprocess.run(argv).returncode:
+        raise SystemExit(f"the trainer environment could not be built: {what} failed")
