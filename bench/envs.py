@@ -30,6 +30,12 @@ def timed(argv: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
+def venv_and_pip(target: Path, pins: Path, env: dict, *flags: str) -> float:
+    """Seconds for `python -m venv` + `pip install -r pins` into `target`."""
+    return (timed([sys.executable, "-m", "venv", str(target)], env)
+            + timed([str(target / "bin/python"), "-m", "pip", "install", "-q", *flags, "-r", str(pins)], env))
+
+
 def main() -> None:
     from helpers.runtime.environment import find_uv, install_spec
 
@@ -59,14 +65,10 @@ def main() -> None:
         uv_s += timed([uv, "pip", "install", "-q", "--python", str(tmp / "uv-env/bin/python"), "-r", str(tmp / "pins.txt")], env)
         pip_env = {**{k: v for k, v in env.items() if not k.startswith("PIP_")}, "PIP_CONFIG_FILE": os.devnull,
                    "PIP_CACHE_DIR": str(tmp / "pip-cold"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        pip_s = timed([sys.executable, "-m", "venv", str(tmp / "pip-env")], pip_env)
-        pip_s += timed([str(tmp / "pip-env/bin/python"), "-m", "pip", "install", "-q", "--index-url", PYPI, "-r",
-                        str(tmp / "pins.txt")], pip_env)
+        pip_s = venv_and_pip(tmp / "pip-env", tmp / "pins.txt", pip_env, "--index-url", PYPI)
         # For reference only (how this table was measured before 2026-12-02): pip with this machine's pip
         # configuration, which serves some of the pins from local disk, and no cache at all.
-        local_s = timed([sys.executable, "-m", "venv", str(tmp / "local-env")], env)
-        local_s += timed([str(tmp / "local-env/bin/python"), "-m", "pip", "install", "-q", "--no-cache-dir", "-r",
-                          str(tmp / "pins.txt")], env)
+        local_s = venv_and_pip(tmp / "local-env", tmp / "pins.txt", env, "--no-cache-dir")
     ratio = uv_s / pip_s
     rows = [["venv + pip (empty cache)", count, f"{pip_s:.1f}", "1.00"],
             ["uv venv + uv pip (empty cache)", count, f"{uv_s:.1f}", f"{ratio:.2f}"],

@@ -118,16 +118,15 @@ def ensure(config: dict, log=print) -> Path:
     uv = find_uv(log)
     host = sys.version_info[:2]
     if uv:
+        python_arg, what = sys.executable, "uv venv"
         if need and host < need:
-            wanted = f"{need[0]}.{need[1]}"
-            build_step([uv, "venv", "-q", "--allow-existing", "--python", wanted, str(target)],
-                       f"fetching Python {wanted} (uv's standalone builds; the host has {host[0]}.{host[1]}): give "
-                       f"the host Python {wanted} or let uv reach its Python downloads (UV_PYTHON_INSTALL_MIRROR)")
-        else:
-            build_step([uv, "venv", "-q", "--allow-existing", "--python", sys.executable, str(target)], "uv venv")
+            python_arg = f"{need[0]}.{need[1]}"
+            what = (f"fetching Python {python_arg} (uv's standalone builds; the host has {host[0]}.{host[1]}): give "
+                    f"the host Python {python_arg} or let uv reach its Python downloads (UV_PYTHON_INSTALL_MIRROR)")
+        build_step([uv, "venv", "-q", "--allow-existing", "--python", python_arg, str(target)], what)
         for args in steps:
-            log("uv pip install " + " ".join(args))
-            build_step([uv, "pip", "install", "-q", "--python", str(python), *args], "uv pip install " + " ".join(args))
+            build_step([uv, "pip", "install", "-q", "--python", str(python), *args], "uv pip install " + " ".join(args),
+                       log)
     else:
         if need and host < need:
             raise SystemExit(f"this needs Python >= {need[0]}.{need[1]} and the host has {host[0]}.{host[1]}; "
@@ -135,13 +134,15 @@ def ensure(config: dict, log=print) -> Path:
         log("building the environment with venv + pip (uv is not available: slower)")
         build_step([sys.executable, "-m", "venv", str(target)], "python -m venv")
         for args in [["--upgrade", "pip"], *steps]:
-            log("pip install " + " ".join(args))
-            build_step([str(python), "-m", "pip", "install", "-q", *args], "pip install " + " ".join(args))
+            build_step([str(python), "-m", "pip", "install", "-q", *args], "pip install " + " ".join(args), log)
     marker.write_text(digest)
     return target / "bin"
 
 
-def build_step(argv: list[str], what: str) -> None:
-    """One step of the build; a failure ends the runtime in one line (the tool's own error is just above it)."""
+def build_step(argv: list[str], what: str, log=None) -> None:
+    """One step of the build (`what` logged first when `log`); a failure ends the runtime in one line naming it (the
+    tool's own error is just above)."""
+    if log:
+        log(what)
     if subprocess.run(argv).returncode:
         raise SystemExit(f"the trainer environment could not be built: {what} failed")
