@@ -60,11 +60,12 @@ def write_job(dest_dir: Path, document: dict) -> Path:
     return path
 
 
-def stage_run(job: JobConfig, machine: dict, host_secrets: dict[str, str], price_per_hour: float | None = None,
-              runs_dir: Path = Path("runs")) -> Path:
-    """Everything the host needs, in runs/<run_id>/: the bundle, job.json, and .env (mode 0600) with only
-    the secrets the job uses. Backends upload this folder as it is; the local backend runs it in place."""
-    run_dir = runs_dir / job.run_id
+def stage_run(job: JobConfig, machine: dict, host_secrets: dict[str, str], price_per_hour: float | None = None) -> Path:
+    """Everything the host needs, in <runs_dir>/<run_id>/ (the workspace's): the bundle, job.json, and .env (mode
+    0600) with only the secrets the job uses. Backends upload this folder as it is; the local backend runs it in place."""
+    from helpers.workspace import current
+
+    run_dir = current().runs_dir / job.run_id
     build_bundle(run_dir)
     write_job(run_dir, job_document(job, machine, price_per_hour))
     write_dotenv(run_dir, host_secrets)

@@ -2,12 +2,11 @@
 credentials for — the live entries of the ledger, and the instances at the provider named `ty-*` that the
 ledger lost (a crash before the id was written, a deleted runs/ folder, another checkout).
 
-Provider-generic: PROVIDERS maps a ledger provider name to "module:function", a factory
-`() -> provider | None` (None: no credentials). The provider offers `list_instances() -> [{"id", "name", "state",
+Provider-generic: a backend whose machines bill names a factory `() -> provider | None` (None: no credentials)
+as `cleanup` in its DESCRIPTOR (helpers/backends/base.py). The provider offers `list_instances() -> [{"id", "name", "state",
 "price_per_hour"}]` (its `ty-*` instances, one API call), `end(instance_ids) -> {id: refusal or None}` (sends the
 ends, without waiting), `ENDED_STATES` (states that already mean ended), and optionally `leftovers() -> [str]`
 (things that still bill but are not instances, e.g. kept volumes: listed, never deleted here).
-A provider adds itself with one line below.
 
 At lab scale (hundreds of instances, 100 ms per API call) the calls are what costs: one list decides, the ends go
 out together (the provider batches or runs them concurrently), one more list confirms, and a ledger line without
@@ -19,22 +18,23 @@ right now; that is why cleanup asks first (unless --yes) and lists each one.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 
+from helpers.config import BACKENDS
 from helpers.console import say, table, warn
 
-PROVIDERS: dict[str, str] = {
-    "verda": "helpers.backends.verda_instances:cleanup_provider",
-    "runpod": "helpers.backends.runpod_pods:cleanup_provider",
-    "hfjobs": "helpers.backends.hf_jobs:cleanup_provider",
-}
+def _cleanable() -> list[str]:
+    """The backends whose machines bill until ended: each names its cleanup provider in its DESCRIPTOR."""
+    from helpers.backends.base import descriptor
+
+    return [name for name in BACKENDS if descriptor(name).cleanup is not None]
 
 
 def _provider(name: str):
-    module, _, function = PROVIDERS[name].partition(":")
-    return getattr(importlib.import_module(module), function)()
+    from helpers.backends.base import descriptor
+
+    return descriptor(name).cleanup()
 
 
 def _confirm(count: int) -> bool:
@@ -47,18 +47,19 @@ def _confirm(count: int) -> bool:
 
 def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> list[dict]:
     """Find what is alive, show it, ask (unless assume_yes), terminate, mark the ledger. Returns what was ended."""
-    from helpers.ledger import Ledger
+    from helpers.workspace import current
 
-    ledger = ledger or Ledger()
-    if only and only not in PROVIDERS:
+    ledger = ledger or current().ledger
+    names = _cleanable()
+    if only and only not in names:
         from helpers.errors import ConfigError
 
-        raise ConfigError("--provider", f"unknown provider '{only}'", f"use one of {', '.join(PROVIDERS)}")
+        raise ConfigError("--provider", f"unknown provider '{only}'", f"use one of {', '.join(names)}")
     todo: list[dict] = []
     providers = {}
     notes: list[str] = []
     left: list[str] = []  # what may still bill: providers not reached, instances not ended
-    for name in [only] if only else list(PROVIDERS):
+    for name in [only] if only else names:
         live = ledger.live(name)
         try:
             provider = _provider(name)

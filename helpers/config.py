@@ -21,7 +21,17 @@ from helpers.runtime import lerobot_versions
 from helpers.errors import ConfigError
 
 Framework = Literal["lerobot", "openpi", "open_r1", "command"]
-BackendName = Literal["local", "runpod", "verda", "hfjobs", "slurm", "chtc", "cloud"]  # cloud: the cheapest of the clouds
+# Every place to run a job: its name (the `backend` key) -> its module in helpers/backends/, which declares it
+# (DESCRIPTOR) and implements the contract (helpers/backends/base.py). A new backend is its module and one line here.
+BACKENDS = {
+    "local": "local",
+    "runpod": "runpod_pods",
+    "verda": "verda_instances",
+    "hfjobs": "hf_jobs",
+    "slurm": "slurm_jobs",
+    "chtc": "chtc_condor",
+}
+BackendName = Literal[(*BACKENDS, "cloud")]  # cloud: the cheapest of the clouds
 
 # The seeds' model types (seed 000, case-sensitive there) and the LeRobot policy type each one trains.
 MODEL_TYPES = {

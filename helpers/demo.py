@@ -13,25 +13,25 @@ from helpers.console import say
 
 
 def run_demo(config: str) -> None:
-    from helpers.backends import local
+    from helpers.backends.base import LaunchOptions, backend
     from helpers.config import load_job
     from helpers.errors import ProviderError
     from helpers.workspace import current
 
+    local = backend("local")
     first = load_job(config)
     total = first.training.steps
     half = load_job(config, {"training.steps": total // 2})
-    for stale in (Path(first.output_dir), Path("runs") / first.run_id):
+    for stale in (Path(first.output_dir), current().runs_dir / first.run_id):
         shutil.rmtree(stale, ignore_errors=True)
-    secrets = {k: v for k, v in current().secrets.values.items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
 
     say(f"== 1/3 train {half.training.steps} of {total} steps (ACT on CPU), syncing every {half.training.save_freq}")
-    if local.launch(half, secrets, mode="fresh") != 0:
+    if local.launch(half, local.plan(half), LaunchOptions(mode="fresh")) != 0:
         raise ProviderError("demo: training failed (see runs/%s/runtime.log)" % half.run_id)
     say(f"== 2/3 the machine is lost: deleting {first.output_dir}")
     shutil.rmtree(first.output_dir)
     say(f"== 3/3 resume from the store {first.store} and train to {total}")
-    if local.launch(first, secrets, mode="resume") != 0:
+    if local.launch(first, local.plan(first), LaunchOptions(mode="resume")) != 0:
         raise ProviderError("demo: resume failed (see runs/%s/runtime.log)" % first.run_id)
     store = Path(first.store)
     say("")

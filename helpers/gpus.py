@@ -1,6 +1,6 @@
 """GPU catalog: one entry per GPU model, with the names each place to run uses for it.
 
-Sources (see /work/shared/reference/GPU_FACTS.md and the seeds):
+Sources (the project's reference notes GPU_FACTS.md and CLOUD_APIS.md, and the seeds):
 - RunPod ids, display names and memory: `runpod.get_gpus()` of 2026-01-29 as listed in seed 000, plus
   `NVIDIA RTX PRO 4500 Blackwell` from the RunPod docs (CLOUD_APIS.md §1.3.1).
 - Verda (formerly DataCrunch): the instance-type families of GPU_FACTS §3.2 and CLOUD_APIS.md §2.4.1
@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass, field
 
 from helpers.errors import ConfigError
-
-PROVIDERS = ("runpod", "verda", "hfjobs", "chtc", "slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -186,22 +184,19 @@ def resolve(name: str, key: str = "resources.gpu") -> Gpu:
     raise ConfigError(key=key, problem=f"unknown GPU '{name}'", fix=fix)
 
 
-def for_provider(provider: str) -> list[Gpu]:
-    """GPUs a provider can offer. SLURM and local machines can hold any GPU, so they get the whole catalog."""
-    if provider == "runpod":
-        return [g for g in CATALOG if g.runpod_id]
-    if provider == "verda":
-        return [g for g in CATALOG if g.verda_prefix]
-    if provider == "chtc":
-        return [g for g in CATALOG if g.chtc_device_name]
-    if provider == "hfjobs":
-        from helpers.backends.hf_jobs import FLAVOR_GPUS  # the flavors are the backend's knowledge
+def having(field_name: str) -> list[Gpu]:
+    """The GPUs whose `field_name` (runpod_id, verda_prefix, chtc_device_name) is set: what that provider offers."""
+    return [g for g in CATALOG if getattr(g, field_name)]
 
-        keys = {key for key, _ in FLAVOR_GPUS.values()}
-        return [g for g in CATALOG if g.key in keys]
-    if provider in ("slurm", "local"):
-        return list(CATALOG)
-    raise ConfigError(key="backend", problem=f"unknown provider '{provider}'", fix=f"use one of {', '.join(PROVIDERS)}")
+
+def with_keys(keys) -> list[Gpu]:
+    wanted = set(keys)
+    return [g for g in CATALOG if g.key in wanted]
+
+
+def every() -> list[Gpu]:
+    """A cluster or a workstation can hold any GPU."""
+    return list(CATALOG)
 
 
 def from_verda_instance_type(instance_type: str) -> tuple[Gpu, int] | None:
@@ -221,5 +216,5 @@ def chtc_requirement(gpus: list[Gpu]) -> str:
     parts = [g.chtc_device_name for g in gpus if g.chtc_device_name]
     if not parts:
         raise ConfigError(key="resources.gpu", problem="none of these GPUs is in the CHTC GPU Lab",
-                          fix="use one of " + ", ".join(g.key for g in for_provider("chtc")))
+                          fix="use one of " + ", ".join(g.key for g in having("chtc_device_name")))
     return f'regexp("{"|".join(parts)}", TARGET.GPUs_DeviceName)'

@@ -21,13 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LIVE_STATES = ("creating", "running", "stopped", "unknown")
-DEFAULT_PATH = Path(os.environ.get("TRAINYARD_LEDGER", "runs/ledger.jsonl"))
 COMPACT_AT_BYTES = 256 * 1024  # `maybe_compact` folds ended instances away beyond this (~1,000 lines)
 
 
 class Ledger:
-    def __init__(self, path: Path | None = None):
-        self.path = Path(path or os.environ.get("TRAINYARD_LEDGER") or DEFAULT_PATH)
+    def __init__(self, path: str | Path):
+        """`path`: the workspace's (helpers.workspace.current().ledger is the one a task uses)."""
+        self.path = Path(path)
         self.history_path = self.path.with_name(self.path.stem + ".history.jsonl")
         self.lock_path = self.path.with_name(self.path.stem + ".lock")
 

@@ -109,46 +109,46 @@ CHTC_AS_OF = "2025-12-16"
 SLURM_DEFAULT_GPUS = ("A100-SXM-80GB", "H100-SXM")
 
 
-def fallback_offers(provider: str) -> list[Offer]:
-    """Offers from the dated tables, for planning without credentials. CHTC and SLURM cost 0; local is empty
-    (the local backend knows its own GPUs: pass them to `cluster_offers`)."""
+def runpod_fallback_offers() -> list[Offer]:
+    """RunPod's dated table (RUNPOD_FALLBACK): on-demand per cloud and spot, for every GPU count a pod takes."""
     by = _gpus.BY_KEY
     out: list[Offer] = []
-    if provider == "runpod":
-        for key, secure, community, spot, spot_cloud, as_of in RUNPOD_FALLBACK:
-            gpu, src = by[key], f"fallback {as_of}"
-            for n in RUNPOD_GPU_COUNTS:
-                for cloud, price in (("secure", secure), ("community", community)):
-                    if price is not None:
-                        out.append(Offer("runpod", gpu, n, round(price * n, 4), False, cloud,
-                                         gpu_type_id=gpu.runpod_id, source=src))
-                if spot is not None:
-                    out.append(Offer("runpod", gpu, n, round(spot * n, 4), True, spot_cloud,
+    for key, secure, community, spot, spot_cloud, as_of in RUNPOD_FALLBACK:
+        gpu, src = by[key], f"fallback {as_of}"
+        for n in RUNPOD_GPU_COUNTS:
+            for cloud, price in (("secure", secure), ("community", community)):
+                if price is not None:
+                    out.append(Offer("runpod", gpu, n, round(price * n, 4), False, cloud,
                                      gpu_type_id=gpu.runpod_id, source=src))
-    elif provider == "verda":
-        for key, price, spot, as_of, vcpus in VERDA_FALLBACK:
-            gpu, src = by[key], f"fallback {as_of}"
-            for n in DEFAULT_GPU_COUNTS:
-                name = _VERDA_NAME_OVERRIDES.get((key, n)) or f"{n}{gpu.verda_prefix}.{vcpus * n}V"
-                out.append(Offer("verda", gpu, n, round(price * n, 4), False, instance_type=name, source=src))
-                if spot is not None:
-                    out.append(Offer("verda", gpu, n, round(spot * n, 4), True, instance_type=name, source=src))
-    elif provider == "hfjobs":
-        from helpers.backends.hf_jobs import fallback_offers as hf_jobs_offers
-
-        out = hf_jobs_offers()
-    elif provider == "chtc":
-        for key, per_server in CHTC_INVENTORY:
-            for n in _counts_up_to(per_server):
-                out.append(Offer("chtc", by[key], n, 0.0, location="CHTC GPU Lab", source=f"fallback {CHTC_AS_OF}"))
-    elif provider == "slurm":
-        out = cluster_offers("slurm", [(key, 8) for key in SLURM_DEFAULT_GPUS], source="fallback seed 002 a100|h100")
-    elif provider == "local":
-        out = []
-    else:
-        raise ConfigError(key="backend", problem=f"unknown provider '{provider}'",
-                          fix=f"use one of {', '.join(_gpus.PROVIDERS)}")
+            if spot is not None:
+                out.append(Offer("runpod", gpu, n, round(spot * n, 4), True, spot_cloud,
+                                 gpu_type_id=gpu.runpod_id, source=src))
     return out
+
+
+def verda_fallback_offers() -> list[Offer]:
+    """Verda's dated table (VERDA_FALLBACK): on-demand and spot per instance type."""
+    by = _gpus.BY_KEY
+    out: list[Offer] = []
+    for key, price, spot, as_of, vcpus in VERDA_FALLBACK:
+        gpu, src = by[key], f"fallback {as_of}"
+        for n in DEFAULT_GPU_COUNTS:
+            name = _VERDA_NAME_OVERRIDES.get((key, n)) or f"{n}{gpu.verda_prefix}.{vcpus * n}V"
+            out.append(Offer("verda", gpu, n, round(price * n, 4), False, instance_type=name, source=src))
+            if spot is not None:
+                out.append(Offer("verda", gpu, n, round(spot * n, 4), True, instance_type=name, source=src))
+    return out
+
+
+def chtc_fallback_offers() -> list[Offer]:
+    """The CHTC GPU Lab's inventory (free)."""
+    return [Offer("chtc", _gpus.BY_KEY[key], n, 0.0, location="CHTC GPU Lab", source=f"fallback {CHTC_AS_OF}")
+            for key, per_server in CHTC_INVENTORY for n in _counts_up_to(per_server)]
+
+
+def slurm_fallback_offers() -> list[Offer]:
+    """A SLURM cluster's GPUs when nothing better is known: seed 002's a100|h100, free."""
+    return cluster_offers("slurm", [(key, 8) for key in SLURM_DEFAULT_GPUS], source="fallback seed 002 a100|h100")
 
 
 def cluster_offers(provider: str, gpus: Iterable[tuple[str, int]], *, location: str | None = None,

@@ -51,7 +51,9 @@ def check_offered(job, provider: str) -> list[str]:
     names = _gpu_names(job)
     if not names:
         return []
-    offered = gpu_catalog.for_provider(provider)
+    from helpers.backends.base import descriptor
+
+    offered = descriptor(provider).gpus()
     keys = {g.key for g in offered}
     missing = [n for n in names if gpu_catalog.resolve(n).key not in keys]
     if len(missing) == len(names):
@@ -430,7 +432,11 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
     warnings += hub.warnings
     sizing = size_job(job, hub, offline)
     est = sizing.estimate
-    offers = offers_mod.fallback_offers(provider) if offers is None else list(offers() if callable(offers) else offers)
+    if offers is None:
+        from helpers.backends.base import descriptor
+
+        offers = descriptor(provider).fallback_offers()
+    offers = list(offers() if callable(offers) else offers)
     _check_priced(job, provider, offers)
     r = job.resources
     location = r.location or (job.verda.location if provider == "verda" else None)
@@ -580,9 +586,11 @@ def plan_for(job, backend: str, offline: bool = False, token: str | None = None)
     if backend == "cloud":
         return plan_clouds(job, offline=offline)
     offered_warnings = check_offered(job, backend)  # a GPU the backend never has: refused here, whoever plans
-    from helpers.backends import backend as backend_module
+    from helpers.backends.base import backend as backend_module
 
-    the_plan = backend_module(backend).plan(job, offline=offline)
+    from helpers.backends.base import LaunchOptions
+
+    the_plan = backend_module(backend).plan(job, LaunchOptions(offline=offline))
     the_plan.setdefault("backend", backend)
     warned = list(the_plan.get("warnings") or [])
     the_plan["warnings"] = warned + [w for w in offered_warnings if w not in warned]
@@ -597,15 +605,15 @@ def plan_for(job, backend: str, offline: bool = False, token: str | None = None)
 
 def usable_clouds() -> tuple[list[str], str | None]:
     """The cloud backends with credentials here; all of them (and a note) when none has any."""
-    from helpers.backends.base import CLOUDS
-    from helpers.secrets import BACKEND_SECRETS
+    from helpers.backends.base import clouds, descriptor
     from helpers.workspace import current
 
+    names = clouds()
     secrets = current().secrets
-    keyed = [name for name in CLOUDS if all(secrets.get(k) for k in BACKEND_SECRETS.get(name, {}))]
+    keyed = [name for name in names if all(secrets.get(k) for k in descriptor(name).credentials)]
     if keyed:
         return keyed, None
-    return list(CLOUDS), (f"no credentials for any cloud ({', '.join(CLOUDS)}): ranked from every one; a launch "
+    return list(names), (f"no credentials for any cloud ({', '.join(names)}): ranked from every one; a launch "
                           "needs the winner's key in .env")
 
 

@@ -82,16 +82,12 @@ REDACTOR = Redactor()
 redact = REDACTOR
 
 
-BACKEND_SECRETS = {
-    "runpod": {"RUNPOD_API_KEY": "to create and end RunPod pods"},
-    "verda": {"VERDA_CLIENT_ID": "to create and end Verda instances", "VERDA_CLIENT_SECRET": "to create and end Verda instances"},
-    "hfjobs": {"HF_TOKEN": "to run and end Hugging Face Jobs"},
-}
-
-
 def required_secrets(job, backend: str) -> dict[str, str]:
-    """Secret name -> why, for this job on this backend (checked before any network call)."""
-    needed = dict(BACKEND_SECRETS.get(backend, {}))
+    """Secret name -> why, for this job on this backend (checked before any network call): the backend's own
+    credentials (its DESCRIPTOR) and what the job's store, pushes and loggers need."""
+    from helpers.backends.base import descriptor  # launcher side only: the host never asks
+
+    needed = dict(descriptor(backend).credentials)
     if job.store.startswith("hf://"):
         needed["HF_TOKEN"] = f"checkpoints go to {job.store}"
     if job.policy.push_to_hub and (job.policy.repo_id or any(r.policy_repo_id for r in job.runs)):
@@ -106,7 +102,9 @@ def check_secrets(job, backend: str, secrets: Secrets) -> dict[str, str]:
     needed = required_secrets(job, backend)
     for name, why in needed.items():
         secrets.require(name, why)
+    from helpers.backends.base import descriptor
+
     host = {n: secrets.values[n] for n in ("HF_TOKEN", "WANDB_API_KEY") if secrets.get(n)}
-    if backend == "verda" and job.verda.deadman == "account":  # the instance deletes itself through the API
-        host.update({n: secrets.values[n] for n in ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")})
+    more = descriptor(backend).host_credentials  # e.g. Verda's dead-man deletes its instance with the account's keys
+    host.update({n: secrets.values[n] for n in (more(job) if more else ())})
     return host

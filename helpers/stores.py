@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 from helpers.errors import ConfigError
 
-VANISHING_BACKENDS = ("runpod", "verda")  # cloud instances that can be lost together with their disk
-ALWAYS_VANISHING = ("hfjobs",)  # a job's machine is gone when it ends, and a retried attempt starts on a new one
 SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")  # `s3://`, `gs://`, `file:` ...; not a Windows drive (`C:`)
 USER_PLACEHOLDER = "<HF_TOKEN's user>"
 
@@ -41,8 +39,11 @@ def check_spec(spec: str | None) -> str | None:
 
 def can_vanish(job, backend: str, recover: bool | None) -> bool:
     """Whether the instance can be lost with its disk while the run goes on: spot on a cloud backend, or a cloud
-    run that the launcher relaunches (recover None means: on for spot)."""
-    return backend in ALWAYS_VANISHING or (backend in VANISHING_BACKENDS and (bool(job.resources.spot) or recover is True))
+    run that the launcher relaunches (recover None means: on for spot). The backend says which (its DESCRIPTOR)."""
+    from helpers.backends.base import descriptor
+
+    vanishes = descriptor(backend).vanishes
+    return vanishes == "always" or (vanishes == "if_spot_or_relaunched" and (bool(job.resources.spot) or recover is True))
 
 
 def default_repo(user: str, job) -> str:
@@ -58,8 +59,10 @@ class StoreChoice:
 
 def choose(job, backend: str, *, recover: bool | None, token: str | None, user: str | None = None) -> StoreChoice:
     """The store this run would use on `backend`, and why; ConfigError (exit 2) for one that would not survive."""
+    from helpers.backends.base import descriptor
+
     vanishing = can_vanish(job, backend, recover)
-    what = ("a Hugging Face Job (its machine goes with it)" if backend in ALWAYS_VANISHING else
+    what = (f"a {descriptor(backend).noun} whose machine goes with it" if descriptor(backend).vanishes == "always" else
             f"a spot {backend} instance" if job.resources.spot else f"a {backend} instance the launcher relaunches")
     given = job.checkpoint.store
     if given and given.startswith("hf://"):

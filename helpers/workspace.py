@@ -44,11 +44,14 @@ class Workspace:
         """A non-secret setting (an API base URL, an SSH key path): the environment, then `.env`, then `default`."""
         return os.environ.get(name) or self.dotenv.get(name) or default
 
+    ledger_path: Path | None = None  # default: $TRAINYARD_LEDGER, else <runs_dir>/ledger.jsonl
+
     @cached_property
     def ledger(self):
+        """The one ledger of this workspace (helpers/ledger.py), beside its runs."""
         from helpers.ledger import Ledger
 
-        return Ledger()
+        return Ledger(self.ledger_path or os.environ.get("TRAINYARD_LEDGER") or self.runs_dir / "ledger.jsonl")
 
 
 _current: ContextVar[Workspace | None] = ContextVar("trainyard_workspace", default=None)
@@ -60,9 +63,11 @@ def current() -> Workspace:
 
 
 @contextmanager
-def opened(env_file: str | Path | None = DEFAULTS["env_file"], runs_dir: str | Path = DEFAULTS["runs_dir"]):
+def opened(env_file: str | Path | None = DEFAULTS["env_file"], runs_dir: str | Path = DEFAULTS["runs_dir"],
+           ledger_path: str | Path | None = None):
     """The workspace of one task (or one test): `current()` answers it until the block ends."""
-    token = _current.set(Workspace(Path(env_file) if env_file else None, Path(runs_dir)))
+    token = _current.set(Workspace(Path(env_file) if env_file else None, Path(runs_dir),
+                                   Path(ledger_path) if ledger_path else None))
     try:
         yield _current.get()
     finally:

@@ -60,7 +60,7 @@ if ! command -v "$TOOL_PYTHON" >/dev/null 2>&1; then
     echo "trainyard: $TOOL_PYTHON not found: run 'make setup' in the checkout, or set TRAINYARD_TOOL_PYTHON" >&2
     exit 2
 fi
-if ! "$TOOL_PYTHON" -m helpers.backends.slurm_jobs stage "$CONFIG"; then
+if ! "$TOOL_PYTHON" -m helpers.backends.slurm_jobs stage "$CONFIG" --runs-dir "$(dirname "$RUN_DIR")"; then
     echo "trainyard: could not stage $RUN_DIR from $CONFIG (see the error above)" >&2
     exit 2
 fi

@@ -1,4 +1,4 @@
-"""RunPod's REST API v2 as its own OpenAPI file describes it (../shared/reference/runpod-rest-v2.openapi.json, taken
+"""RunPod's REST API v2 as its own OpenAPI file describes it (tests/reference/runpod-rest-v2.openapi.json, taken
 unchanged from RunPod's docs repository): every REST exchange the emulator records — the request Trainyard sent
 (operation, query parameters, body) and the answer the emulator gave (status, body) — is checked against the file's
 schemas (JSON Schema 2020-12, the file's $refs resolved). A field, a parameter or an operation the real API does not
@@ -15,7 +15,9 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "runpod-rest-v2.openapi.json"
+from tests import reference
+
+SPEC_PATH = reference.path("runpod-rest-v2.openapi.json")
 SPEC = json.loads(SPEC_PATH.read_text())
 REGISTRY = Registry().with_resource("urn:runpod-v2", Resource.from_contents(SPEC, default_specification=DRAFT202012))
 

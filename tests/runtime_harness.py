@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from helpers.bundle import BUNDLE_NAME, stage_run
+from helpers.workspace import opened
 from helpers.config import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,8 @@ class RuntimeRun:
         self.workdir = workdir
         job = validate(data)
         self.job = job
-        self.run_dir = stage_run(job, machine or {"kind": "local"}, secrets or {}, price_per_hour, runs_dir=workdir / "runs")
+        with opened(env_file=None, runs_dir=workdir / "runs"):
+            self.run_dir = stage_run(job, machine or {"kind": "local"}, secrets or {}, price_per_hour)
         run_dir = Path("/work") / self.run_dir.relative_to(workdir) if root else self.run_dir
         argv = [python or ("python3" if root else sys.executable), str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"),
                 f"--mode={mode}"] + (["--skip-setup"] if skip_setup else [])

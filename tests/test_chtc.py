@@ -29,6 +29,7 @@ import yaml
 
 from helpers.backends import chtc_condor
 from helpers.config import load_job
+from helpers.workspace import opened
 
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = [sys.executable, "-m", "invoke", "-r", str(REPO)]
@@ -105,7 +106,8 @@ def openpi_config(tmp_path: Path, name: str = "job.yaml", **sections) -> Path:
 
 
 def rendered(tmp_path: Path, config: Path, **variables: str) -> tuple[dict[str, str], chtc_condor.Settings, Path]:
-    submit_file, text, settings = chtc_condor.render(load_job(config, environ={}), runs_dir=tmp_path / "runs")
+    with opened(env_file=None, runs_dir=tmp_path / "runs"):
+        submit_file, text, settings = chtc_condor.render(load_job(config, environ={}))
     return expanded(submit_of(text, **variables)), settings, submit_file
 
 
@@ -386,7 +388,8 @@ def host(tmp_path):
     """What a GPU Lab job sees: a run folder rendered from an openpi config, an image with openpi (here: a checkout
     folder and a fake `uv`), and a function that makes a fresh sandbox with the transferred files."""
     config = openpi_config(tmp_path, training={"steps": 40, "save_freq": 10, "batch_size": 2})
-    submit_file, _, _ = chtc_condor.render(load_job(config, environ={}), runs_dir=tmp_path / "runs")
+    with opened(env_file=None, runs_dir=tmp_path / "runs"):
+        submit_file, _, _ = chtc_condor.render(load_job(config, environ={}))
     run_dir = submit_file.parent
     image = tmp_path / "image"
     (image / "openpi" / "scripts").mkdir(parents=True)

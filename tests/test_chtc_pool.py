@@ -47,7 +47,7 @@ def render(pool: HTCondorPool, data: dict, secrets: dict | None = None) -> str:
     here = os.getcwd()
     os.chdir(work)
     try:
-        submit_file, _text, _s = chtc_condor.render(validate(data), Path("runs"), secrets)
+        submit_file, _text, _s = chtc_condor.render(validate(data), secrets)
     finally:
         os.chdir(here)
     pool.run(["chown", "-R", USER, WORK])
@@ -269,7 +269,8 @@ def checkout_on_the_access_point(pool: HTCondorPool) -> str:
 
 def test_make_chtc_submit_on_the_access_point_then_status_logs_and_stop(condor_root):
     """As a user types it on the access point: `make chtc-submit CONFIG=... EXP=...` from the checkout (its own tool
-    venv, made by `make setup`), then `invoke chtc.status`, `chtc.logs <job>`, `chtc.stop <job>` on the live pool."""
+    venv, made by `make setup`), then `invoke chtc.status`, `chtc.logs --job-id <job>`, and by the run id alone
+    `invoke logs typed` and `invoke stop typed` (the job id recorded at submit) on the live pool."""
     with HTCondorPool(condor_root, H100) as pool:
         checkout = checkout_on_the_access_point(pool)
         config = pool.path(checkout) / "pool_job.yaml"
@@ -283,7 +284,7 @@ def test_make_chtc_submit_on_the_access_point_then_status_logs_and_stop(condor_r
                         timeout=900)
         assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
         cluster = re.search(r"submitted to cluster (\d+)", made.stdout)[1]
-        assert "invoke chtc.logs --job-id <job id> --follow" in made.stdout  # the hint is a command that works
+        assert "invoke logs typed --follow" in made.stdout and "invoke stop typed" in made.stdout  # hints that work
         job = f"{cluster}.0"
         assert pool.path(f"/staging/{USER}/openpi").is_dir()  # chtc.submit made the remap's target
         pool.wait_for(cluster, lambda v: v and v[0] == "2", timeout=90)
@@ -297,6 +298,8 @@ def test_make_chtc_submit_on_the_access_point_then_status_logs_and_stop(condor_r
             tail = shown.stdout + shown.stderr
             time.sleep(2)
         assert "step:" in tail, tail
-        stopped = pool.run([invoke, "chtc.stop", job], user=USER, cwd=checkout)
+        by_run = pool.run([invoke, "logs", "typed"], user=USER, cwd=checkout)  # the run id is enough
+        assert by_run.returncode == 0 and "step:" in by_run.stdout + by_run.stderr, by_run.stdout + by_run.stderr
+        stopped = pool.run([invoke, "stop", "typed"], user=USER, cwd=checkout)
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         pool.wait_for(cluster, lambda v: v is None, timeout=60)  # removed from the queue

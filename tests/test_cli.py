@@ -71,31 +71,51 @@ def test_the_secrets_file_is_a_setting_of_every_task(tmp_path):
     assert go().returncode == 0
 
 
-def test_every_backend_implements_the_one_contract_and_runs_are_found_by_id(tmp_path, monkeypatch):
-    """helpers/backends/base.py: each backend module has the six verbs, and `find_run` (what `invoke logs|stop|fetch
-    RUN` dispatch on) finds a cloud run in the ledger, a SLURM job by its record, a CHTC run folder, else this machine."""
-    import inspect
+def test_every_backend_binds_to_the_contract_and_runs_are_found_by_id(tmp_path, monkeypatch):
+    """helpers/backends/base.py: each backend module declares itself and its six verbs bind to the declared
+    signatures (names, kinds, defaults), and `find_run` (what `invoke logs|stop|fetch RUN` dispatch on) finds a
+    cloud run in the ledger, a SLURM job by its record, a CHTC run folder, else this machine."""
+    from helpers.backends.base import Descriptor, RunHandle, backend, drift, find_run
+    from helpers.config import BACKENDS
+    from helpers.workspace import opened
 
-    from helpers.backends.base import MODULES, Backend, RunHandle, backend, find_run
-    from helpers.ledger import Ledger
-
-    for name in MODULES:
-        module = backend(name)
-        assert isinstance(module, Backend), name
-        for verb in ("logs", "fetch", "stop"):  # every verb that acts on a run takes its handle first
-            assert list(inspect.signature(getattr(module, verb)).parameters)[0] == "handle", (name, verb)
-        assert "offline" in inspect.signature(module.plan).parameters, name
+    for name in BACKENDS:
+        module = backend(name)  # binds before it returns
+        assert drift(module) == [] and isinstance(module.DESCRIPTOR, Descriptor) and module.DESCRIPTOR.name == name
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TRAINYARD_LEDGER", str(tmp_path / "runs/ledger.jsonl"))
-    Ledger().record("verda", "ty-cloudy-abc123", "running", run_id="cloudy", instance_id="i-1", created=1.0)
-    (tmp_path / "runs/slurmy").mkdir(parents=True)
-    (tmp_path / "runs/slurmy/slurm.json").write_text('{"job_id": 7, "run_id": "slurmy"}')
-    (tmp_path / "runs/chtc/pi05/condory").mkdir(parents=True)
-    (tmp_path / "runs/chtc/pi05/condory/train.sub").write_text("queue\n")
-    assert find_run("cloudy") == RunHandle("verda", "cloudy")
-    assert find_run("slurmy") == RunHandle("slurm", "slurmy")
-    assert find_run("condory") == RunHandle("chtc", "condory")
-    assert find_run("here") == RunHandle("local", "here")
+    monkeypatch.delenv("TRAINYARD_LEDGER", raising=False)
+    with opened(env_file=None, runs_dir=tmp_path / "runs") as workspace:
+        workspace.ledger.record("verda", "ty-cloudy-abc123", "running", run_id="cloudy", instance_id="i-1", created=1.0)
+        (tmp_path / "runs/slurmy").mkdir(parents=True)
+        (tmp_path / "runs/slurmy/slurm.json").write_text('{"job_id": 7, "run_id": "slurmy"}')
+        (tmp_path / "runs/chtc/pi05/condory").mkdir(parents=True)
+        (tmp_path / "runs/chtc/pi05/condory/train.sub").write_text("queue\n")
+        assert find_run("cloudy") == RunHandle("verda", "cloudy")
+        assert find_run("slurmy") == RunHandle("slurm", "slurmy")
+        assert find_run("condory") == RunHandle("chtc", "condory")
+        assert find_run("here") == RunHandle("local", "here")
+
+
+def test_a_backend_whose_verb_drifts_is_refused_before_dispatch(monkeypatch):
+    """The router binds every verb against the contract: a `logs(handle, follow_lines)` (the drift of before),
+    a missing default or a missing verb stops `backend()` with the backend and the verb named."""
+    import importlib
+
+    import pytest
+
+    from helpers.backends import base
+
+    module = importlib.import_module(base.module_of("hfjobs"))
+    monkeypatch.setattr(module, "_contract_checked", False, raising=False)
+    monkeypatch.setattr(module, "logs", lambda handle, follow_lines=False: None)
+    with pytest.raises(TypeError, match=r"backend hfjobs .* logs\(handle, follow_lines=False\) is not logs"):
+        base.backend("hfjobs")
+    monkeypatch.setattr(module, "logs", lambda handle, follow: None)  # no default
+    assert any(p.startswith("logs(") for p in base.drift(module))
+    monkeypatch.delattr(module, "logs")
+    assert "no logs()" in base.drift(module)
+    monkeypatch.setattr(module, "launch", lambda job, host_secrets, mode="auto": 0)  # the old launch
+    assert any(p.startswith("launch(") for p in base.drift(module))
 
 
 def test_stop_and_fetch_of_a_local_run_through_the_top_level_tasks(tmp_path):

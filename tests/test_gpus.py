@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import gpus
+from helpers.backends.base import descriptor
 from helpers.errors import ConfigError
 
 # `runpod.get_gpus()` of 2026-01-29, as listed in seed 000 (id, displayName, memoryInGb), minus 'unknown'.
@@ -47,7 +48,7 @@ def test_every_runpod_id_of_seed_000_is_in_the_catalog(gpu_id, display, memory):
 
 
 def test_runpod_catalog_is_exactly_seed_000_plus_documented_additions():
-    ids = {g.runpod_id for g in gpus.for_provider("runpod")}
+    ids = {g.runpod_id for g in descriptor("runpod").gpus()}
     assert ids == {row[0] for row in SEED_000_RUNPOD} | {"NVIDIA RTX PRO 4500 Blackwell"}
 
 
@@ -99,7 +100,7 @@ def test_typo_suggestions():
 
 
 def test_verda_families_and_instance_type_names():
-    assert {g.verda_model for g in gpus.for_provider("verda")} >= {"H100", "H200", "B200", "A100", "L40S"}
+    assert {g.verda_model for g in descriptor("verda").gpus()} >= {"H100", "H200", "B200", "A100", "L40S"}
     for name, key, count in [("1H100.80S.30V", "H100-SXM", 1), ("4H100.80S.176V", "H100-SXM", 4),
                              ("8H100.80S.176V", "H100-SXM", 8), ("1A100.22V", "A100-SXM-80GB", 1),
                              ("4A100.88V", "A100-SXM-80GB", 4), ("1A100.40S.22V", "A100-SXM-40GB", 1),
@@ -110,7 +111,7 @@ def test_verda_families_and_instance_type_names():
         assert (gpu.key, n) == (key, count), name
     assert gpus.from_verda_instance_type("CPU.4V.16G") is None
     # Verda's H100 is SXM5 only (GPU_FACTS §3.2): no PCIe/NVL H100 in its families
-    assert not {"H100-PCIE", "H100-NVL", "RTX-4090"} & {g.key for g in gpus.for_provider("verda")}
+    assert not {"H100-PCIE", "H100-NVL", "RTX-4090"} & {g.key for g in descriptor("verda").gpus()}
 
 
 def test_chtc_device_names_match_what_htcondor_reports():
@@ -118,7 +119,7 @@ def test_chtc_device_names_match_what_htcondor_reports():
     reported = {"NVIDIA H100 80GB HBM3": "H100-SXM", "NVIDIA H200": "H200-SXM", "NVIDIA L40S": "L40S",
                 "NVIDIA L40": "L40", "NVIDIA A100-SXM4-80GB": "A100-SXM-80GB",
                 "NVIDIA A100-SXM4-40GB": "A100-SXM-40GB"}
-    chtc = gpus.for_provider("chtc")
+    chtc = descriptor("chtc").gpus()
     assert {"H100-SXM", "H200-SXM", "L40S", "A100-SXM-80GB"} <= {g.key for g in chtc}
     for device, key in reported.items():
         matching = [g.key for g in chtc if re.search(g.chtc_device_name, device)]
@@ -137,8 +138,8 @@ def test_catalog_facts():
     assert all(g.memory_gb > 0 for g in gpus.CATALOG)
     assert len({g.key for g in gpus.CATALOG}) == len(gpus.CATALOG)
     with pytest.raises(ConfigError):
-        gpus.for_provider("aws")
-    assert gpus.for_provider("slurm") == list(gpus.CATALOG)
+        descriptor("aws").gpus()
+    assert descriptor("slurm").gpus() == list(gpus.CATALOG)
 
 
 def test_planning_modules_import_fast_and_offline():

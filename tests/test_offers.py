@@ -6,9 +6,10 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import gpus, offers, vram
+from helpers.backends.base import descriptor
 from helpers.errors import ConfigError
 from helpers.offers import (
-    Offer, choose, fallback_offers, from_runpod_catalog, from_runpod_gpu_types, from_verda_instance_types,
+    Offer, choose, from_runpod_catalog, from_runpod_gpu_types, from_verda_instance_types,
 )
 
 
@@ -20,7 +21,7 @@ def _offer(key, price, count=1, **kw):
 
 
 def test_runpod_fallback_table():
-    table = fallback_offers("runpod")
+    table = descriptor("runpod").fallback_offers()
     assert {o.gpu_count for o in table} == {1, 2, 4, 6, 8}  # seed 004's pod sizes
     h100 = [o for o in table if o.gpu.key == "H100-SXM" and not o.spot]
     assert {(o.cloud, o.gpu_count, o.price_per_hour) for o in h100 if o.gpu_count in (1, 8)} == {
@@ -32,7 +33,7 @@ def test_runpod_fallback_table():
 
 
 def test_verda_fallback_table():
-    table = fallback_offers("verda")
+    table = descriptor("verda").fallback_offers()
     names = {o.instance_type for o in table}
     assert {"1H100.80S.30V", "8H100.80S.176V", "1A100.22V", "4A100.88V", "1A100.40S.22V", "1H200.141S.44V",
             "1B200.30V"} <= names  # names attested in GPU_FACTS §3.2 / CLOUD_APIS §2.4.1
@@ -44,25 +45,25 @@ def test_verda_fallback_table():
 
 
 def test_cluster_fallbacks_cost_nothing():
-    chtc = fallback_offers("chtc")
+    chtc = descriptor("chtc").fallback_offers()
     assert {o.gpu.key for o in chtc} >= {"H100-SXM", "H200-SXM", "L40S", "A100-SXM-80GB"}
     assert all(o.price_per_hour == 0 for o in chtc)
     assert max(o.gpu_count for o in chtc if o.gpu.key == "A100-SXM-80GB") == 4  # 4 per server
     assert max(o.gpu_count for o in chtc if o.gpu.key == "L40") == 10
-    slurm = fallback_offers("slurm")
+    slurm = descriptor("slurm").fallback_offers()
     assert {o.gpu.key for o in slurm} == {"A100-SXM-80GB", "H100-SXM"} and all(o.price_per_hour == 0 for o in slurm)
-    assert fallback_offers("local") == []
+    assert descriptor("local").fallback_offers() == []
     local = offers.cluster_offers("local", [("RTX 4090", 1)])
     assert [(o.gpu.key, o.gpu_count, o.price_per_hour) for o in local] == [("RTX-4090", 1, 0.0)]
     with pytest.raises(ConfigError):
-        fallback_offers("lambda")
+        descriptor("lambda").fallback_offers()
 
 
 # ------------------------------------------------------------------------------------------------- choice
 
 
 def test_cheapest_that_fits_and_why_the_others_lost():
-    table = fallback_offers("runpod")
+    table = descriptor("runpod").fallback_offers()
     need = vram.PRESETS["openpi/pi0_libero_low_mem_finetune"].estimate()  # ~22.7 GB
     choice = choose(table, need, gpu_count=1, cloud="secure")
     assert (choice.offer.gpu.key, choice.offer.cloud, choice.offer.price_per_hour) == ("RTX-A6000", "secure", 0.49)
@@ -80,7 +81,7 @@ def test_cheapest_that_fits_and_why_the_others_lost():
 
 
 def test_any_cloud_takes_community_and_spot_wins_when_allowed():
-    table = fallback_offers("runpod")
+    table = descriptor("runpod").fallback_offers()
     assert choose(table, 10, gpu_count=1).offer.price_per_hour == 0.28  # RTX 2000 Ada secure
     assert choose(table, 10, gpu_count=1, cloud="any").offer.price_per_hour == 0.28
     spot = choose(table, 10, gpu_count=1, spot_allowed=True).offer
@@ -106,7 +107,7 @@ def test_stock_constraints():
 
 
 def test_gpu_allow_list_min_vram_location_and_price():
-    table = fallback_offers("verda")
+    table = descriptor("verda").fallback_offers()
     pinned = choose(table, 20, gpu_count=1, allowed_gpus=["H100", "h200"])
     assert pinned.offer.gpu.key == "H100-SXM"
     assert any(c.reason.startswith("not in resources.gpu (H100-SXM, H200-SXM)") for c in pinned.candidates)
@@ -124,12 +125,12 @@ def test_gpu_allow_list_min_vram_location_and_price():
 
 def test_gpu_counts_per_provider():
     with pytest.raises(ConfigError) as err:
-        choose(fallback_offers("runpod"), 10, gpu_count=3)
+        choose(descriptor("runpod").fallback_offers(), 10, gpu_count=3)
     assert err.value.key == "resources.gpu_count"
     assert str(err.value).endswith("use gpu_count 4 (offered: 1, 2, 4, 6, 8)")
     assert offers.valid_gpu_counts("runpod") == (1, 2, 4, 6, 8)
-    assert offers.valid_gpu_counts("verda", fallback_offers("verda")) == (1, 2, 4, 8)
-    assert choose(fallback_offers("runpod"), 10, gpu_count=6).offer.gpu_count == 6
+    assert offers.valid_gpu_counts("verda", descriptor("verda").fallback_offers()) == (1, 2, 4, 8)
+    assert choose(descriptor("runpod").fallback_offers(), 10, gpu_count=6).offer.gpu_count == 6
 
 
 def test_no_fit_suggests_more_gpus_with_zero3_or_lora():
@@ -138,7 +139,7 @@ def test_no_fit_suggests_more_gpus_with_zero3_or_lora():
                         hidden_size=4096, layers=32, vocab_size=32000)
     assert 130 < est.total_gb < 150
     with pytest.raises(ConfigError) as err:
-        choose(fallback_offers("runpod"), est, gpu_count=1, allowed_gpus="H100")
+        choose(descriptor("runpod").fallback_offers(), est, gpu_count=1, allowed_gpus="H100")
     e = err.value
     assert e.key == "resources" and e.problem == f"needs ~{int(est.total_gb) + 1} GB per GPU; no offer fits"
     assert e.fix.startswith("set resources.gpu_count: 2 and model.sharding: zero3 (2x H100 SXM 80GB, ~71 GB per GPU), "
@@ -149,7 +150,7 @@ def test_no_fit_suggests_more_gpus_with_zero3_or_lora():
 
 def test_no_fit_when_only_constraints_block_big_enough_gpus():
     with pytest.raises(ConfigError) as err:
-        choose(fallback_offers("runpod"), 61, gpu_count=1, cloud="secure", max_price_per_hour=1.5)
+        choose(descriptor("runpod").fallback_offers(), 61, gpu_count=1, cloud="secure", max_price_per_hour=1.5)
     assert err.value.fix == "set resources.cloud: any (A100 PCIe 80GB at $1.19/h would hold it)"
     with pytest.raises(ConfigError) as err:
         choose([_offer("H100", 2.0, spot=True)], 61, gpu_count=1)
@@ -159,15 +160,15 @@ def test_no_fit_when_only_constraints_block_big_enough_gpus():
 def test_no_fit_falls_back_to_gradient_checkpointing_and_batch():
     est = vram.estimate(8e9, "full", batch_size=8, seq_len=4096, hidden_size=4096, layers=32, vocab_size=128256)
     with pytest.raises(ConfigError) as err:  # a trainer with a checkpointing key: that first
-        choose(fallback_offers("chtc"), est, gpu_count=1,
+        choose(descriptor("chtc").fallback_offers(), est, gpu_count=1,
                advice=offers.Advice(checkpointing="policy.gradient_checkpointing: true"))
     assert err.value.fix.startswith("set policy.gradient_checkpointing: true and resources.gpu_count: 2 and "
                                     "model.sharding: zero3 (2x H200 SXM 141GB")
     with pytest.raises(ConfigError) as err:  # one without: the batch
-        choose(fallback_offers("chtc"), est, gpu_count=1)
+        choose(descriptor("chtc").fallback_offers(), est, gpu_count=1)
     assert err.value.fix.startswith("set training.batch_size: 1 and resources.gpu_count: 2 and model.sharding: zero3")
     with pytest.raises(ConfigError) as err:
-        choose(fallback_offers("chtc"), 5000, gpu_count=1)
+        choose(descriptor("chtc").fallback_offers(), 5000, gpu_count=1)
     assert err.value.fix.startswith("pick a GPU with at least 5000 GB (largest offered: H200 SXM 141GB)")
 
 

@@ -397,13 +397,18 @@ def test_backend_lacking_the_gpu_exits_2_listing_what_it_offers(tmp_path):
 
 
 def test_backend_plan_is_called_with_offline(monkeypatch):
-    """Every backend's plan takes `offline` (the Backend contract): no signature inspection, no bypass."""
+    """`invoke plan --offline` reaches the backend's plan as LaunchOptions(offline=True) (the Backend contract)."""
     import types
 
+    from helpers.backends.base import LaunchOptions
+
     calls = []
-    fake = types.SimpleNamespace(plan=lambda job, offline=False: calls.append(offline) or {
-        "backend": "runpod", "gpu": None, "gpu_count": 1, "vram_estimate_gb": 1.0, "commands": ["x"]})
-    monkeypatch.setattr("helpers.backends.backend", lambda name: fake)
+
+    def plan(job, options=LaunchOptions()):
+        calls.append(options.offline)
+        return {"backend": "runpod", "gpu": None, "gpu_count": 1, "vram_estimate_gb": 1.0, "commands": ["x"]}
+
+    monkeypatch.setattr("helpers.backends.base.backend", lambda name: types.SimpleNamespace(plan=plan))
     assert plan_for(job_of(), "runpod", offline=True)["commands"] == ["x"] and calls == [True]
     assert plan_for(job_of(), "runpod", offline=False)["commands"] == ["x"] and calls == [True, False]
 

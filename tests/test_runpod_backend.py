@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.backends.base import RunHandle
+from helpers.backends.base import LaunchOptions, RunHandle
 from tests.fixtures_hub import HUB_USER
 from tests.openapi_contract import check
 from tests.webhook import Webhook
@@ -96,14 +96,15 @@ class World:
 
         return load_job(config, overrides)
 
-    def launch(self, config: Path, job=None, **kwargs) -> int:
-        """runpod_pods.launch in this process (what `invoke runpod.train` calls after the plan)."""
-        from helpers.backends import runpod_pods
-        from helpers.secrets import check_secrets, load_secrets
+    def launch(self, config: Path, job=None, the_plan=None, detach=False, recover=False) -> int:
+        """The contract's plan and launch in this process (what `invoke runpod.train` calls after its checks)."""
+        from helpers.backends.base import LaunchOptions, backend
 
+        runpod = backend("runpod")
         job = job or self.job(config)
-        host = check_secrets(job, "runpod", load_secrets(None))
-        return runpod_pods.launch(job, host, "auto", **kwargs)
+        job.limits.recover = recover
+        options = LaunchOptions(detach=detach)
+        return runpod.launch(job, the_plan or runpod.plan(job, options), options)
 
     def invoke(self, *args: str, program: list[str] | None = None) -> subprocess.Popen:
         return subprocess.Popen((program or [INVOKE, "-r", str(REPO)]) + list(args), cwd=self.work,
@@ -187,7 +188,7 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
 
     api = runpod_pods.client()
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 2, "resources.spot": True})
-    p = runpod_pods.plan(job, api=api)
+    p = runpod_pods.plan(job)
     assert p["gpu"]["provider_id"] == "NVIDIA GeForce RTX 4090" and p["gpu_count"] == 2 and p["spot"]
     assert p["bid_per_gpu"] == 0.29 and p["price_per_hour"] == 0.58  # RTX 4090 community spot: 0.85 x 0.34, per GPU
     # the REST catalog once per cloud tier (list prices, pod stock for 2 GPUs), GraphQL once for the spot prices
@@ -195,23 +196,23 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
     assert [c["query"] for c in world.emu.calls[:2]] == [
         {"include": "AVAILABILITY", "product": "POD", "count": "2", "cloud": tier} for tier in ("SECURE", "COMMUNITY")]
     world.emu.reset_calls()
-    on_demand = runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.cloud": "secure"}), api=api)
+    on_demand = runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.cloud": "secure"}))
     assert not on_demand["spot"] and on_demand["price_per_hour"] == 0.59  # RTX 4090 secure list price
     assert [c["field"] for c in world.emu.calls] == ["listGpuTypes"]  # no spot asked: no GraphQL at all
 
     with pytest.raises(ConfigError, match="1, 2, 4, 6, 8"):
-        runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 3}), api=api)
+        runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 3}))
     world.emu.set_stock("NVIDIA GeForce RTX 4090", None)
     with pytest.raises(ConfigError, match="no offer fits"):  # the only allowed GPU is out of stock
-        runpod_pods.plan(world.job(world.config("plan", 10, 0)), api=api)
+        runpod_pods.plan(world.job(world.config("plan", 10, 0)))
 
     # seed 004: the gated check comes first, then the GPU by estimated memory among L40S, A100 SXM, H100 SXM
     world.hub.create_repo("someone/gated-model")
     world.hub.set_gated("someone/gated-model")
     gated = world.job(REPO / "configs/open_r1_grpo.yaml", **{"open_r1.model": "someone/gated-model"})
     with pytest.raises(ConfigError, match="gated"):
-        runpod_pods.plan(gated, api=api, token=os.environ["HF_TOKEN"])
-    grpo = runpod_pods.plan(world.job(REPO / "configs/open_r1_grpo.yaml"), api=api, check_hub=False)
+        runpod_pods.plan(gated)
+    grpo = runpod_pods.plan(world.job(REPO / "configs/open_r1_grpo.yaml"), LaunchOptions(check_hub=False))
     assert grpo["gpu"]["id"] in ("L40S", "A100-SXM-80GB", "H100-SXM")
     assert grpo["gpu"]["memory_gb"] >= grpo["vram_estimate_gb"] and grpo["gpu_count"] == 1
     assert "--skip-setup" in grpo["commands"][-1] and "reeeon/thinnka:latest" in grpo["why"]
@@ -262,7 +263,7 @@ def test_ssh_mode_on_demand_trains_streams_fetches_and_terminates_with_secrets_k
     (entry,) = world.ledger().values()
     assert view["name"] == f"my-pod [{entry['id']}]" and entry["id"].startswith("ty-first-run-")
     assert set(view["env"]) == {"PUBLIC_KEY"} and view["dockerArgs"] == ""
-    assert entry["state"] == "terminated" and entry["instance_id"] == pod["id"] and entry["mode"] == "ssh"
+    assert entry["state"] == "terminated" and entry["instance_id"] == pod["id"] and entry["access"] == "ssh" and entry["mode"] == "auto"
     spent = world.emu.spend()
     time.sleep(0.5)
     assert world.emu.spend() == spent
@@ -368,7 +369,7 @@ def test_api_errors_are_retried_with_backoff(world, capsys):
     from helpers.backends import runpod_pods
 
     job = world.job(config)
-    the_plan = runpod_pods.plan(job, api=runpod_pods.client())
+    the_plan = runpod_pods.plan(job)
     assert world.launch(config, job=job, the_plan=the_plan) == 0
     out = capsys.readouterr().out
     assert len(emu.pods()) == 1 and emu.live_pods() == []
@@ -430,7 +431,7 @@ def test_spot_start_command_via_the_seed_script_runs_without_ssh_and_the_pod_end
     view = world.emu.pod(entry["instance_id"])
     assert view["podType"] == "INTERRUPTABLE" and view["gpuTypeId"] == "NVIDIA GeForce RTX 4090"
     assert view["status"] == "TERMINATED" and world.emu.live_pods() == []
-    assert entry["state"] == "terminated" and entry["by"] == "the pod itself" and entry["mode"] == "start_command"
+    assert entry["state"] == "terminated" and entry["by"] == "the pod itself" and entry["access"] == "start_command" and entry["mode"] == "auto"
 
     # no SSH was used; secrets are pod env vars, never in the start command or any process's argv
     assert "Accepted" not in (Path(view["disk"]) / ".sshhost" / "sshd.log").read_text()  # nobody logged in
@@ -580,6 +581,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     run nothing: LeRobot would need its environment and the Hub dataset."""
     from helpers.backends import runpod_pods
     from helpers.bundle import render_commands, stage_run
+    from helpers.workspace import opened
     from helpers.config import load_job
     from emulators.runpod_api import RunPodEmulator
 
@@ -601,10 +603,11 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         for key, value in emu.sdk_env(tmp_path).items():
             monkeypatch.setenv(key, value)
         api = runpod_pods.client()
-        the_plan = runpod_pods.plan(job, api=api, check_hub=False, token="hf_" + "x" * 34)  # spot: a Hub store is needed
+        the_plan = runpod_pods.plan(job, LaunchOptions(check_hub=False))  # spot: a Hub store is needed
         offer = the_plan["offer"]
         assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan["bid_per_gpu"] == 0.18
-        run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"], runs_dir=tmp_path)
+        with opened(env_file=None, runs_dir=tmp_path):
+            run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"])
         pieces = runpod_pods.bundle_env(run_dir)
         command = runpod_pods.start_command(job, len(pieces))
         # the runtime, then its dead-man once more, then a wait: the command never exits (RunPod would restart it)

@@ -4,7 +4,6 @@ Tests marked `slow` boot real sshd instances (root + openssh-server, PID/mount n
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -22,9 +21,9 @@ from emulators.runpod_api import (
     BID_TOO_LOW, GPU_CATALOG, NO_CAPACITY, NO_FREE_GPUS, EmulatorClient, RunPodEmulator,
 )
 from emulators.sshhost import SshHost, generate_keypair, pids_in_namespace, ssh_command
+from tests import reference
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = next(Path("/work/shared/seeds").glob("000_*.txt"), None)
 GPU = "NVIDIA GeForce RTX 4090"
 SPOT_MUTATION = """
 mutation {{
@@ -173,10 +172,8 @@ def test_sshhost_never_outlives_its_owner(tmp_path):
 
 # ------------------------------------------------------------------------------------------ GPU queries
 
-@pytest.mark.skipif(SEED is None, reason="seed documents not present")
 def test_get_gpus_is_the_2026_01_29_list(runpod_sdk):
-    block = SEED.read_text().split("runpod.get_gpus()")[1]
-    expected = ast.literal_eval(block[block.index("[{"):block.index("}]") + 2])
+    expected = json.loads(reference.path("runpod-get-gpus-2026-01-29.json").read_text())  # seed 000's list
     assert runpod_sdk.get_gpus() == expected
     assert len(expected) == 43
 

@@ -1,5 +1,5 @@
 """The pod's own dead-man speaks RunPod's REST API v2, checked against RunPod's own OpenAPI file
-(../shared/reference/runpod-rest-v2.openapi.json): every request it sends and every answer the emulator gives is
+(tests/reference/runpod-rest-v2.openapi.json): every request it sends and every answer the emulator gives is
 validated against the file's schemas (JSON Schema 2020-12 with the file's $refs), so a field the real API would
 reject, or an answer shape it never sends, fails here — also against an independent server built from the file."""
 

@@ -68,14 +68,16 @@ class World:
         keys = {"resources.gpu": "H100", "resources.gpu_count": 1, "resources.spot": True, **overrides}
         return load_job(config, keys)
 
-    def launch(self, config: Path, mode: str = "auto", **kwargs) -> int:
-        """verda_instances.launch in this process (what `invoke verda.train` calls after the plan)."""
-        from helpers.backends import verda_instances
-        from helpers.secrets import check_secrets, load_secrets
+    def launch(self, config: Path, mode: str = "auto", job=None, the_plan=None, detach=False, os_volume_id=None,
+               recover=False) -> int:
+        """The contract's plan and launch in this process (what `invoke verda.train` calls after its checks)."""
+        from helpers.backends.base import LaunchOptions, backend
 
-        job = kwargs.pop("job", None) or self.job(config)
-        host = check_secrets(job, "verda", load_secrets(None))
-        return verda_instances.launch(job, host, mode, config_path=config, **kwargs)
+        verda = backend("verda")
+        job = job or self.job(config)
+        job.limits.recover = recover
+        options = LaunchOptions(mode=mode, detach=detach, os_volume_id=os_volume_id, config_path=str(config))
+        return verda.launch(job, the_plan or verda.plan(job, options), options)
 
     def invoke(self, *args: str, **popen) -> subprocess.Popen:
         return subprocess.Popen([INVOKE, "-r", str(REPO), *args], cwd=self.work, env={**os.environ, **self.env},
@@ -171,11 +173,10 @@ def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
     from helpers.backends import verda_instances
 
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 4})
-    the_plan = verda_instances.plan(job, verda_client=verda_instances.client())
+    the_plan = verda_instances.plan(job)
     assert the_plan["instance_type"] == "4H100.80S.176V" and the_plan["spot"] is True
     assert the_plan["price_per_hour"] == 4.0 and the_plan["location"] in ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
-    on_demand = verda_instances.plan(world.job(world.config("plan", 10, 0), **{"resources.spot": False}),
-                                     verda_client=verda_instances.client())
+    on_demand = verda_instances.plan(world.job(world.config("plan", 10, 0), **{"resources.spot": False}))
     assert on_demand["instance_type"] == "1H100.80S.30V" and not on_demand["spot"] and on_demand["price_per_hour"] == 1.99
 
 
@@ -425,7 +426,7 @@ def test_a_refused_create_costs_nothing_and_says_why(world):
 
     config = world.config("full", steps=10, pace=0)
     job = world.job(config)
-    the_plan = verda_instances.plan(job, verda_client=verda_instances.client())
+    the_plan = verda_instances.plan(job)
     world.emu.set_capacity("1H100.80S.30V", 0, is_spot=True)  # gone between the plan and the create
     with pytest.raises(ProviderError, match="Not enough capacity"):
         world.launch(config, job=job, the_plan=the_plan)

@@ -1,8 +1,5 @@
-"""Places to run a job. The contract they all implement, and how to find one, is helpers/backends/base.py.
+"""Places to run a job. The contract they all implement, and how to find one, is helpers/backends/base.py; the
+names and modules are helpers.config.BACKENDS.
 
 Backends are imported only by the task that uses them (SDK imports are slow).
 """
-
-from helpers.backends.base import MODULES, RunHandle, backend, find_run
-
-__all__ = ["MODULES", "RunHandle", "backend", "find_run"]

@@ -1,38 +1,57 @@
 """The one contract every place to run a job implements (local, runpod, verda, hfjobs, slurm, chtc), in the spirit of
-SkyPilot's provisioners and submitit's executors. A backend is a module (a module satisfies a Protocol, PEP 544);
-the CLI and the top-level tasks reach it only through these verbs:
+SkyPilot's provisioners (a router that binds each backend's signatures before dispatch) and submitit's executors. A
+backend is a module: it declares itself once (`DESCRIPTOR`) and implements these verbs, with these signatures
+exactly (`check_signatures` binds them; the CLI and the top-level tasks reach a backend only through `backend()`):
 
-    plan(job, offline=False) -> dict        what a launch would do: GPU and why, price, command, files, store
-    launch(job, host_secrets, mode, ...)    create or submit (the ledger first), ship the runtime, follow it;
-                                            returns the exit code (0 done, 1 failed, 3 stopped early, 4 lost, 130)
-    status(handle=None)                     a table of its runs (of one run, given its handle)
-    logs(handle, follow=False)              the run's log
-    fetch(handle, dest=None) -> Path        where the run's outputs are on this machine (copied home if remote)
-    stop(handle)                            end it now (a final checkpoint sync where the runtime can); idempotent
+    plan(job, options=LaunchOptions()) -> dict   what a launch would do: GPU and why, price, command, files, store
+    launch(job, plan, options) -> int            create or submit (the ledger first), ship the runtime, follow it;
+                                                 the exit code (0 done, 1 failed, 3 stopped early, 4 lost, 130)
+    status(handle=None) -> list[list]            a table of its runs (of one run, given its handle): its rows
+    logs(handle, follow=False) -> None           the run's log
+    fetch(handle, dest=None) -> Path             where the run's outputs are on this machine (copied home if remote)
+    stop(handle) -> None                         end it now (a final checkpoint sync where the runtime can); idempotent
 
 A `RunHandle` is what a run is known by after its launch: the backend, the run id and the backend's own id
-(pod or instance id, SLURM or HTCondor job id). `find_run` is the one place that knows where to look for it.
+(pod or instance id, SLURM or HTCondor job id) when one is meant. `find_run` is the one place that knows where to
+look for it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Literal
 
-MODULES = {
-    "local": "helpers.backends.local",
-    "runpod": "helpers.backends.runpod_pods",
-    "verda": "helpers.backends.verda_instances",
-    "slurm": "helpers.backends.slurm_jobs",
-    "chtc": "helpers.backends.chtc_condor",
-    "hfjobs": "helpers.backends.hf_jobs",
-}
-# The cloud backends: `--backend cloud` plans over every one of these the user has credentials for, and
-# `invoke train` launches the winner through its own `helpers.cli.<name>.train_job`. A cloud backend added later
-# joins here (and names its credentials in helpers.secrets.BACKEND_SECRETS).
-CLOUDS = ("runpod", "verda", "hfjobs")
+from helpers.config import BACKENDS
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """What the rest of Trainyard knows of a backend, declared once in its own module (`DESCRIPTOR`)."""
+
+    name: str
+    noun: str  # what one run's machine or job is called there: "pod", "instance", "job"
+    cloud: bool = False  # rents machines by the hour: `--backend cloud`, the ledger, `invoke cleanup`
+    vanishes: Literal["never", "if_spot_or_relaunched", "always"] = "never"  # its machine can go with its disk
+    gpus: Callable[[], list] = lambda: []  # the GPUs it can ever offer (helpers.gpus.Gpu): a GPU outside is refused
+    fallback_offers: Callable[[], list] = lambda: []  # the dated price table, for a plan without keys or network
+    credentials: dict[str, str] = field(default_factory=dict)  # secrets the launcher needs: name -> what for
+    host_credentials: Callable[[object], tuple[str, ...]] | None = None  # of those, what the job's host gets too
+    cleanup: Callable[[], object | None] | None = None  # the provider `invoke cleanup` lists and ends (None: no keys)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch, beside the job itself: what the task's flags say that is not a config key."""
+
+    mode: str = "auto"  # the runtime's: auto (resume if a checkpoint exists), fresh, resume, resume_local
+    detach: bool = False  # start it and return; the machine ends itself
+    offline: bool = False  # plan from the dated price tables, no network at all
+    check_hub: bool = True  # the plan checks the model and dataset on the Hub (a rehearsal has its own Hub)
+    os_volume_id: str | None = None  # Verda resume_local: the OS volume to boot from (else chosen)
+    config_path: str | None = None  # the config file, for backends that ship it as it is (Verda's train.remote.yaml)
 
 
 @dataclass(frozen=True)
@@ -42,24 +61,73 @@ class RunHandle:
     native_id: str | None = None  # the backend's id of the run's machine or job, when one is meant
 
 
-@runtime_checkable
-class Backend(Protocol):
-    def plan(self, job, offline: bool = False) -> dict: ...
-
-    def launch(self, job, host_secrets: dict[str, str], mode: str = "auto") -> int: ...
-
-    def status(self, handle: RunHandle | None = None) -> object: ...
-
-    def logs(self, handle: RunHandle, follow: bool = False) -> object: ...
-
-    def fetch(self, handle: RunHandle, dest: str | Path | None = None) -> Path: ...
-
-    def stop(self, handle: RunHandle) -> object: ...
+def _plan(job, options: LaunchOptions = LaunchOptions()) -> dict: ...
+def _launch(job, plan: dict, options: LaunchOptions) -> int: ...
+def _status(handle: RunHandle | None = None) -> list[list]: ...
+def _logs(handle: RunHandle, follow: bool = False) -> None: ...
+def _fetch(handle: RunHandle, dest: str | Path | None = None) -> Path: ...
+def _stop(handle: RunHandle) -> None: ...
 
 
-def backend(name: str) -> Backend:
-    """The backend module (imported on first use: the cloud SDKs are slow to import)."""
-    return importlib.import_module(MODULES[name])
+# The contract's verbs, as the backends must define them: parameter names, kinds and defaults.
+VERBS: dict[str, inspect.Signature] = {f.__name__[1:]: inspect.signature(f) for f in (_plan, _launch, _status, _logs,
+                                                                                        _fetch, _stop)}
+
+
+def drift(module) -> list[str]:
+    """How a backend module departs from the contract: a missing verb or descriptor, or a verb whose parameters
+    (names, kinds, defaults) are not the declared ones. Empty when it conforms."""
+    problems = []
+    described = getattr(module, "DESCRIPTOR", None)
+    if not isinstance(described, Descriptor):
+        problems.append("no DESCRIPTOR")
+    for verb, declared in VERBS.items():
+        fn = getattr(module, verb, None)
+        if not callable(fn):
+            problems.append(f"no {verb}()")
+            continue
+        have = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+        want = [(p.name, p.kind, p.default) for p in declared.parameters.values()]
+        if have != want:
+            problems.append(f"{verb}{inspect.signature(fn)} is not {verb}{declared}")
+    return problems
+
+
+def module_of(name: str) -> str:
+    if name not in BACKENDS:
+        from helpers.errors import ConfigError
+
+        raise ConfigError("backend", f"unknown backend '{name}'", f"use one of {', '.join(BACKENDS)}")
+    return f"helpers.backends.{BACKENDS[name]}"
+
+
+def backend(name: str):
+    """The backend module, imported on first use (the cloud SDKs are slow to import) and bound against the contract
+    before anything is dispatched to it: a drifted verb fails here, not halfway through a launch."""
+    module = importlib.import_module(module_of(name))
+    if not getattr(module, "_contract_checked", False):
+        problems = drift(module)
+        if problems:
+            raise TypeError(f"backend {name} ({module.__name__}) breaks the contract: {'; '.join(problems)}")
+        module._contract_checked = True
+    return module
+
+
+def descriptor(name: str) -> Descriptor:
+    return backend(name).DESCRIPTOR
+
+
+def clouds() -> tuple[str, ...]:
+    """The backends that rent machines by the hour, in declaration order."""
+    return tuple(name for name in BACKENDS if descriptor(name).cloud)
+
+
+def host_secrets(job, name: str) -> dict[str, str]:
+    """The secrets the job's host gets (checked: one line for the first missing one), from the workspace."""
+    from helpers.secrets import check_secrets
+    from helpers.workspace import current
+
+    return check_secrets(job, name, current().secrets)
 
 
 def find_run(run_id: str) -> RunHandle:
@@ -73,7 +141,6 @@ def find_run(run_id: str) -> RunHandle:
         return RunHandle(mine[-1]["provider"], run_id)
     if (runs / run_id / "slurm.json").is_file():
         return RunHandle("slurm", run_id)
-    condor = sorted(runs.glob(f"chtc/*/{run_id}/train.sub"))
-    if condor:
-        return RunHandle("chtc", run_id)
+    if sorted(runs.glob(f"chtc/*/{run_id}/train.sub")):
+        return RunHandle("chtc", run_id)  # its HTCondor job id is in the run folder (chtc: job_id_of)
     return RunHandle("local", run_id)

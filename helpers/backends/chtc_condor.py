@@ -12,23 +12,28 @@ needs an 80 GB card and a `long` (7 day) job. Explicit `chtc.*` keys win over th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from helpers import gpus as gpu_catalog, offers
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.bundle import BUNDLE_NAME, build_bundle, job_document, render_commands, write_dotenv, write_job
 from helpers.console import say, warn
 from helpers.errors import ConfigError, ProviderError
+from helpers.workspace import current
 
 REPO = Path(__file__).resolve().parents[2]
 CHTC_DIR = REPO / "chtc"
 TEMPLATE = "train.sub.j2"
 WRAPPER = "train_wrapper.sh"
-RUNS = Path("runs")
+SUBMITTED = "submitted.json"  # in the run folder: the HTCondor job id condor_submit gave it
 
 # GPU Lab job classes (+GPUJobLength) and their longest run time.
 JOB_LENGTH_HOURS = {"short": 12, "medium": 24, "long": 7 * 24}
@@ -44,6 +49,9 @@ STOP_MARGIN_SECONDS = 30 * 60
 PLACEHOLDER_PREFIXES = ("your", "<")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+
+DESCRIPTOR = Descriptor("chtc", noun="job", gpus=lambda: gpu_catalog.having("chtc_device_name"),
+                        fallback_offers=offers.chtc_fallback_offers)
 
 @dataclass
 class Settings:
@@ -117,7 +125,7 @@ def _estimate_gb(job) -> float | None:
     return sizing.estimate.total_gb if sizing.estimate is not None else None
 
 
-def settings(job, runs_dir: Path = RUNS, strict: bool = True) -> Settings:
+def settings(job, strict: bool = True) -> Settings:
     """What to ask HTCondor for: GPU names from the catalog, presets from model.method, explicit chtc.* keys win.
     A job that could never start raises (strict), or is a warning (for `plan`)."""
     from helpers import gpus
@@ -196,7 +204,7 @@ def settings(job, runs_dir: Path = RUNS, strict: bool = True) -> Settings:
         request_cpus=job.chtc.request_cpus, request_memory=job.chtc.request_memory, request_disk=job.chtc.request_disk,
         gpus_minimum_capability=capability, gpus_minimum_memory=int(min_memory), job_length=length,
         staging_dir=job.chtc.staging_dir or "/staging/$(netid)/openpi", output_root=output_root(job),
-        time_limit_seconds=stop_after, run_dir=runs_dir / "chtc" / config_name / exp_name, notes=notes,
+        time_limit_seconds=stop_after, run_dir=current().runs_dir / "chtc" / config_name / exp_name, notes=notes,
         warnings=warnings,
     )
 
@@ -261,11 +269,11 @@ def job_for_host(job, s: Settings) -> dict:
     return document
 
 
-def render(job, runs_dir: Path = RUNS, secrets: dict[str, str] | None = None) -> tuple[Path, str, Settings]:
+def render(job, secrets: dict[str, str] | None = None) -> tuple[Path, str, Settings]:
     """Write the run folder: trainyard_runtime.pyz, job.json, train_wrapper.sh, train.sub, and .env (0600) with the
     secrets the job gets. HTCondor transfers .env with the job; `getenv` would put them in the job's ClassAd, which
     every user of the access point reads (measured on HTCondor 23.9: tests/test_chtc_pool.py)."""
-    s = settings(job, runs_dir)
+    s = settings(job)
     s.run_dir.mkdir(parents=True, exist_ok=True)
     build_bundle(s.run_dir)
     write_job(s.run_dir, job_for_host(job, s))
@@ -282,7 +290,7 @@ def render(job, runs_dir: Path = RUNS, secrets: dict[str, str] | None = None) ->
 # --- verbs ----------------------------------------------------------------------------------------------------
 
 
-def plan(job, offline: bool = False) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     s = settings(job, strict=False)
     commands = render_commands(job, s.gpu_count, bin_dir="/opt/venv/bin")
     notes = "; ".join(s.notes)
@@ -315,9 +323,11 @@ def check_submittable(s: Settings) -> None:
         raise ConfigError("chtc.netid", f"'{s.netid}' is a placeholder", "set your NetID, or remove the key to use $USER")
 
 
-def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
-    """Render the run folder and condor_submit it (here, on the access point); elsewhere say what to run there."""
-    submit_file, _text, s = render(job, runs_dir, host_secrets)
+def launch(job, plan: dict, options: LaunchOptions) -> int:
+    """Render the run folder and condor_submit it (here, on the access point); elsewhere say what to run there. The
+    job id goes into the run folder (submitted.json), so `invoke logs|stop RUN` find the job by its run id. (`mode`:
+    the runtime resumes by itself from the store after an eviction; there is no other mode on the pool.)"""
+    submit_file, _text, s = render(job, host_secrets(job, "chtc"))
     check_submittable(s)
     say(f"submit file: {submit_file}")
     if not shutil.which("condor_submit"):
@@ -332,7 +342,11 @@ def launch(job, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> int:
     say(done.stdout.strip())
     if done.returncode != 0:
         raise ProviderError(f"condor_submit failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    say("follow it: invoke chtc.status; invoke chtc.logs --job-id <job id> --follow")
+    cluster = re.search(r"submitted to cluster (\d+)", done.stdout)
+    if cluster:
+        (s.run_dir / SUBMITTED).write_text(json.dumps({"job_id": f"{cluster[1]}.0", "submitted": time.time()}))
+    run = s.run_dir.name
+    say(f"follow it: invoke logs {run} --follow; status: invoke chtc.status; end it: invoke stop {run}")
     return 0
 
 
@@ -342,44 +356,80 @@ def _condor(tool: str, *args: str) -> int:
     return subprocess.run([tool, *args]).returncode
 
 
-def status(handle=None, all_jobs: bool = False) -> int:
+def queue(handle=None, all_jobs: bool = False) -> int:
     """condor_q: Trainyard's jobs (all of yours with all_jobs; one job, given a handle with its job id)."""
-    if handle is not None and handle.native_id:
-        return _condor("condor_q", "-batch", handle.native_id)
+    if handle is not None and (job_id := job_id_of(handle)):
+        return _condor("condor_q", "-batch", job_id)
     args = [] if all_jobs else ["-constraint", "TrainyardRun =!= undefined"]
     return _condor("condor_q", "-batch", *args)
 
 
-def newest_output(runs_dir: Path = RUNS) -> Path | None:
-    outputs = sorted((runs_dir / "chtc").glob("*/*/*.out"), key=lambda p: p.stat().st_mtime)
-    return outputs[-1] if outputs else None
+def run_folder(run_id: str) -> Path | None:
+    """runs/chtc/<config_name>/<run_id>/ of a rendered or submitted run (the newest, if several configs used the name)."""
+    found = sorted((current().runs_dir / "chtc").glob(f"*/{run_id}/train.sub"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
 
-def logs(handle, follow: bool = False, runs_dir: Path = RUNS) -> int:
-    """condor_tail of a running job (the handle's job id); without one, the newest job's stdout file in runs/chtc/."""
+def job_id_of(handle) -> str | None:
+    """The HTCondor job id of a handle: its own, else the one condor_submit gave the run (submitted.json)."""
     if handle.native_id:
-        return _condor("condor_tail", *(["-f"] if follow else []), handle.native_id)
-    out = newest_output(runs_dir)
-    if out is None:
-        raise ConfigError("job_id", "no CHTC job output in runs/chtc/", "give a job id (see `invoke chtc.status`)")
+        return handle.native_id
+    folder = run_folder(handle.run_id) if handle.run_id else None
+    try:
+        return json.loads((folder / SUBMITTED).read_text())["job_id"] if folder else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def status(handle: RunHandle | None = None) -> list[list]:
+    """condor_q of Trainyard's jobs (of one run's job, given its handle), printed as HTCondor prints it; the rows
+    are HTCondor's own table, so none are returned."""
+    code = queue(handle)
+    if code:
+        raise ProviderError(f"condor_q failed (exit {code})")
+    return []
+
+
+def logs(handle: RunHandle, follow: bool = False) -> None:
+    """condor_tail of the run's job while HTCondor has it; else the stdout file the job left in its run folder."""
+    job_id = job_id_of(handle)
+    folder = run_folder(handle.run_id) if handle.run_id else None
+    outputs = sorted(folder.glob("*.out"), key=lambda p: p.stat().st_mtime) if folder else []
+    mine = [p for p in outputs if p.name == f"{job_id}.out"] or outputs
+    if job_id and _in_queue(job_id):
+        _condor("condor_tail", *(["-f"] if follow else []), job_id)
+        return
+    if not mine:
+        raise ConfigError("--run-id", f"no output of CHTC run '{handle.run_id}' here yet",
+                          "see `invoke chtc.status` (the job writes its stdout when it runs)")
     if follow:
-        return subprocess.run(["tail", "-n", "+1", "-F", str(out)]).returncode
-    say(out.read_text(errors="replace"))
-    return 0
+        subprocess.run(["tail", "-n", "+1", "-F", str(mine[-1])])
+        return
+    say(mine[-1].read_text(errors="replace"))
 
 
-def fetch(handle, dest: str | Path | None = None, runs_dir: Path = RUNS) -> Path:
+def _in_queue(job_id: str) -> bool:
+    if not shutil.which("condor_q"):
+        return False
+    done = subprocess.run(["condor_q", "-af", "JobStatus", job_id], capture_output=True, text=True)
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """The run folder here; HTCondor transfers checkpoints to /staging (`invoke chtc.pull` copies them home)."""
-    found = sorted((runs_dir / "chtc").glob(f"*/{handle.run_id}"))
-    if not found:
-        raise ConfigError("run_id", f"no CHTC run folder for '{handle.run_id}' in {runs_dir}/chtc/",
+    folder = run_folder(handle.run_id)
+    if folder is None:
+        raise ConfigError("run_id", f"no CHTC run folder for '{handle.run_id}' in {current().runs_dir}/chtc/",
                           "render or submit it first (invoke chtc.submit)")
-    say(f"run folder of {handle.run_id}: {found[-1]}/ — checkpoints: `invoke chtc.pull` (from /staging)")
-    return found[-1]
+    say(f"run folder of {handle.run_id}: {folder}/ — checkpoints: `invoke chtc.pull` (from /staging)")
+    return folder
 
 
-def stop(handle) -> int:
-    """condor_rm the handle's job."""
-    if not handle.native_id:
-        raise ConfigError("job_id", "which HTCondor job?", "pass the job id (see `invoke chtc.status`), e.g. 12345.0")
-    return _condor("condor_rm", handle.native_id)
+def stop(handle: RunHandle) -> None:
+    """condor_rm the run's job (the handle's job id, else the one recorded at submit)."""
+    job_id = job_id_of(handle)
+    if not job_id:
+        raise ConfigError("--run-id", f"no HTCondor job recorded for run '{handle.run_id}'",
+                          "pass the job id (see `invoke chtc.status`), e.g. 12345.0")
+    if _condor("condor_rm", job_id):
+        raise ProviderError(f"condor_rm {job_id} failed (see above)")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from helpers import gpus
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.bundle import BUNDLE_ENV, bundle_env
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
 
 PROVIDER = "hfjobs"
-RUNS = Path("runs")
 RUN_DIR = "trainyard_run"  # in the job's working directory
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 3, 130
@@ -38,6 +39,11 @@ FLAVOR_GPUS = {
 # USD per hour, HF's jobs pricing page as issue 19 quotes it (2026-11): the flavors it names
 FALLBACK_PRICES = {"l4x1": 0.80, "l40sx1": 1.80, "a100-large": 2.50, "h200": 5.00, "h200x8": 40.00}
 FALLBACK_AS_OF = "2026-11"
+
+DESCRIPTOR = Descriptor(
+    PROVIDER, noun="Hugging Face Job", cloud=True, vanishes="always",  # the job's machine goes when it ends
+    gpus=lambda: gpus.with_keys(key for key, _ in FLAVOR_GPUS.values()), fallback_offers=lambda: fallback_offers(),
+    credentials={"HF_TOKEN": "to run and end Hugging Face Jobs"}, cleanup=lambda: cleanup_provider())
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -77,7 +83,6 @@ def _call(fn, *args, what: str, **kwargs):
 
 def offers_from(hardware: list) -> list:
     """Offers from list_jobs_hardware (live): GPU flavors whose accelerator Trainyard knows, priced per hour."""
-    from helpers import gpus
     from helpers.offers import Offer
 
     out = []
@@ -94,7 +99,6 @@ def offers_from(hardware: list) -> list:
 
 
 def fallback_offers() -> list:
-    from helpers import gpus
     from helpers.offers import Offer
 
     return [Offer(PROVIDER, gpus.BY_KEY[FLAVOR_GPUS[f][0]], FLAVOR_GPUS[f][1], price, instance_type=f,
@@ -114,12 +118,12 @@ def timeout_seconds(job, price_per_hour: float) -> int:
     return int(seconds)
 
 
-def plan(job, offline: bool = False) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     """The job Trainyard would run: helpers.planning.plan_gpu on the live flavors (or the dated prices), the
     timeout, the command, what travels where."""
     from helpers.planning import hf_token, plan_gpu
 
-    note = None
+    note, offline = None, options.offline
 
     def live() -> list:
         nonlocal note
@@ -132,7 +136,7 @@ def plan(job, offline: bool = False) -> dict:
             note = f"planning from the dated price table: {exc}"
             return fallback_offers()
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline)
+    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
     offer = the_plan["offer"]
     seconds = timeout_seconds(job, offer.price_per_hour)
     the_plan["commands"] = [f"(the job's command) {job_command(job, 1).replace(f'{BUNDLE_ENV}_0', f'{BUNDLE_ENV}_*')}"]
@@ -162,29 +166,25 @@ def job_command(job, chunks: int, mode: str = "auto") -> str:
 # -------------------------------------------------------------------------------------------------- launch
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: dict | None = None, ledger=None,
-           runs_dir: Path = RUNS, detach: bool = False, api=None) -> int:
+def launch(job, plan: dict, options: LaunchOptions) -> int:
     """Record, run_job, follow: 0 done, 1 failed, 3 stopped at the time limit, 130 interrupted (then cancelled)."""
     from helpers.backends.instance_flow import instance_name
     from helpers.bundle import stage_run
-    from helpers.ledger import Ledger
+    from helpers.workspace import current
 
-    api = api or client()
-    the_plan = the_plan or plan(job)
-    if the_plan["price_source"].startswith("fallback"):
-        raise ProviderError("no live HF Jobs flavors (the Hub did not answer list_jobs_hardware): nothing was created")
+    api, the_plan, mode, detach = client(), plan, options.mode, options.detach
     offer = the_plan["offer"]
     namespace = namespace_of(api, job)
     seconds = timeout_seconds(job, offer.price_per_hour)
-    ledger = ledger or Ledger()
+    ledger = current().ledger
     name = instance_name(job.run_id)
-    run_dir = stage_run(job, {"kind": PROVIDER}, {}, offer.price_per_hour, runs_dir=runs_dir)  # no secrets in it
+    run_dir = stage_run(job, {"kind": PROVIDER}, {}, offer.price_per_hour)  # no secrets in it
     env = bundle_env(run_dir)
     created = time.time()
     fields = {"run_id": job.run_id, "price_per_hour": offer.price_per_hour, "flavor": offer.instance_type,
               "gpu": offer.gpu.label, "gpu_count": offer.gpu_count, "namespace": namespace, "created": created}
     ledger.record(PROVIDER, name, "creating", **fields)
-    secrets = {k: v for k, v in host_secrets.items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
+    secrets = {k: v for k, v in host_secrets(job, PROVIDER).items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
     try:
         info = _call(api.run_job, image=job.hfjobs.image, command=["bash", "-c", job_command(job, len(env), mode)],
                      env=env, secrets=secrets, flavor=offer.instance_type, timeout=seconds,
@@ -213,30 +213,30 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: d
 
 
 def _find(api, namespace: str, name: str):
+    """The job labelled `name`, or None. `list_jobs` is a generator in huggingface_hub 2.4 (not a list)."""
     try:
-        jobs = api.list_jobs(namespace=namespace, labels={"trainyard": name})
+        return next(iter(api.list_jobs(namespace=namespace, labels={"trainyard": name})), None)
     except Exception:  # noqa: BLE001 - the lookup after a failed create: None means "not there"
         return None
-    return jobs[0] if jobs else None
 
 
 def follow(api, namespace: str, job_id: str, name: str, price: float, created: float, ledger, job) -> int:
     """Stream the job's log (secrets redacted) with step and cost so far, until the job ends; record its end."""
-    import re
-
     from helpers.backends.instance_flow import COST_EVERY_S, cost_line
+    from helpers.runtime.progress import step_of
     from helpers.secrets import redact
 
     total = job.training.steps
-    last_cost, stopped_early = time.monotonic(), False
+    last_cost, stopped_early, step = time.monotonic(), False, None
     try:
         for line in api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=True):
             print(redact(line), flush=True)
             stopped_early |= "time limit or budget reached" in line
+            if (seen := step_of(line)) is not None:  # the runtime's reading: LeRobot's "step:1K" is 1000, not 1
+                step = seen
             if time.monotonic() - last_cost >= COST_EVERY_S:
                 last_cost = time.monotonic()
-                step = re.findall(r"step[:= ](\d+)", line)
-                say(f"[trainyard] job {job_id}" + (f" step {step[-1]}/{total}" if step else "") +
+                say(f"[trainyard] job {job_id}" + (f" step {step}/{total}" if step is not None else "") +
                     f"; {cost_line(price, created)}")
     except Exception as exc:  # noqa: BLE001 - the stream is a view; the job's stage is what counts
         warn(f"the log stream of job {job_id} broke ({type(exc).__name__}); waiting for the job to end "
@@ -305,7 +305,7 @@ def _entries(run_id: str | None, live_only: bool = True) -> list[dict]:
     return ledger_entries(PROVIDER, run_id, live_only=live_only)
 
 
-def status(handle=None) -> list[list]:
+def status(handle: RunHandle | None = None) -> list[list]:
     """The ledger's HF Jobs (of one run, given its handle), with the stage the Jobs API reports (one list) and the
     cost so far."""
     from helpers.backends.instance_flow import cost_line
@@ -328,22 +328,24 @@ def _newest(run_id: str) -> dict:
     return found[-1]
 
 
-def logs(handle, follow_lines: bool = False) -> None:
+def logs(handle: RunHandle, follow: bool = False) -> None:
     from helpers.secrets import redact
 
     entry = _newest(handle.run_id)
     api = client()
     for line in api.fetch_job_logs(job_id=entry["instance_id"], namespace=entry.get("namespace") or api.whoami()["name"],
-                                   follow=follow_lines):
+                                   follow=follow):
         print(redact(line), flush=True)
 
 
-def fetch(handle, dest: str | Path | None = None) -> Path:
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """The run's checkpoints from its store (the job's own disk is gone with it)."""
     from helpers.runtime.store import open_store
 
     entry = _newest(handle.run_id)
-    target = Path(dest or RUNS / handle.run_id / "outputs")
+    from helpers.workspace import current
+
+    target = Path(dest or current().runs_dir / handle.run_id / "outputs")
     store = open_store(entry.get("store") or _store_of(handle.run_id))
     step = store.restore(target)
     say(f"checkpoint step {step} of {handle.run_id} in {target}" if step is not None else "no checkpoint in the store yet")
@@ -353,20 +355,22 @@ def fetch(handle, dest: str | Path | None = None) -> Path:
 def _store_of(run_id: str) -> str:
     import json
 
-    doc = json.loads((RUNS / run_id / "job.json").read_text())
+    from helpers.workspace import current
+
+    doc = json.loads((current().runs_dir / run_id / "job.json").read_text())
     return doc["config"]["checkpoint"]["store"]
 
 
-def stop(handle) -> None:
+def stop(handle: RunHandle) -> None:
     """Cancel the run's live jobs now (the runtime's last synced checkpoint stays in the store)."""
-    from helpers.ledger import Ledger
+    from helpers.workspace import current
 
     api = client()
     for entry in _entries(handle.run_id):
         if entry.get("instance_id") and (handle.native_id in (None, entry["instance_id"])):
             _call(api.cancel_job, job_id=entry["instance_id"], namespace=entry.get("namespace"),
                   what=f"cancelling job {entry['instance_id']}")
-            Ledger().record(PROVIDER, entry["id"], "terminated", instance_id=entry["instance_id"], ended=time.time(),
+            current().ledger.record(PROVIDER, entry["id"], "terminated", instance_id=entry["instance_id"], ended=time.time(),
                             by="hfjobs.stop")
             say(f"cancelled job {entry['instance_id']} ({entry['id']})")
 

@@ -79,6 +79,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 from helpers.console import say, warn
 from helpers.errors import ConfigError, ProviderError, TrainyardError
+from helpers.workspace import current
 
 PENDING, RUNNING, STOPPED, GONE, ERROR = "pending", "running", "stopped", "gone", "error"
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
@@ -261,39 +262,35 @@ def cost_line(price_per_hour: float, since: float) -> str:
 
 
 def run_on_instance(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str = "auto",
-                    ledger=None, runs_dir: Path = Path("runs"), detach: bool = False, ask=ask_detach_or_terminate,
+                    detach: bool = False, ask=ask_detach_or_terminate,
                     recover: bool | None = False, the_plan: dict | None = None, flow_class: type | None = None) -> int:
     """Create an instance, run the job there, fetch outputs on success, end the instance. Returns the exit code:
     0 done, 1 failed, 3 stopped early (time limit, budget), 4 instance lost (spot preemption), 130 interrupted.
     `recover` (None: on for a spot offer): relaunch after a lost instance (see `supervise`); `the_plan`: the plan
     whose candidate offers a relaunch may use. `flow_class`: how the job runs once the instance exists — `Flow`
     (over SSH, the default) or a subclass (RunPod's start command, polled through the API)."""
-    from helpers.ledger import Ledger
-
-    ledger = ledger or Ledger()
-
     def attempt(launch: Launch) -> int:
         this = replace(spec, ledger_fields={**spec.ledger_fields, **launch.ledger_fields}) if launch.ledger_fields else spec
-        return _run_once(launch.provider, launch.job, launch.offer, host_secrets, this, mode=launch.mode, ledger=ledger,
-                         runs_dir=runs_dir, detach=detach, ask=ask, flow_class=flow_class or Flow)
+        return _run_once(launch.provider, launch.job, launch.offer, host_secrets, this, mode=launch.mode,
+                         detach=detach, ask=ask, flow_class=flow_class or Flow)
 
-    return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan,
-                     ledger=ledger, runs_dir=runs_dir)
+    return supervise(job, provider, offer, attempt, mode=mode, recover=False if detach else recover, the_plan=the_plan)
 
 
-def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str, ledger,
-              runs_dir: Path, detach: bool, ask, flow_class: type) -> int:
+def _run_once(provider, job, offer, host_secrets: dict[str, str], spec: HostSpec, *, mode: str, detach: bool, ask,
+              flow_class: type) -> int:
     """One instance, the one lifecycle of every cloud: stage, ledger line, create, run (flow_class), end."""
     name = instance_name(job.run_id)
     heartbeat_file = posixpath.join(spec.remote_dir, HEARTBEAT_NAME)
     machine = {"heartbeat_file": heartbeat_file, "heartbeat_stale_s": HEARTBEAT_STALE_S,
                "orchestrator_grace_s": ORCHESTRATOR_GRACE_S, "instance_name": name, **spec.machine}
     host_env = {**{k: os.environ[k] for k in HOST_ENV_PASSTHROUGH if os.environ.get(k)}, **host_secrets}
-    run_dir = flow_class.stage(provider, job, machine, host_env, spec, mode, runs_dir)
+    ledger = current().ledger
+    run_dir = flow_class.stage(provider, job, machine, host_env, spec, mode)
     say(f"run {job.run_id}: staged {run_dir}/ -> {spec.remote_dir} on a new {provider.name} instance {name}")
 
     created = time.time()
-    fields = {"created": created, "price_per_hour": provider.price_per_hour, "run_id": job.run_id,
+    fields = {"created": created, "price_per_hour": provider.price_per_hour, "run_id": job.run_id, "mode": mode,
               "remote_dir": spec.remote_dir, "ssh_key": str(spec.ssh_key) if spec.ssh_key else None,
               **spec.ledger_fields}
     ledger.record(provider.name, name, "creating", **fields)  # before create: a crash from here on is findable
@@ -411,11 +408,11 @@ class Flow:
     the job is staged and run (`stage`, `run`, `detach`); ending stays here."""
 
     @staticmethod
-    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str, runs_dir: Path) -> Path:
+    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str) -> Path:
         """The run folder the host receives (its .env, mode 0600, holds `host_env`)."""
         from helpers.bundle import stage_run
 
-        return stage_run(job, machine, host_env, provider.price_per_hour, runs_dir=runs_dir)
+        return stage_run(job, machine, host_env, provider.price_per_hour)
 
     def __init__(self, provider, job, spec: HostSpec, ledger, name: str, instance_id: str, created: float, run_dir: Path):
         self.provider, self.job, self.spec, self.ledger = provider, job, spec, ledger
@@ -653,9 +650,9 @@ class Flow:
 
 def ledger_entries(provider_name: str, run_id: str | None = None, live_only: bool = True) -> list[dict]:
     """The provider's instances in the ledger (oldest first): of one run, live only (not yet ended) by default."""
-    from helpers.ledger import LIVE_STATES, Ledger
+    from helpers.ledger import LIVE_STATES
 
-    entries = [e for (p, _), e in Ledger().entries().items() if p == provider_name]
+    entries = [e for (p, _), e in current().ledger.entries().items() if p == provider_name]
     entries = [e for e in entries if (not run_id or e.get("run_id") == run_id)
                and (not live_only or e["state"] in LIVE_STATES)]
     return sorted(entries, key=lambda e: e.get("created", e["time"]))
@@ -774,7 +771,7 @@ def show_log(provider_name: str, noun: str, run_id: str, open_remote, remote_dir
     try:
         entry = newest_entry(provider_name, run_id, noun)
     except ConfigError:
-        local = Path("runs") / run_id / "runtime.log"
+        local = current().runs_dir / run_id / "runtime.log"
         if not local.is_file():
             raise
         say(local.read_text())
@@ -798,7 +795,7 @@ def fetch_outputs(provider_name: str, noun: str, run_id: str, open_remote, remot
         job = json.loads(remote.read_text(f"{remote_dir}/job.json") or b"{}")
         out = (job.get("derived") or {}).get("output_dir") or "outputs"
         remote_out = out if posixpath.isabs(out) else posixpath.join(remote_dir, out)
-        local = Path(dest) if dest else Path("runs") / run_id / "outputs"
+        local = Path(dest) if dest else current().runs_dir / run_id / "outputs"
         files, size = remote.fetch(remote_out, local)
     say(f"{files} files ({size / 1e6:.1f} MB) from {remote_out} -> {local}/")
     return local
@@ -807,8 +804,6 @@ def fetch_outputs(provider_name: str, noun: str, run_id: str, open_remote, remot
 def end_now(provider, provider_name: str, noun: str, run_id: str | None, instance_id: str | None, **terminate_kw) -> None:
     """`<backend>.terminate`: end the run's live instance(s), or one by id (also one the ledger does not know), and
     mark the ledger. `terminate_kw` goes to provider.terminate (Verda: keep_disk)."""
-    from helpers.ledger import Ledger
-
     if not (run_id or instance_id):
         raise ConfigError("--run-id", f"which {noun}?", f"pass --run-id (see `invoke {provider_name}.status`) or the {noun} id")
     entries = [e for e in ledger_entries(provider_name, run_id) if not instance_id or e.get("instance_id") == instance_id]
@@ -821,7 +816,7 @@ def end_now(provider, provider_name: str, noun: str, run_id: str | None, instanc
         if iid:
             note = call(provider.terminate, iid, what=f"terminating {entry['id']}", **terminate_kw)
             say(f"{noun} {entry['id']} ({iid}) terminated. {note or ''}")
-        Ledger().record(provider_name, entry["id"], "terminated", instance_id=iid, ended=time.time())
+        current().ledger.record(provider_name, entry["id"], "terminated", instance_id=iid, ended=time.time())
 
 
 # ============================================================================================== recovery
@@ -855,23 +850,21 @@ def relaunch_offers(current, the_plan: dict | None, live: list | None) -> list:
 
 
 def supervise(job, provider, offer, attempt: Callable[[Launch], int], *, mode: str = "auto", recover: bool | None = None,
-              the_plan: dict | None = None, ledger=None, runs_dir: Path = Path("runs")) -> int:
+              the_plan: dict | None = None) -> int:
     """Run `attempt(Launch(...))` (one instance: create, run, end; returns the exit code) and, with `recover`
     (None: on for a spot offer), relaunch after EXIT_LOST until the run ends another way or a bound is reached.
     See the module docstring. Returns the exit code of the last launch, or EXIT_STOPPED when the time limit or the
     budget forbids a relaunch."""
-    from helpers.ledger import Ledger
-
     if recover is None:
         recover = job.limits.recover
     return _Supervisor(job, provider, offer, attempt, mode=mode, recover=bool(offer.spot) if recover is None else recover,
-                       the_plan=the_plan, ledger=ledger or Ledger(), runs_dir=runs_dir).run()
+                       the_plan=the_plan).run()
 
 
 class _Supervisor:
-    def __init__(self, job, provider, offer, attempt, *, mode, recover, the_plan, ledger, runs_dir):
+    def __init__(self, job, provider, offer, attempt, *, mode, recover, the_plan):
         self.job, self.provider, self.offer, self.attempt, self.mode = job, provider, offer, attempt, mode
-        self.recover, self.the_plan, self.ledger, self.runs_dir = recover, the_plan, ledger, runs_dir
+        self.recover, self.the_plan, self.ledger = recover, the_plan, current().ledger
         self.started = time.time()
         limit = job.time_limit_seconds
         self.deadline = self.started + limit if limit else None
@@ -910,7 +903,7 @@ class _Supervisor:
         from helpers.runtime.events import Events
 
         if self._events is None:
-            folder = self.runs_dir / self.job.run_id
+            folder = current().runs_dir / self.job.run_id
             folder.mkdir(parents=True, exist_ok=True)
             notify = self.job.notify
             self._events = Events(folder / "launcher_events.jsonl", notify.webhook_url, notify.project or self.job.run_id,

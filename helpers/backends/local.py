@@ -13,11 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import gpus as gpu_catalog
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.bundle import BUNDLE_NAME, outputs_here, render_commands, stage_run
 from helpers.console import say, table
 from helpers.follow import follow
+from helpers.workspace import current
 
-RUNS = Path("runs")
+
+
+DESCRIPTOR = Descriptor("local", noun="run", gpus=gpu_catalog.every)
 
 
 def local_gpus() -> list[str]:
@@ -28,8 +33,8 @@ def local_gpus() -> list[str]:
     return [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
 
 
-def plan(job, offline: bool = False) -> dict:
-    """This machine: no offers to choose (`offline` changes nothing here)."""
+def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
+    """This machine: no offers to choose (`options.offline` changes nothing here)."""
     gpus = local_gpus()
     return {
         "backend": "local",
@@ -43,9 +48,10 @@ def plan(job, offline: bool = False) -> dict:
     }
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto") -> int:
+def launch(job, plan: dict, options: LaunchOptions) -> int:
     """Stage runs/<run_id>/ and run the runtime here; Ctrl-C stops training cleanly (final sync first)."""
-    run_dir = stage_run(job, {"kind": "local"}, host_secrets)
+    mode = options.mode
+    run_dir = stage_run(job, {"kind": "local"}, host_secrets(job, "local"))
     say(f"run {job.run_id}: {run_dir}/ (log: runtime.log, status: status.json)")
     process = subprocess.Popen(
         [sys.executable, str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"), f"--mode={mode}"],
@@ -64,19 +70,20 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto") -> int:
     return code
 
 
-def status(handle=None) -> None:
+def status(handle: RunHandle | None = None) -> list[list]:
     """Local runs (or one): state, step, loss, last synced step."""
     rows = []
-    for path in sorted(RUNS.glob(f"{handle.run_id if handle else '*'}/status.json")):
+    for path in sorted(current().runs_dir.glob(f"{handle.run_id if handle else '*'}/status.json")):
         s = json.loads(path.read_text())
         running = (path.parent / "runtime.pid").exists()
         rows.append([s.get("run_id"), "running" if running and s["state"] == "training" else s["state"],
                      f"{s.get('step')}/{s.get('total')}", s.get("loss"), s.get("synced_step")])
     table("local runs", ["run", "state", "step", "loss", "synced step"], rows)
+    return rows
 
 
 def _run_dir(handle) -> Path:
-    run_dir = RUNS / handle.run_id
+    run_dir = current().runs_dir / handle.run_id
     if not (run_dir / "runtime.log").exists():
         from helpers.errors import ConfigError
 
@@ -84,22 +91,22 @@ def _run_dir(handle) -> Path:
     return run_dir
 
 
-def logs(handle, follow_lines: bool = False) -> None:
+def logs(handle: RunHandle, follow: bool = False) -> None:
     log = _run_dir(handle) / "runtime.log"
-    if follow_lines:
+    if follow:
         subprocess.run(["tail", "-n", "+1", "-F", str(log)])
     else:
         say(log.read_text())
 
 
-def fetch(handle, dest: str | Path | None = None) -> Path:
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """The run's outputs are already here: their folder (copied to `dest` if asked)."""
     return outputs_here(_run_dir(handle), Path("."), dest, f"run {handle.run_id}")
 
 
-def stop(handle) -> None:
+def stop(handle: RunHandle) -> None:
     """Stop training cleanly: the runtime syncs its last checkpoint first."""
-    pid_file = RUNS / handle.run_id / "runtime.pid"
+    pid_file = current().runs_dir / handle.run_id / "runtime.pid"
     if pid_file.exists():
         os.killpg(int(pid_file.read_text()), signal.SIGINT)
         say(f"asked run {handle.run_id} to stop (it syncs its last checkpoint first)")

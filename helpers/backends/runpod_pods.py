@@ -3,7 +3,7 @@
     plan(job)                  live GPU offers (list prices per cloud, pod stock) -> helpers.planning.plan_gpu: the
                                Hub/gated check, the memory estimate and the cheapest GPU type that fits
     launch(job, secrets)       create the pod (ledger line first), run the job, watch it, end it; two modes:
-    status / logs / fetch / stop / gpus / cleanup_provider / rehearsal
+    status / logs / fetch / stop / gpus / cleanup_provider   (`--rehearse`: emulators/rehearsal.py)
 
 Every RunPod API call is in `RunPodApi`: REST v2 (RunPod's OpenAPI file is the contract; the tests check every
 request and answer against it) at RUNPOD_REST_URL (default https://api.runpod.io) for the catalog, pods, actions and
@@ -51,19 +51,24 @@ import os
 import re
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from helpers.backends.instance_flow import (
     COST_EVERY_S, ERROR, EXIT_DONE, EXIT_FAILED, EXIT_LOST, EXIT_STOPPED, GONE, PENDING, RUNNING, STOPPED, Flow, HostSpec,
     InstanceInfo, Transient, call, connect, cost_line, end_now, fetch_outputs, run_on_instance, show_log, status_rows,
 )
+from helpers import gpus as gpu_catalog, offers as offers_mod
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.bundle import BUNDLE_ENV, bundle_env
 from helpers.config import RunpodSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
 
 PROVIDER = "runpod"
+DESCRIPTOR = Descriptor(
+    PROVIDER, noun="pod", cloud=True, vanishes="if_spot_or_relaunched", gpus=lambda: gpu_catalog.having("runpod_id"),
+    fallback_offers=offers_mod.runpod_fallback_offers, credentials={"RUNPOD_API_KEY": "to create and end RunPod pods"},
+    cleanup=lambda: cleanup_provider())
 REMOTE_DIR = RunpodSection.model_fields["remote_dir"].default  # where a run lives on its pod unless the ledger says
 DEFAULT_BASE_URL = "https://api.runpod.io"
 DEFAULT_IMAGE = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"  # starts sshd when PUBLIC_KEY is set
@@ -578,10 +583,8 @@ def offers(api: RunPodApi | None, job, offline: bool = False):
     """(offers, source): live on-demand offers from REST v2's catalog (list prices per cloud, pod stock for the job's
     GPU count), plus spot offers from GraphQL when the job allows spot (SpotUnavailable once GraphQL is gone); or
     the dated table offline."""
-    from helpers import offers as offers_mod
-
     if api is None or offline:
-        return offers_mod.fallback_offers("runpod"), "price table"
+        return offers_mod.runpod_fallback_offers(), "price table"
     count, cloud = job.resources.gpu_count, job.resources.cloud
     pool = offers_mod.from_runpod_catalog(api.gpu_catalog(count, cloud), count)
     if job.resources.spot:
@@ -589,17 +592,15 @@ def offers(api: RunPodApi | None, job, offline: bool = False):
     return pool, "live"
 
 
-def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str | None = None,
-         check_hub: bool = True) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     """The pod Trainyard would create: helpers.planning.plan_gpu (gated check, memory estimate, cheapest GPU type
     that fits, counts 1/2/4/6/8) on RunPod's live offers of the wanted kind (spot or on-demand), plus the pod."""
     from helpers.bundle import BUNDLE_NAME, render_commands
-    from helpers.planning import plan_gpu
-
     from helpers.net import unreachable
+    from helpers.planning import hf_token, plan_gpu
 
-    note = None
-    if api is None and not offline:
+    note, api, offline = None, None, options.offline
+    if not offline:
         try:
             api = client()
         except ConfigError as exc:  # no key: plan anyway (said with the plan, not before a possible error)
@@ -615,7 +616,7 @@ def plan(job, offline: bool = False, *, api: RunPodApi | None = None, token: str
         pool, read["source"] = offers(api, job, offline=offline or api is None or bool(down))
         return pool
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=token, offline=offline or not check_hub)
+    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
     offer = the_plan["offer"]
     if offer.spot:
@@ -669,18 +670,14 @@ def ssh_settings(job) -> tuple[Path, str]:
 # ============================================================================================== launch
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: dict | None = None, api: RunPodApi | None = None, runs_dir: Path = Path("runs"), ledger=None,
-           detach: bool = False, token: str | None = None, recover: bool | None = False) -> int:
+def launch(job, plan: dict, options: LaunchOptions) -> int:
     """Create the pod and run the job on it (runpod.mode ssh: the shared flow; start_command: below).
     Returns 0 done, 1 failed, 3 stopped early (time limit), 4 pod lost (spot), 130 interrupted.
-    `recover` (None: on for spot): relaunch a lost pod and resume (instance_flow.supervise, both modes)."""
-    api = api or client()
-    the_plan = the_plan or plan(job, api=api, token=token)
-    if the_plan["price_source"] != "live":  # no network, or no key: nothing can be created
-        raise ProviderError(f"no live RunPod offers ({(the_plan['warnings'] or ['price table'])[0]}): nothing was created")
+    limits.recover (None: on for spot): relaunch a lost pod and resume (instance_flow.supervise, both modes)."""
+    api, the_plan = client(), plan
     offer = the_plan["offer"]
     price = float(the_plan["price_per_hour"])
-    fields = {"mode": job.runpod.mode, "spot": offer.spot, "gpu": gpu_type_id(offer), "gpu_count": offer.gpu_count,
+    fields = {"access": job.runpod.mode, "spot": offer.spot, "gpu": gpu_type_id(offer), "gpu_count": offer.gpu_count,
               "cloud": offer.cloud, "display_name": job.runpod.name or default_display_name()}
     provider = RunPodProvider(api, job=job, price_per_hour=price, spot=offer.spot,
                               bid_per_gpu=the_plan.get("bid_per_gpu"), mode=job.runpod.mode,
@@ -693,8 +690,8 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, the_plan: d
         key_path, public = ssh_settings(job)
         provider.env = {"PUBLIC_KEY": public}
         spec.ssh_key = key_path
-    return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
-                           runs_dir=runs_dir, recover=recover, the_plan=the_plan,
+    return run_on_instance(provider, job, offer, host_secrets(job, PROVIDER), spec, mode=options.mode,
+                           detach=options.detach, recover=job.limits.recover, the_plan=the_plan,
                            flow_class=Flow if job.runpod.mode == "ssh" else StartCommandFlow)
 
 
@@ -704,11 +701,11 @@ class StartCommandFlow(Flow):
     and ending are the one lifecycle's (instance_flow: run_on_instance, Flow)."""
 
     @staticmethod
-    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str, runs_dir: Path) -> Path:
+    def stage(provider, job, machine: dict, host_env: dict[str, str], spec: HostSpec, mode: str) -> Path:
         from helpers.bundle import stage_run
 
         # no secrets in it; no heartbeat either (nobody attaches over SSH): only how the pod ends itself
-        run_dir = stage_run(job, spec.machine, {}, provider.price_per_hour, runs_dir=runs_dir)
+        run_dir = stage_run(job, spec.machine, {}, provider.price_per_hour)
         pieces = bundle_env(run_dir)
         provider.env = {**host_env, **pieces}  # secrets as pod env vars, never in the start command
         provider.docker_args = start_command(job, len(pieces), mode)
@@ -790,51 +787,55 @@ def _provider() -> RunPodProvider:
     return RunPodProvider(client())
 
 
-def _connect(provider: RunPodProvider, entry: dict, wait_seconds: float = 30.0):
-    if entry.get("mode") == "start_command":
+def access_of(entry: dict) -> str:
+    """How the launcher reaches a pod of the ledger: "ssh" or "start_command" (runpod.mode). Ledgers written before
+    the key was `access` said it as `mode`, which now is the launch mode of every backend."""
+    return entry.get("access") or ("start_command" if entry.get("mode") == "start_command" else "ssh")
+
+
+def _connect(entry: dict, wait_seconds: float = 30.0):
+    if access_of(entry) == "start_command":
         raise ConfigError("--run-id", f"run {entry.get('run_id')} runs in start_command mode: its pod has no SSH",
                           "follow it with `invoke runpod.status`, the progress webhook or the RunPod console")
-    provider.mode = "ssh"  # get() reports the pod's SSH address only in ssh mode
-    return connect(provider, entry, wait_seconds)
+    return connect(RunPodProvider(client(), mode="ssh"), entry, wait_seconds)
 
 
-def status(handle=None) -> list[list]:
+def status(handle: RunHandle | None = None) -> list[list]:
     """Live RunPod pods of the ledger (of one run, given its handle): RunPod's state, the run's step/loss/synced step
     (ssh mode), cost so far."""
     run_id = handle.run_id if handle else None
     provider = cleanup_provider()
-    readable = lambda entry, listed: entry.get("mode") != "start_command"  # noqa: E731 - a start_command pod has no sshd
+    readable = lambda entry, listed: access_of(entry) != "start_command"  # noqa: E731 - a start_command pod has no sshd
 
-    rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), entry.get("mode", "ssh"),
+    rows = [[entry.get("run_id"), entry["id"], entry.get("instance_id", ""), access_of(entry),
              f"{entry.get('gpu_count', '')}x {entry.get('gpu', '')}" + (" spot" if entry.get("spot") else ""),
              state, progress, cost_line(entry.get("price_per_hour") or 0, entry.get("created", entry["time"]))]
             for entry, state, progress in status_rows(provider, PROVIDER, run_id, REMOTE_DIR, readable)]
-    table("RunPod pods", ["run", "name", "pod id", "mode", "gpu", "state", "run state", "cost"], rows)
+    table("RunPod pods", ["run", "name", "pod id", "access", "gpu", "state", "run state", "cost"], rows)
     return rows
 
 
-def logs(handle, follow_lines: bool = False) -> None:
+def logs(handle: RunHandle, follow: bool = False) -> None:
     """The run's runtime.log from its pod over SSH (or the copy fetched when it ended); a start_command pod, which
     has no SSH, through REST v2's pod log stream (getPodLogs: the container's output)."""
     from helpers.backends.instance_flow import ledger_entries
 
-    entries = [e for e in ledger_entries(PROVIDER, handle.run_id) if e.get("mode") == "start_command"
+    entries = [e for e in ledger_entries(PROVIDER, handle.run_id) if access_of(e) == "start_command"
                and e.get("instance_id")]
     if entries:
         api = client()
-        for line in api.log_lines(entries[-1]["instance_id"], follow=follow_lines):
+        for line in api.log_lines(entries[-1]["instance_id"], follow=follow):
             print(line, flush=True)
         return
-    show_log(PROVIDER, "RunPod pod", handle.run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "RunPod pod", handle.run_id, _connect, REMOTE_DIR, follow)
 
 
-def fetch(handle, dest: str | Path | None = None) -> Path:
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs (or `dest`)."""
-    return fetch_outputs(PROVIDER, "RunPod pod", handle.run_id, lambda entry: _connect(_provider(), entry), REMOTE_DIR,
-                         dest)
+    return fetch_outputs(PROVIDER, "RunPod pod", handle.run_id, _connect, REMOTE_DIR, dest)
 
 
-def stop(handle) -> None:
+def stop(handle: RunHandle) -> None:
     """Terminate the run's pod(s) now (or the one pod the handle names) and mark the ledger."""
     end_now(_provider(), PROVIDER, "pod", handle.run_id, handle.native_id)
 
@@ -869,70 +870,3 @@ def gpus(gpu_count: int = 1, spot: bool | None = None) -> list[list]:
           "secure / community)", ["id (--gpu)", "name", "GB", "secure", "community", *(["spot from"] if spot else []),
                                   "stock", "max per pod"], rows)
     return rows
-
-
-# ============================================================================================== rehearsal
-
-
-@contextmanager
-def rehearsal(job, root: Path | None = None):
-    """`runpod.train --rehearse`: a RunPodEmulator (pods are real sshd hosts on this machine) in a temp folder,
-    a local Hub server when the store is hf://, an SSH key, and the environment pointing at them, for the
-    whole launch. Yields (job, ledger, emulator); the pods run this machine's Python (runpod.python -> this interpreter
-    unless set), everything else is as configured. Needs root and openssh-server (see packages.apt)."""
-    import tempfile
-
-    from emulators.runpod_api import RunPodEmulator
-    from emulators.sshhost import generate_keypair
-    from helpers.ledger import Ledger
-    from helpers.stores import can_vanish
-
-    if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
-        raise ConfigError("--rehearse", "the emulated pods are sshd hosts in their own namespaces: this needs root "
-                          "and openssh-server", "run as root after `make setup-system` (or drop --rehearse)")
-    with tempfile.TemporaryDirectory(prefix="trainyard-rehearsal-", dir=root) as tmp:
-        tmp = Path(tmp)
-        saved = dict(os.environ)
-        emu = RunPodEmulator(tmp / "runpod", api_key="rp_rehearsal_key").start()
-        hub = None
-        try:
-            key, _ = generate_keypair(tmp / "keys")
-            os.environ.update(emu.sdk_env())
-            os.environ["SSH_PRIVATE_KEY_PATH"] = str(key)
-            for name in ("SSH_PUBLIC_KEY", "RUNPOD_SSH_PUBLIC_KEY"):
-                os.environ.pop(name, None)
-            job = job.model_copy(deep=True)
-            job.runpod.ssh_private_key = None
-            if job.runpod.python == "python3":
-                job.runpod.python = sys.executable
-            if job.store.startswith("hf://") or can_vanish(job, PROVIDER, job.limits.recover):
-                from emulators.hub_server import HubServer
-
-                hub = HubServer(tmp / "hub").start()
-                token = "hf_rehearsal_" + "0" * 24
-                hub.add_token(token, job.store[5:].split("/")[0] if job.store.startswith("hf://") else "rehearsal")
-                os.environ.update({**hub.client_env(token), "HF_HOME": str(tmp / "hf_home")})
-                _point_hub_client(hub.url, tmp / "hf_home")
-            say(f"rehearsal: RunPod emulator at {emu.url} (pods are sshd hosts under {tmp}), "
-                + (f"local Hub at {hub.url}, " if hub else "") + f"pods run {job.runpod.python}")
-            yield job, Ledger(tmp / "ledger.jsonl"), emu
-        finally:
-            live = emu.live_pods()
-            emu.stop()
-            if hub is not None:
-                hub.stop()
-            os.environ.clear()
-            os.environ.update(saved)
-            say(f"rehearsal over: {len(live)} pod(s) were still live and are now terminated" if live else
-                "rehearsal over: no pod left")
-
-
-def _point_hub_client(url: str, hf_home: Path) -> None:
-    """huggingface_hub reads its endpoint at import time: point an already imported client at the local Hub."""
-    if "huggingface_hub" not in sys.modules:
-        return
-    from huggingface_hub import constants
-
-    for name, value in {"ENDPOINT": url, "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
-                        "HF_HUB_DISABLE_XET": True, "HF_HUB_CACHE": str(hf_home / "hub")}.items():
-        setattr(constants, name, value)

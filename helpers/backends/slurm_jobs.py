@@ -26,14 +26,16 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import gpus as gpu_catalog, offers
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.bundle import BUNDLE_NAME, render_commands, stage_run
 from helpers.config import JobConfig, parse_duration, validate
 from helpers.console import say
 from helpers.errors import ConfigError, ProviderError, TrainyardError
 from helpers.secrets import SECRET_NAMES, redact
+from helpers.workspace import current
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "job.sh.j2"
-RUNS = Path("runs")
 RECORD = "slurm.json"
 FINAL_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -45,6 +47,8 @@ PLAIN_VALUE = re.compile(r"[A-Za-z0-9._:%/@,=+\-]+")
 
 
 # --- what the job looks like on SLURM --------------------------------------------------------------
+
+DESCRIPTOR = Descriptor("slurm", noun="job", gpus=gpu_catalog.every, fallback_offers=offers.slurm_fallback_offers)
 
 def gpu_count(job: JobConfig) -> int:
     """GPUs the job asks for: from `slurm.gres` (gpu:4, gpu:a100:4), else resources.gpu_count; `gres: ""` is none."""
@@ -206,7 +210,7 @@ def render(job: JobConfig, config_path: str | None = None, script_path: str | No
     overlay = s.overlay
     if overlay and not re.search(r":(ro|rw)$", overlay):
         overlay += ":ro"
-    run_dir = run_dir if run_dir is not None else RUNS / job.run_id
+    run_dir = run_dir if run_dir is not None else current().runs_dir / job.run_id
     shown_run_dir = os.path.relpath(run_dir) if not os.path.relpath(run_dir).startswith("..") else os.path.abspath(run_dir)
     static = config_path is not None
     script_path = script_path or f"slurm/{job.run_id}.sh"
@@ -227,7 +231,7 @@ def render(job: JobConfig, config_path: str | None = None, script_path: str | No
 
 # --- verbs --------------------------------------------------------------------------------------------
 
-def plan(job: JobConfig, offline: bool = False) -> dict:
+def plan(job: JobConfig, options: LaunchOptions = LaunchOptions()) -> dict:
     """What `submit` would do; no network call (so `offline` changes nothing)."""
     gpus = gpu_count(job)
     s = job.slurm
@@ -260,9 +264,9 @@ def script_name(job: JobConfig) -> str:
     return f"{job.run_id}.sbatch"
 
 
-def stage(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> Path:
+def stage(job: JobConfig, host_secrets: dict[str, str]) -> Path:
     """runs/<run_id>/: the runtime bundle, job.json (the SLURM view of the job) and .env (0600)."""
-    return stage_run(slurm_job(job), {"kind": "slurm"}, host_secrets, None, runs_dir=runs_dir)
+    return stage_run(slurm_job(job), {"kind": "slurm"}, host_secrets, None)
 
 
 def submit_environment(environ=None) -> dict[str, str]:
@@ -282,14 +286,15 @@ def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Co
     return proc
 
 
-def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) -> dict:
+def submit(job: JobConfig, host_secrets: dict[str, str]) -> dict:
     """Stage runs/<run_id>/, write the script beside it, sbatch it from here; returns the job's record."""
+    runs_dir = current().runs_dir
     script_text = render(job, run_dir=runs_dir / job.run_id)  # config problems surface before anything is written
     previous = read_record(runs_dir / job.run_id)
     if previous and (still := state(previous["job_id"])) not in FINAL_STATES and still is not None:
         raise ConfigError("job.run_id", f"slurm job {previous['job_id']} of run '{job.run_id}' is still {still}",
                           "stop it first (invoke slurm.stop --run-id ...) or pass another --run-id")
-    run_dir = stage(job, host_secrets, runs_dir)
+    run_dir = stage(job, host_secrets)
     script = run_dir / script_name(job)
     script.write_text(script_text)
     script.chmod(0o755)
@@ -300,7 +305,7 @@ def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) 
     name = job.slurm.job_name or job.run_id
     record = {
         "job_id": job_id, "run_id": job.run_id, "job_name": name, "script": str(script), "submitted": time.time(),
-        "workdir": os.getcwd(),
+        "workdir": os.getcwd(), "run_dir": os.path.abspath(run_dir),
         "output": os.path.abspath(job.slurm.output.replace("%x", name).replace("%j", str(job_id))),
         "error": os.path.abspath(job.slurm.error.replace("%x", name).replace("%j", str(job_id))),
     }
@@ -312,9 +317,10 @@ def submit(job: JobConfig, host_secrets: dict[str, str], runs_dir: Path = RUNS) 
     return record
 
 
-def launch(job: JobConfig, host_secrets: dict[str, str], mode: str = "auto") -> int:
-    """The contract's launch: submit and say where to follow it; the job runs (and requeues) without us."""
-    record = submit(job, host_secrets)
+def launch(job: JobConfig, plan: dict, options: LaunchOptions) -> int:
+    """The contract's launch: submit and say where to follow it; the job runs (and requeues) without us (the runtime
+    resumes by itself after a requeue: the mode is always auto)."""
+    record = submit(job, host_secrets(job, "slurm"))
     say(f"submitted slurm job {record['job_id']} (run {job.run_id}, script {record['script']})")
     say(f"  output: {record['output']}")
     say(f"  follow: invoke slurm.logs --run-id {job.run_id} --follow   status: invoke slurm.status --run-id {job.run_id}")
@@ -328,8 +334,9 @@ def read_record(run_dir: Path) -> dict | None:
         return None
 
 
-def find_record(run_id: str | None = None, job_id: int | None = None, runs_dir: Path = RUNS) -> dict:
+def find_record(run_id: str | None = None, job_id: int | None = None) -> dict:
     """The job to look at: --job-id, else the last one `submit` recorded for the run."""
+    runs_dir = current().runs_dir
     if job_id is not None:
         found = read_record(runs_dir / run_id) if run_id else None
         return found if found and found["job_id"] == int(job_id) else {"job_id": int(job_id), "run_id": run_id}
@@ -382,9 +389,16 @@ def record_of(handle) -> dict:
     return find_record(handle.run_id, int(handle.native_id) if handle.native_id is not None else None)
 
 
-def status(handle, runs_dir: Path = RUNS) -> dict:
+def run_dir_of(record: dict) -> Path:
+    """The run folder of a recorded job (records written before it was kept name the submit directory only)."""
+    return Path(record.get("run_dir") or Path(record.get("workdir") or ".") / "runs" / record["run_id"])
+
+
+def status(handle: RunHandle | None = None) -> list[list]:
     """Print the job as SLURM sees it (scontrol, like squeue; sacct when the cluster keeps accounting) and the runtime's
-    progress (runs/<run_id>/status.json on the shared filesystem)."""
+    progress (runs/<run_id>/status.json on the shared filesystem); returns one row: job id, state, step, synced step."""
+    if handle is None:
+        raise ConfigError("--run-id", "which job?", "pass --config, --run-id or --job-id")
     record = record_of(handle)
     job_id = record["job_id"]
     info = job_info(job_id)
@@ -401,9 +415,8 @@ def status(handle, runs_dir: Path = RUNS) -> dict:
         say(f"slurm job {job_id}: unknown to the controller (ended long ago, and this cluster keeps no accounting)")
     runtime = {}
     if record.get("run_id"):
-        base = Path(record.get("workdir") or ".")
         try:
-            runtime = json.loads((base / runs_dir / record["run_id"] / "status.json").read_text())
+            runtime = json.loads((run_dir_of(record) / "status.json").read_text())
         except (OSError, ValueError):
             runtime = {}
     if runtime:
@@ -411,7 +424,8 @@ def status(handle, runs_dir: Path = RUNS) -> dict:
             f"synced step {runtime.get('synced_step')}")
     if record.get("output"):
         say(f"output: {record['output']}")
-    return {"slurm": info, "accounting": sacct, "runtime": runtime}
+    state_now = (info or {}).get("JobState") or (sacct[0]["State"] if sacct else "unknown")
+    return [[job_id, record.get("run_id"), state_now, runtime.get("step"), runtime.get("synced_step")]]
 
 
 def output_path(record: dict) -> Path | None:
@@ -420,7 +434,10 @@ def output_path(record: dict) -> Path | None:
     return Path(path) if path else None
 
 
-def logs(handle, follow: bool = False, poll: float = 1.0) -> None:
+LOG_POLL_S = 1.0  # logs --follow reads the output file this often
+
+
+def logs(handle: RunHandle, follow: bool = False) -> None:
     """Print the job's output file; with follow, keep printing until the job has ended (through requeues)."""
     record = record_of(handle)
     path = output_path(record)
@@ -456,19 +473,19 @@ def logs(handle, follow: bool = False, poll: float = 1.0) -> None:
                 continue
             say(f"job {record['job_id']}: {current or 'gone'}")
             return
-        time.sleep(poll)
+        time.sleep(LOG_POLL_S)
 
 
-def fetch(handle, dest: str | Path | None = None) -> Path:
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """The job ran on the shared filesystem: its outputs are already here, in the submit directory."""
     from helpers.bundle import outputs_here
 
     record = record_of(handle)
     workdir = Path(record.get("workdir") or ".")
-    return outputs_here(workdir / RUNS / record["run_id"], workdir, dest, f"slurm job {record['job_id']}")
+    return outputs_here(run_dir_of(record), workdir, dest, f"slurm job {record['job_id']}")
 
 
-def stop(handle) -> None:
+def stop(handle: RunHandle) -> None:
     """scancel: the batch shell and the runtime get SIGTERM; the runtime stops the trainer and syncs (within KillWait)."""
     record = record_of(handle)
     _slurm("scancel", str(record["job_id"]))
@@ -486,14 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     stage_parser = sub.add_parser("stage", help="write runs/<run_id>/ (bundle, job.json, .env 0600) here")
     stage_parser.add_argument("config")
     stage_parser.add_argument("--env-file", default=".env")
+    stage_parser.add_argument("--runs-dir", default="runs", help="where run folders go (trainyard.runs_dir)")
     args = parser.parse_args(argv)
     from helpers.config import load_job
-    from helpers.secrets import check_secrets, load_secrets
+    from helpers.secrets import check_secrets
+    from helpers.workspace import opened
 
     try:
         job = load_job(args.config)
-        host_secrets = check_secrets(job, "slurm", load_secrets(args.env_file))
-        run_dir = stage(job, host_secrets)
+        with opened(args.env_file, args.runs_dir) as workspace:
+            host_secrets = check_secrets(job, "slurm", workspace.secrets)
+            run_dir = stage(job, host_secrets)
     except TrainyardError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return exc.exit_code

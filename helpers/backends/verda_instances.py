@@ -44,11 +44,21 @@ from helpers.backends.instance_flow import (
     ERROR, GONE, PENDING, RUNNING, STOPPED, HostSpec, InstanceInfo, Transient, connect, cost_line, end_now,
     fetch_outputs, show_log, status_rows, translated,
 )
+from helpers import gpus as gpu_catalog, offers as offers_mod
+from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.config import VerdaSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
 
 PROVIDER = "verda"
+CREDENTIALS = ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")
+DESCRIPTOR = Descriptor(
+    PROVIDER, noun="instance", cloud=True, vanishes="if_spot_or_relaunched",
+    gpus=lambda: gpu_catalog.having("verda_prefix"), fallback_offers=offers_mod.verda_fallback_offers,
+    credentials={name: "to create and end Verda instances" for name in CREDENTIALS},
+    # verda.deadman account: the instance deletes itself through the API with the account's keys (no narrower one)
+    host_credentials=lambda job: CREDENTIALS if job.verda.deadman == "account" else (),
+    cleanup=lambda: cleanup_provider())
 REMOTE_DIR = VerdaSection.model_fields["remote_dir"].default  # where a run lives on its instance unless the ledger says
 DEFAULT_BASE_URL = "https://api.verda.com/v1"
 DEFAULT_KEY_NAME = "trainyard"
@@ -310,7 +320,6 @@ def cleanup_provider() -> VerdaProvider | None:
 
 def offers(verda_client=None, offline: bool = False):
     """(offers, source): live from the API, or the dated table without credentials/network."""
-    from helpers import offers as offers_mod
 
     if verda_client is not None and not offline:
         from helpers.backends.instance_flow import call
@@ -322,26 +331,36 @@ def offers(verda_client=None, offline: bool = False):
         spot = call(api, verda_client.instances.get_availabilities, is_spot=True, what="reading availability",
                     attempts=5, max_wait_s=20)
         return offers_mod.from_verda_instance_types(types, on_demand, spot_availability=spot), "live"
-    return offers_mod.fallback_offers("verda"), "price table"
+    return offers_mod.verda_fallback_offers(), "price table"
 
 
-def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, token: str | None = None) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     """The instance Trainyard would rent (helpers.planning.plan_gpu on Verda's live offers): the cheapest instance
     type of the wanted GPU model and count that fits, spot or on-demand as configured (only that kind), in
-    verda.location / resources.location, or in the boot volume's location for resume_local."""
+    verda.location / resources.location, or in the boot volume's location for resume_local (chosen here: the
+    plan names it)."""
     from helpers.bundle import BUNDLE_NAME, render_commands
-    from helpers.planning import plan_gpu
-
     from helpers.net import unreachable
+    from helpers.planning import hf_token, plan_gpu
 
-    notes = []
-    if verda_client is None and not offline and (down := unreachable(base_url())):
+    if options.detach and job.verda.deadman == "launcher":
+        raise ConfigError("verda.deadman", "launcher: only the launcher deletes the instance, and --detach leaves "
+                          "nobody to do it (it would bill until `invoke cleanup`)",
+                          "set verda.deadman: account (the instance deletes itself), or drop --detach"
+                          ).with_source(str(options.config_path or ""))
+    notes, verda_client, offline, boot_volume = [], None, options.offline, None
+    down = None if offline else unreachable(base_url())
+    if down and options.mode == "resume_local":
+        raise ProviderError(f"the Verda API at {base_url()} is unreachable ({down}): resume_local needs its volumes")
+    if down:
         notes.append(f"planning from the dated price table: the Verda API is unreachable ({down})")
-    elif verda_client is None and not offline:
+    elif not offline:
         try:
             verda_client = client()
         except (ConfigError, ProviderError) as exc:  # said with the plan's warnings (stderr with --json)
             notes.append(f"planning from the dated price table: {exc}")
+    if options.mode == "resume_local":
+        boot_volume = choose_os_volume(verda_client or client(), job, options.os_volume_id or job.verda.os_volume_id)
     read: dict[str, str] = {}
 
     def live() -> list:  # called by plan_gpu once the input is checked: a wrong config costs no API call
@@ -349,7 +368,7 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
         pool = [o for o in pool if o.spot == job.resources.spot]
         return [o for o in pool if o.location in (None, boot_volume.location)] if boot_volume is not None else pool
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=token, offline=offline)
+    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
     location = (boot_volume.location if boot_volume is not None else
                 the_plan.get("location") or job.verda.location or job.resources.location or "FIN-03")
@@ -363,7 +382,7 @@ def plan(job, offline: bool = False, *, verda_client=None, boot_volume=None, tok
         ends = ("only the launcher deletes it (verda.deadman: launcher): if the launcher dies, it bills until "
                 "`invoke cleanup` — a shut-down Verda instance still bills")
     the_plan.update(
-        ends=ends, warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
+        boot_volume=boot_volume, ends=ends, warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
         why=f"{the_plan['instance_type']} in {location}, {image} ({source}); {the_plan['why']}",
         commands=render_commands(job, the_plan["gpu_count"]) + [f"(on the instance, in {job.verda.remote_dir}) {runtime}"],
         files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json",
@@ -456,17 +475,13 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
 # --------------------------------------------------------------------------------------------- verbs
 
 
-def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, config_path: str | Path | None = None, os_volume_id: str | None = None, detach: bool = False,
-           the_plan: dict | None = None, verda_client=None, boot_volume=None, runs_dir: Path = Path("runs"),
-           ledger=None, recover: bool | None = False) -> int:
+def launch(job, plan: dict, options: LaunchOptions) -> int:
     """Rent the instance and run the job there (helpers.backends.instance_flow); returns the exit code.
-    `recover` (None: on for spot): relaunch a lost instance and resume from the store (instance_flow.supervise)."""
+    limits.recover (None: on for spot): relaunch a lost instance and resume from the store (instance_flow.supervise)."""
     from helpers.backends.instance_flow import run_on_instance
 
-    verda_client = verda_client or client()
-    if mode == "resume_local" and boot_volume is None:
-        boot_volume = choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
-    the_plan = the_plan or plan(job, verda_client=verda_client, boot_volume=boot_volume)
+    the_plan, boot_volume, config_path = plan, plan.get("boot_volume"), options.config_path
+    verda_client = client()
     offer = the_plan["offer"]
     key_name, key_path = ssh_settings(job)
     key_id = ensure_ssh_key(verda_client, key_name, key_path)
@@ -480,17 +495,17 @@ def launch(job, host_secrets: dict[str, str], mode: str = "auto", *, config_path
         extra_files={"train.remote.yaml": Path(config_path)} if config_path else {},
         machine={"kind": PROVIDER, "volume_ids": [], "deadman": job.verda.deadman, "api_base": base_url()},
         ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
-                       "image": the_plan["image"], "mode": mode},
+                       "image": the_plan["image"]},
         deadline_epoch=job.launcher_deadline(time.time()))
-    return run_on_instance(provider, job, offer, host_secrets, spec, mode=mode, detach=detach, ledger=ledger,
-                           runs_dir=runs_dir, recover=recover, the_plan=the_plan)
+    return run_on_instance(provider, job, offer, host_secrets(job, PROVIDER), spec, mode=options.mode,
+                           detach=options.detach, recover=job.limits.recover, the_plan=the_plan)
 
 
 def _provider() -> VerdaProvider:
     return cleanup_provider() or VerdaProvider(client())
 
 
-def status(handle=None) -> list[list]:
+def status(handle: RunHandle | None = None) -> list[list]:
     """Live Verda instances from the ledger (of one run, given its handle): provider state, cost so far, and the
     run's step/loss/synced step."""
     run_id = handle.run_id if handle else None
@@ -503,21 +518,26 @@ def status(handle=None) -> list[list]:
     return rows
 
 
-def logs(handle, follow_lines: bool = False) -> None:
+def logs(handle: RunHandle, follow: bool = False) -> None:
     """The run's runtime.log from its instance (or the copy fetched when it ended)."""
-    show_log(PROVIDER, "Verda instance", handle.run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, follow_lines)
+    show_log(PROVIDER, "Verda instance", handle.run_id, lambda entry: connect(_provider(), entry), REMOTE_DIR, follow)
 
 
-def fetch(handle, dest: str | Path | None = None) -> Path:
+def fetch(handle: RunHandle, dest: str | Path | None = None) -> Path:
     """Copy the run's output directory from its instance to runs/<run_id>/outputs (or `dest`)."""
     return fetch_outputs(PROVIDER, "Verda instance", handle.run_id, lambda entry: connect(_provider(), entry),
                          REMOTE_DIR, dest)
 
 
-def stop(handle, delete_volume: bool = False) -> None:
+def stop(handle: RunHandle) -> None:
     """Delete the run's instance(s) now (or the one the handle names); the OS volume is kept (detached) for
-    resume_local unless delete_volume."""
-    end_now(_provider(), PROVIDER, "instance", handle.run_id, handle.native_id, keep_disk=not delete_volume)
+    resume_local (`delete` also deletes it)."""
+    end_now(_provider(), PROVIDER, "instance", handle.run_id, handle.native_id, keep_disk=True)
+
+
+def delete(handle: RunHandle) -> None:
+    """`verda.stop --delete-volume`: the run's instance(s) and their OS volumes."""
+    end_now(_provider(), PROVIDER, "instance", handle.run_id, handle.native_id, keep_disk=False)
 
 
 def gpus(spot: bool | None = None, location: str | None = None) -> None:

@@ -21,7 +21,9 @@ def _job(config, exp_name=None, set_=None):
 @friendly
 def submit(c, config=None, exp_name=None, set_=None, dry_run=False, env_file=None):
     """Render runs/chtc/<config>/<exp>/ (bundle, job.json, train.sub) and condor_submit it."""
-    code = launch("chtc", _job(config, exp_name, set_), dry_run)
+    from helpers.backends.base import LaunchOptions
+
+    code = launch("chtc", _job(config, exp_name, set_), LaunchOptions(), dry_run)
     if code:
         raise Exit(code=code)
 
@@ -62,36 +64,39 @@ def status(c, all=False):
     """condor_q: your Trainyard jobs on the CHTC pool."""
     from helpers.backends import chtc_condor
 
-    code = chtc_condor.status(all_jobs=all)
+    code = chtc_condor.queue(all_jobs=all)
     if code:
         raise Exit(code=code)
 
 
-@task(help={"job_id": "HTCondor job id (e.g. 12345.0); without it: the newest job's output file here",
-            "follow": "keep following"})
+WHICH = {"run_id": "the run (its job id was recorded at submit)", "job_id": "an HTCondor job id instead (e.g. 12345.0)"}
+
+
+def _handle(run_id, job_id):
+    from helpers.backends.base import RunHandle
+    from helpers.errors import ConfigError
+
+    if not (run_id or job_id):
+        raise ConfigError("--run-id", "which job?", "pass --run-id (the exp name) or --job-id (see `invoke chtc.status`)")
+    return RunHandle("chtc", run_id, job_id)
+
+
+@task(help={**WHICH, "follow": "keep following"})
 @friendly
-def logs(c, job_id=None, follow=False):
-    """condor_tail a running job's stdout (or print the newest job output in runs/chtc/)."""
+def logs(c, run_id=None, job_id=None, follow=False):
+    """condor_tail the run's job while it is queued; after it, the stdout it left in its run folder."""
     from helpers.backends import chtc_condor
 
-    from helpers.backends.base import RunHandle
-
-    code = chtc_condor.logs(RunHandle("chtc", None, job_id), follow)
-    if code:
-        raise Exit(code=code)
+    chtc_condor.logs(_handle(run_id, job_id), follow)
 
 
-@task(help={"job_id": "HTCondor job id (e.g. 12345.0)"})
+@task(help=WHICH)
 @friendly
-def stop(c, job_id):
-    """condor_rm a job."""
+def stop(c, run_id=None, job_id=None):
+    """condor_rm the run's job."""
     from helpers.backends import chtc_condor
 
-    from helpers.backends.base import RunHandle
-
-    code = chtc_condor.stop(RunHandle("chtc", None, job_id))
-    if code:
-        raise Exit(code=code)
+    chtc_condor.stop(_handle(run_id, job_id))
 
 
 def _script(c, script: str, args: list[str], config, dry_run: bool) -> None:

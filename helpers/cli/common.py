@@ -137,11 +137,13 @@ def job_from_flags(config, run_id=None, steps=None, batch_size=None, save_freq=N
     return load(config, **{k.replace(".", "__"): v for k, v in overrides.items()})
 
 
-def launch(backend_name: str, job, dry_run: bool, *, plan=None, run=None, **launch_args) -> int:
-    """The one sequence of every `<backend>.train`: the secrets checked (no network), the plan (`plan()`, default
-    the backend's own) printed, and unless --dry-run: the checkpoint store settled (a default Hub repo created,
-    helpers/stores.py) and the launch (`run(host_secrets, plan)`, default the backend's `launch`)."""
-    from helpers.backends import backend
+def launch(backend_name: str, job, options, dry_run: bool = False) -> int:
+    """The one sequence of every launch task (`<backend>.train`, `slurm.submit`, `chtc.submit`, `invoke train`),
+    through the contract only: the secrets checked (no network), the backend's `plan` printed, and unless --dry-run:
+    a cloud plan without live offers refused, the checkpoint store settled (a default Hub repo created,
+    helpers/stores.py) and the backend's `launch`. Returns the exit code."""
+    from helpers.backends.base import backend, descriptor
+    from helpers.errors import ProviderError
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets
     from helpers.stores import settle
@@ -150,18 +152,20 @@ def launch(backend_name: str, job, dry_run: bool, *, plan=None, run=None, **laun
     module = backend(backend_name)
     secrets = current().secrets
     check_secrets(job, backend_name, secrets)
-    the_plan = plan() if plan else module.plan(job)
+    the_plan = module.plan(job, options)
     print_plan(job, the_plan)
     if dry_run:
         return 0
+    if descriptor(backend_name).cloud and the_plan.get("price_source") != "live":  # no network, or no keys
+        why = (the_plan.get("warnings") or ["the dated price table"])[0]
+        raise ProviderError(f"no live {backend_name} offers ({why}): nothing was created")
     settle(job, backend_name, recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
-    host_secrets = check_secrets(job, backend_name, secrets)  # a default Hub store needs HF_TOKEN on the host
-    return run(host_secrets, the_plan) if run else module.launch(job, host_secrets, **launch_args)
+    return module.launch(job, the_plan, options)
 
 
-def cloud_verbs(name: str, noun: str):
+def cloud_verbs(name: str, *, status_doc: str, logs_doc: str, fetch_doc: str):
     """`<cloud>.status`, `.logs` and `.fetch`: the same three tasks for every cloud namespace, on the Backend
-    contract (helpers/backends/base.py)."""
+    contract (helpers/backends/base.py); each backend says in its own words what they show (`invoke --list`)."""
     from invoke import task
 
     env_help = TRAIN_HELP["env_file"]
@@ -181,9 +185,7 @@ def cloud_verbs(name: str, noun: str):
 
         backend(name).fetch(RunHandle(name, run_id), dest)
 
-    status.__doc__ = f"Live {noun}s from the ledger: the provider's state, the run's step, loss, synced step, cost so far."
-    logs.__doc__ = f"The run's runtime.log from its {noun} over SSH (or the copy fetched when it ended)."
-    fetch.__doc__ = f"Copy the run's output directory from its {noun} to runs/<run_id>/outputs."
+    status.__doc__, logs.__doc__, fetch.__doc__ = status_doc, logs_doc, fetch_doc
     return (task(friendly(status), help={"run_id": "only this run", "env_file": env_help}),
             task(friendly(logs), help={"run_id": "the run", "follow": "keep following until it ends", "env_file": env_help}),
             task(friendly(fetch), help={"run_id": "the run", "dest": "local folder (default runs/<run_id>/outputs)",

@@ -19,14 +19,6 @@ TRAIN_HELP = helps(
 )
 
 
-def train_job(job, *, dry_run=False, config_path=None, detach=False) -> int:
-    """Secrets checked before any network call, the plan (live flavors), then the job."""
-    from helpers.backends import hf_jobs
-
-    return launch("hfjobs", job, dry_run, plan=lambda: hf_jobs.plan(job),
-                  run=lambda host_secrets, the_plan: hf_jobs.launch(job, host_secrets, the_plan=the_plan, detach=detach))
-
-
 @task(iterable=["set_"], help=TRAIN_HELP, auto_shortflags=False)
 @friendly
 def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
@@ -43,12 +35,18 @@ def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=No
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_,
                          **{"resources.gpu": gpu, "resources.gpu_count": count, "hfjobs.attempts": attempts,
                             "backend": "hfjobs"})
-    code = train_job(job, dry_run=dry_run, config_path=config, detach=detach)
+    from helpers.backends.base import LaunchOptions
+
+    code = launch("hfjobs", job, LaunchOptions(detach=detach), dry_run)
     if code:
         raise Exit(code=code)
 
 
-status, logs, fetch = cloud_verbs("hfjobs", "Hugging Face Job")
+status, logs, fetch = cloud_verbs(
+    "hfjobs",
+    status_doc="The ledger's Hugging Face Jobs: the stage the Jobs API reports and the cost so far.",
+    logs_doc="The job's log from the Jobs API (secrets redacted); --follow streams it.",
+    fetch_doc="The run's newest checkpoint from its store to runs/<run_id>/outputs (the job's own disk is gone with it).")
 
 
 @task(help={"run_id": "the run", "job_id": "an HF Jobs job id instead", "env_file": TRAIN_HELP["env_file"]})

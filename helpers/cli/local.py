@@ -10,8 +10,10 @@ from helpers.cli.common import TRAIN_HELP, friendly, helps, job_from_flags, laun
 def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=None, store=None, time_limit=None,
           set_=None, dry_run=False, env_file=None):
     """Train here: set up the trainer environment, train, sync checkpoints, resume automatically if one exists."""
+    from helpers.backends.base import LaunchOptions
+
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_)
-    code = launch("local", job, dry_run, mode="auto")
+    code = launch("local", job, LaunchOptions(mode="auto"), dry_run)
     if code:
         raise Exit(code=code)
 
@@ -21,8 +23,10 @@ def train(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=No
 @friendly
 def resume(c, config=None, run_id=None, steps=None, store=None, set_=None, local_only=False, dry_run=False, env_file=None):
     """Resume from the newest complete checkpoint in the store (or on disk with --local-only)."""
+    from helpers.backends.base import LaunchOptions
+
     job = job_from_flags(config, run_id, steps, None, None, store, None, set_)
-    code = launch("local", job, dry_run, mode="resume_local" if local_only else "resume")
+    code = launch("local", job, LaunchOptions(mode="resume_local" if local_only else "resume"), dry_run)
     if code:
         raise Exit(code=code)
 

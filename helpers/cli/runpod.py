@@ -76,28 +76,19 @@ def job_from_seed_flags(config=None, *, name=None, template_id=None, gpu=None, g
     return job
 
 
-def train_job(job, *, dry_run=False, rehearse=False, detach=False, recover=None, config_path=None) -> int:
-    """Secrets checked before any network call, the plan (live offers), then the launch; returns the exit code.
-    `recover`: None = on for spot (instance_flow.supervise). (`config_path`: what every cloud's train_job takes.)"""
-    from helpers.backends import runpod_pods as rp
+def _train(job, *, dry_run=False, rehearse=False, detach=False, recover=None) -> int:
+    """`runpod.train` and seed 000's command line: the contract's launch sequence (helpers.cli.common.launch), or
+    with `rehearse` the same against a local RunPod emulator. `recover` None: the config decides (on for spot)."""
+    from helpers.backends.base import LaunchOptions
 
     if recover is not None:
         job.limits.recover = recover  # carried by the job from here on (plan, store, supervisor)
     if rehearse:
-        with rp.rehearsal(job) as (rehearsed, ledger, _emu):
-            return _launch(rehearsed, dry_run, detach, ledger, recover)
-    return _launch(job, dry_run, detach, None, recover)
+        from emulators.rehearsal import rehearsal  # --rehearse only: the emulators are no part of a real launch
 
-
-def _launch(job, dry_run, detach, ledger, recover=None) -> int:
-    from helpers.backends import runpod_pods as rp
-    from helpers.workspace import current
-
-    api = rp.client()  # the key is checked here, before any network call
-    token = current().secrets.get("HF_TOKEN")
-    return launch("runpod", job, dry_run, plan=lambda: rp.plan(job, api=api, token=token, check_hub=ledger is None),
-                  run=lambda host_secrets, the_plan: rp.launch(job, host_secrets, "auto", the_plan=the_plan, api=api,
-                                                               detach=detach, ledger=ledger, recover=recover))
+        with rehearsal(job) as (rehearsed, _emu):
+            return launch("runpod", rehearsed, LaunchOptions(detach=detach, check_hub=False), dry_run)
+    return launch("runpod", job, LaunchOptions(detach=detach), dry_run)
 
 
 def _done(code):
@@ -116,10 +107,14 @@ def train(c, config=None, name=None, template_id=None, gpu=None, gpu_count=None,
                               time_limit=time_limit, spot=toggle("spot"), terminate=toggle("terminate"),
                               timeout=toggle("timeout"), image=image, skip_setup=skip_setup, mode=mode, run_id=run_id,
                               steps=steps, batch_size=batch_size, save_freq=save_freq, store=store, set_=set_)
-    _done(train_job(job, dry_run=dry_run, rehearse=rehearse, detach=detach, recover=toggle("recover")))
+    _done(_train(job, dry_run=dry_run, rehearse=rehearse, detach=detach, recover=toggle("recover")))
 
 
-status, logs, fetch = cloud_verbs("runpod", "RunPod pod")
+status, logs, fetch = cloud_verbs(
+    "runpod",
+    status_doc="Live RunPod pods from the ledger: RunPod's state, the run's step, loss, synced step (ssh mode), cost so far.",
+    logs_doc="The run's runtime.log from its pod over SSH (ssh mode), or the container's log from RunPod (start_command).",
+    fetch_doc="Copy the run's output directory from its pod (ssh mode) to runs/<run_id>/outputs.")
 
 
 @task(aliases=["terminate"], help={"run_id": "the run", "pod_id": "a RunPod pod id instead",
@@ -170,6 +165,6 @@ def seed_main(argv: list[str] | None = None) -> int:
         job = job_from_seed_flags(args.config, name=args.name, template_id=args.template_id, gpu=args.gpu,
                                   gpu_count=args.gpu_count, time_limit=args.time_limit, spot=args.spot,
                                   terminate=args.terminate, timeout=args.timeout)
-        return train_job(job)
+        return _train(job)
     except (TrainyardError, KeyboardInterrupt) as exc:
         return failure_code(exc)

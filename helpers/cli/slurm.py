@@ -2,7 +2,7 @@
 
 from invoke import task
 
-from helpers.cli.common import CONFIG_HELP, friendly, helps, job_from_flags
+from helpers.cli.common import CONFIG_HELP, friendly, helps, job_from_flags, launch
 
 WHICH = {
     "config": "the job's config (its run id finds the job submitted last)",
@@ -55,15 +55,12 @@ def submit(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=N
 
     The run folder goes in this directory (a shared filesystem: the job runs there); secrets only in its .env (0600)."""
     from helpers.backends import slurm_jobs
+    from helpers.backends.base import LaunchOptions
     from helpers.console import say
-    from helpers.planning import print_plan
-    from helpers.secrets import check_secrets
-    from helpers.workspace import current
 
     extra = {"slurm.time": slurm_jobs.format_time(time_limit)} if time_limit else {}
     job = job_from_flags(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, **extra)
-    host_secrets = check_secrets(job, "slurm", current().secrets)
-    print_plan(job, slurm_jobs.plan(job))
+    launch("slurm", job, LaunchOptions(), dry_run)
     if dry_run:
         import sys
 
@@ -71,41 +68,39 @@ def submit(c, config=None, run_id=None, steps=None, batch_size=None, save_freq=N
 
         say(f"--- runs/{job.run_id}/{slurm_jobs.script_name(job)} (not written: --dry-run)")
         sys.stdout.write(redact(slurm_jobs.render(job)))
-        return
-    slurm_jobs.launch(job, host_secrets)
 
 
 @task(help=WHICH)
 @friendly
 def status(c, config=None, run_id=None, job_id=None):
     """The job in SLURM (scontrol; sacct when kept) and the runtime's step."""
-    from helpers.backends import slurm_jobs
+    from helpers.backends.base import backend
 
-    slurm_jobs.status(_handle(config, run_id, job_id))
+    backend("slurm").status(_handle(config, run_id, job_id))
 
 
 @task(help={**WHICH, "follow": "keep printing until the job has ended (through requeues)"})
 @friendly
 def logs(c, config=None, run_id=None, job_id=None, follow=False):
     """The job's output file (#SBATCH --output); --follow until the job ends."""
-    from helpers.backends import slurm_jobs
+    from helpers.backends.base import backend
 
-    slurm_jobs.logs(_handle(config, run_id, job_id), follow=follow)
+    backend("slurm").logs(_handle(config, run_id, job_id), follow)
 
 
 @task(help={**WHICH, "dest": "copy the outputs there too"})
 @friendly
 def fetch(c, config=None, run_id=None, job_id=None, dest=None):
     """Where the job's outputs are (the shared filesystem: already here)."""
-    from helpers.backends import slurm_jobs
+    from helpers.backends.base import backend
 
-    slurm_jobs.fetch(_handle(config, run_id, job_id), dest)
+    backend("slurm").fetch(_handle(config, run_id, job_id), dest)
 
 
 @task(aliases=["cancel"], help=WHICH)
 @friendly
 def stop(c, config=None, run_id=None, job_id=None):
     """scancel the job (also `slurm.cancel`); the runtime syncs its last checkpoint first; no requeue."""
-    from helpers.backends import slurm_jobs
+    from helpers.backends.base import backend
 
-    slurm_jobs.stop(_handle(config, run_id, job_id))
+    backend("slurm").stop(_handle(config, run_id, job_id))

@@ -51,9 +51,8 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env
 def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None, env_file=None):
     """Launch on a cloud: with `--backend cloud` (or `backend: cloud`), the cheapest fitting offer over every cloud
     backend with credentials here, through that backend's own launch (`invoke <backend>.train`)."""
-    import importlib
-
-    from helpers.backends.base import CLOUDS
+    from helpers.backends.base import LaunchOptions, clouds
+    from helpers.cli.common import launch
     from helpers.console import say
     from helpers.errors import ConfigError
     from helpers.planning import plan_clouds, print_cloud_table
@@ -67,10 +66,10 @@ def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None,
         print_cloud_table(ranked)
         name = ranked["cloud_winner"]
         say(f"launching on {name} (invoke {name}.train)")
-    elif name not in CLOUDS:
+    elif name not in clouds():
         raise ConfigError("backend", f"'{name}' is not a cloud backend", f"use invoke {name}.train, or --backend cloud")
     job = job.model_copy(update={"backend": name})
-    code = importlib.import_module(f"helpers.cli.{name}").train_job(job, dry_run=dry_run, config_path=config)
+    code = launch(name, job, LaunchOptions(config_path=config), dry_run)
     if code:
         from invoke import Exit
 
@@ -90,10 +89,11 @@ def status(c, all=False, env_file=None):
 
     from helpers.backends.base import backend
     from helpers.console import say, table
-    from helpers.ledger import LIVE_STATES, Ledger, spend_of
+    from helpers.ledger import LIVE_STATES, spend_of
+    from helpers.workspace import current
 
     now = time.time()
-    ledger = Ledger()
+    ledger = current().ledger
     ledger.maybe_compact()
     entries = sorted(ledger.entries().values(), key=lambda e: e.get("created") or e["time"])
     runs: dict[tuple[str, str], list[dict]] = {}

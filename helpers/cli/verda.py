@@ -56,44 +56,18 @@ def _job(config, run_id, steps, batch_size, save_freq, store, time_limit, set_, 
     return job
 
 
-def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, image_given=False, recover=None):
-    """Like helpers.cli.common.launch (secrets checked before any network call, plan, then launch), with Verda's
-    own cheap checks first and the boot volume of resume_local."""
-    from helpers.backends import verda_instances as verda
+def _launch(job, mode, dry_run, config_path, os_volume_id=None, detach=False, image_given=False, recover=None) -> int:
+    """The contract's launch sequence (helpers.cli.common.launch) in one of seed 001's modes."""
+    from helpers.backends.base import LaunchOptions
     from helpers.console import warn
-    from helpers.errors import ConfigError, ProviderError
-    from helpers.net import unreachable
-    from helpers.secrets import check_secrets
-    from helpers.workspace import current
 
-    if detach and job.verda.deadman == "launcher":
-        raise ConfigError("verda.deadman", "launcher: only the launcher deletes the instance, and --detach leaves "
-                          "nobody to do it (it would bill until `invoke cleanup`)",
-                          "set verda.deadman: account (the instance deletes itself), or drop --detach"
-                          ).with_source(str(config_path or ""))
     if recover is not None:
         job.limits.recover = recover
-    down = unreachable(verda.base_url())
-    if down and (mode == "resume_local" or not dry_run):
-        raise ProviderError(f"the Verda API at {verda.base_url()} is unreachable ({down}): nothing was created")
-    check_secrets(job, "verda", current().secrets)  # the cheap checks before the client authenticates
-    verda_client = None if down else verda.client()
-    boot_volume = None
-    if mode == "resume_local":
-        if image_given:
-            warn("--image is ignored: resume_local boots from the OS volume")
-        boot_volume = verda.choose_os_volume(verda_client, job, os_volume_id or job.verda.os_volume_id)
-    token = current().secrets.get("HF_TOKEN")
-    return launch("verda", job, dry_run,
-                  plan=lambda: verda.plan(job, verda_client=verda_client, boot_volume=boot_volume, token=token),
-                  run=lambda host_secrets, the_plan: verda.launch(
-                      job, host_secrets, mode, config_path=config_path, detach=detach, the_plan=the_plan,
-                      verda_client=verda_client, boot_volume=boot_volume, recover=recover))
-
-
-def train_job(job, *, dry_run=False, config_path=None) -> int:
-    """`invoke train` on Verda (the cloud it chose): what verda.train does with the loaded job."""
-    return _launch(job, "auto", dry_run, config_path)
+    if image_given:
+        warn("--image is ignored: resume_local boots from the OS volume")
+    options = LaunchOptions(mode=mode, detach=detach, os_volume_id=os_volume_id,
+                            config_path=str(config_path) if config_path else None)
+    return launch("verda", job, options, dry_run)
 
 
 def _done(code):
@@ -141,7 +115,11 @@ def resume_local(c, config=None, train_config=None, run_id=None, gpu_model=None,
     _in_mode("resume_local", locals())
 
 
-status, logs, fetch = cloud_verbs("verda", "Verda instance")
+status, logs, fetch = cloud_verbs(
+    "verda",
+    status_doc="Live Verda instances from the ledger: Verda's state, the run's step, loss, synced step, cost so far.",
+    logs_doc="The run's runtime.log from its instance over SSH (or the copy fetched when it ended).",
+    fetch_doc="Copy the run's output directory from its instance to runs/<run_id>/outputs.")
 
 
 @task(aliases=["terminate"], help={"run_id": "the run", "instance_id": "a Verda instance id instead",
@@ -153,7 +131,8 @@ def stop(c, run_id=None, instance_id=None, delete_volume=False, env_file=None):
     --delete-volume."""
     from helpers.backends.base import RunHandle, backend
 
-    backend("verda").stop(RunHandle("verda", run_id, instance_id), delete_volume=delete_volume)
+    verda = backend("verda")
+    (verda.delete if delete_volume else verda.stop)(RunHandle("verda", run_id, instance_id))
 
 
 @task(help={"spot": "only types available as spot now (--no-spot: on-demand)", "location": "only this location",
