@@ -346,6 +346,41 @@ def test_submit_passes_secrets_only_in_the_jobs_dotenv(tmp_path, monkeypatch):
     assert not any(v in done.stdout + done.stderr for v in CANARIES.values())
 
 
+def test_a_submitted_run_is_found_by_its_run_id_for_logs_and_stop_in_a_custom_runs_dir(tmp_path):
+    """`invoke logs RUN` and `invoke stop RUN` of a CHTC run: the job id condor_submit gave it is kept in its run
+    folder, so stop removes that job (not "which job?") and logs shows that run's output, not the newest of any
+    run; all under `trainyard.runs_dir` (Invoke's configuration), where the launch wrote the run and find_run looks.
+    The condor tools are recording stand-ins here; tests/test_chtc_pool.py does the same on a real pool."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    removed = tmp_path / "condor_rm.args"
+    tools = {"condor_submit": "n=$(cat {d}/next); echo $((n + 1)) > {d}/next; echo \"1 job(s) submitted to cluster $n.\"",
+             "condor_q": "exit 0",  # the job left the queue: logs reads the run folder
+             "condor_rm": f"echo \"$@\" >> {removed}"}
+    for name, body in tools.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body.format(d=bin_dir) + "\n")
+        (bin_dir / name).chmod(0o755)
+    (bin_dir / "next").write_text("4300\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
+           "INVOKE_TRAINYARD_RUNS_DIR": "lab_runs"}  # Invoke's configuration: trainyard.runs_dir
+    config = openpi_config(tmp_path)
+    for exp in ("e9", "e10"):
+        done = subprocess.run(INVOKE + ["chtc.submit", "--config", str(config), "--exp-name", exp], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"invoke logs {exp} --follow" in done.stdout
+    folders = {exp: tmp_path / "lab_runs/chtc/pi05_collab" / exp for exp in ("e9", "e10")}
+    assert not (tmp_path / "runs").exists() and all((f / "train.sub").is_file() for f in folders.values())
+    (folders["e9"] / "4300.0.out").write_text("step:10 of e9\n")
+    time.sleep(0.05)
+    (folders["e10"] / "4301.0.out").write_text("step:20 of e10\n")  # the newest output of any run
+    shown = subprocess.run(INVOKE + ["logs", "e9"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "of e9" in shown.stdout and "of e10" not in shown.stdout, shown.stdout + shown.stderr
+    stopped = subprocess.run(INVOKE + ["stop", "e9"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert removed.read_text().split() == ["4300.0"]
+
+
 def test_submit_without_condor_says_where_the_file_is(tmp_path):
     env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
     config = openpi_config(tmp_path)

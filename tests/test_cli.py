@@ -21,15 +21,36 @@ def test_list_shows_every_namespace_and_the_top_level_tasks():
         assert f"  {namespace}.train" in listed or f"  {namespace}.submit" in listed or f"  {namespace}.build" in listed
 
 
+def test_each_cloud_says_in_its_own_words_what_its_verbs_show():
+    """The help of HF Jobs' verbs promises no SSH and no synced step (it has neither); Verda's does."""
+    listed = {name: " ".join(run(name, "--help").stdout.split()) for name in
+              ("hfjobs.logs", "hfjobs.status", "verda.logs", "verda.status")}
+    assert "SSH" not in listed["hfjobs.logs"] and "Jobs API" in listed["hfjobs.logs"]
+    assert "synced step" not in listed["hfjobs.status"] and "stage" in listed["hfjobs.status"]
+    assert "over SSH" in listed["verda.logs"] and "synced step" in listed["verda.status"]
+
+
 def test_every_task_has_help_and_every_launch_takes_config():
-    names = [line.split()[0] for line in run("--list").stdout.splitlines()[2:] if line.startswith("  ") and line.split()]
-    names = [n for n in names if not n.startswith("(")]
+    """Every task of `invoke --list` has a docstring and its launch flags; `--help` shows it also for a task that
+    takes a positional argument (Invoke gave `--help` to the argument: `invoke logs --help` looked for a run)."""
+    import json
+
+    import tasks
+
+    listed = json.loads(run("--list", "--list-format", "json").stdout)
+    names = [f"{c['name']}.{t['name']}" for c in listed["collections"] for t in c["tasks"]] + \
+        [t["name"] for t in listed["tasks"]]
     assert len(names) > 30
     for name in names:
-        help_text = run(name, "--help").stdout
-        assert "Docstring:\n  none" not in help_text, name
+        task = tasks.namespace[name]
+        assert (task.__doc__ or "").strip(), name
         if name.split(".")[-1] in ("train", "resume", "submit", "render", "plan"):
-            assert "--config" in help_text, name
+            assert any("config" in a.names for a in task.get_arguments()), name
+    positional = [n for n in names if any(a.positional for a in tasks.namespace[n].get_arguments())]
+    assert {"logs", "stop", "fetch", "local.logs"} <= set(positional)
+    for name in positional:
+        help_text = run(name, "--help").stdout
+        assert "Docstring:\n  " + tasks.namespace[name].__doc__.strip().split()[0] in help_text, (name, help_text)
 
 
 def test_import_of_tasks_pulls_no_sdk():

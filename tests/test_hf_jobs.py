@@ -51,8 +51,8 @@ def jobs(hub_server, tmp_path):
         path.write_text(yaml.safe_dump(data))
         return path
 
-    def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=work, env=env,
+    def invoke(*args: str, timeout: float = 300, **more_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args], cwd=work, env={**env, **more_env},
                               capture_output=True, text=True, timeout=timeout)
 
     def start(*args: str) -> subprocess.Popen:
@@ -104,6 +104,19 @@ def test_train_runs_the_toy_job_end_to_end_with_secrets_as_job_secrets(jobs):
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert json.loads((work / "runs/e2e/outputs/training_state/training_step.json").read_text())["step"] == 30
     no_secret_anywhere(hub, work, done.stdout, done.stderr, shown.stdout, fetched.stdout)
+
+
+def test_the_step_in_the_launchers_progress_is_read_as_the_runtime_reads_it(jobs):
+    """LeRobot logs step 1,000 as `step:1K`: the launcher's progress line says step 1000, not 1."""
+    hub, work, config, invoke, _start, ledger = jobs
+    job = config("big", training={"steps": 1100, "save_freq": 1100},
+                 command={"run": f"TOY_STEP_SECONDS=0.002 TOY_BIG_NUMBERS=1 {sys.executable} {TOY}"})
+    done = invoke("hfjobs.train", "--config", str(job), TRAINYARD_COST_EVERY_S="0.2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "step:1K " in done.stdout  # the trainer's own line, as LeRobot writes it
+    seen = [int(line.split(" step ")[1].split("/")[0]) for line in done.stdout.splitlines()
+            if line.startswith("[trainyard] job ") and " step " in line]
+    assert seen and max(seen) >= 1000 and all(s <= 1100 for s in seen), done.stdout[-3000:]
 
 
 def test_an_infrastructure_failure_is_retried_and_the_run_resumes_from_the_store(jobs):

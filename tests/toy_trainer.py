@@ -1,7 +1,8 @@
 """A stand-in trainer for the `command` framework: LeRobot's checkpoint layout, resumes from `last`.
 
 Reads TRAINYARD_CHECKPOINT_DIR / TRAINYARD_STEPS / TRAINYARD_SAVE_FREQ (set by the runtime) and
-TOY_STEP_SECONDS (pace). Prints LeRobot-style `step:N loss:X` lines.
+TOY_STEP_SECONDS (pace). Prints LeRobot-style `step:N loss:X` lines; with TOY_BIG_NUMBERS=1 the step as LeRobot's
+log writes it from 1,000 on (`step:1K`, format_big_number).
 """
 
 import hashlib
@@ -16,6 +17,7 @@ save_freq = int(os.environ["TRAINYARD_SAVE_FREQ"])
 pace = float(os.environ.get("TOY_STEP_SECONDS", "0.01"))
 payload_kb = int(os.environ.get("TOY_PAYLOAD_KB", "4"))
 work = int(os.environ.get("TOY_STEP_WORK", "0"))  # CPU work per step (sha256 rounds over 64 KiB), for benchmarks
+big_numbers = os.environ.get("TOY_BIG_NUMBERS") == "1"
 
 start = 0
 if (root / "last").exists():
@@ -27,7 +29,8 @@ for step in range(start + 1, steps + 1):
     time.sleep(pace)
     for _ in range(work):
         block = hashlib.sha256(block).digest() * 2048
-    print(f"step:{step} loss:{1.0 / step:.4f}", flush=True)
+    shown = f"{step / 1000:.0f}K" if big_numbers and step >= 1000 else step
+    print(f"step:{shown} loss:{1.0 / step:.4f}", flush=True)
     if step % save_freq == 0 or step == steps:
         ckpt = root / f"{step:06d}"
         (ckpt / "pretrained_model").mkdir(parents=True)

@@ -101,7 +101,7 @@ MIN_RELAUNCH_S = 5.0  # less than this left of the time limit: no relaunch
 # after RECONNECTS failures in a row (about 2 min) the instance is "unreachable"
 RECONNECTS, RECONNECT_WAIT_S = 7, 20.0
 ORCHESTRATOR_GRACE_S = 900.0
-COST_EVERY_S = 60.0
+COST_EVERY_S = _env_seconds("TRAINYARD_COST_EVERY_S", 60.0)  # a "cost so far" line this often while following
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the
 # host's .env when set here.
 HOST_ENV_PASSTHROUGH = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_ENABLE_HF_TRANSFER", "RUNPOD_REST_URL")

@@ -14,7 +14,8 @@ CONFIG_HELP = "job config YAML (see configs/README.md)"
 
 def _flags_get_a_did_you_mean() -> None:
     """Invoke answers an unknown flag with "No idea what '--gpus' is!" and exit 1; a config key gets a
-    did-you-mean and exit 2, so a flag gets the same: one line naming the flag, the task and the fix."""
+    did-you-mean and exit 2, so a flag gets the same: one line naming the flag, the task and the fix. And a task's
+    --help is help, also where the task takes a positional argument."""
     import re
 
     from invoke import Exit as _Exit
@@ -35,6 +36,31 @@ def _flags_get_a_did_you_mean() -> None:
         raise _Exit(f"error: {flag}: not a flag of {task_name} — {fix}", code=2)
 
     ParseMachine.error = error
+
+    # Invoke gives a token to a task's missing positional argument before it looks for --help, so
+    # `invoke logs --help` looked for a run called "--help": help wins over a positional argument.
+    plain_handle = ParseMachine.handle
+
+    def handle(self, token: str) -> None:
+        help_flag = self.initial.flags.get(token) if self.initial is not None else None
+        if (help_flag is not None and help_flag.name == "help" and self.context is not None
+                and self.context.missing_positional_args and not self.waiting_for_flag_value):
+            help_flag.value = self.context.name
+            return None
+        return plain_handle(self, token)
+
+    ParseMachine.handle = handle
+    plain_complete = ParseMachine.complete_context
+
+    def complete_context(self) -> None:  # a task asked for help needs none of its positional arguments
+        help_flag = self.initial.flags.get("--help") if self.initial is not None else None
+        if help_flag is not None and self.context is not None and help_flag.value == self.context.name:
+            if self.context not in self.result:
+                self.result.append(self.context)
+            return None
+        return plain_complete(self)
+
+    ParseMachine.complete_context = complete_context
 
 
 _flags_get_a_did_you_mean()
