@@ -185,7 +185,7 @@ def main() -> None:
         + table(["provider", "poll_seconds", "preemptions", "median s", "max s", "notice + end s", "offer + create s",
                  "boot, SSH, upload, restore s", f"target <= {TARGET_S:g} s"], latency)
         + f"\n\nTarget <= {TARGET_S:g} s: {'meets' if worst <= TARGET_S else 'MISSES'} (worst {worst:.1f} s). A new instance is "
-        "looked at 0, 1 and 3 s after its create, then every poll from 3 x poll (instance_flow.boot_poll_times: the burst "
+        "looked at 0, 1 and 3 s after its create, then every poll from 3 x poll (lifecycle.boot_poll_times: the burst "
         "is paid back, so the API-call budget below still holds), so the default poll of 10 s no longer delays a "
         "relaunch onto an instance that boots in seconds (before: 11.7 s worst at poll 10).\n\n"
         "Steps lost per preemption at a random step (pace 0.02 s/step, RunPod and Verda alternating, 4 per row) vs "

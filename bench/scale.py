@@ -42,7 +42,7 @@ class RunPodWorld:
 
     def __init__(self, root: Path, n: int):
         from emulators.runpod_api import RunPodEmulator
-        from helpers.backends.runpod_pods import RunPodApi
+        from helpers.backends.runpod.api import RunPodApi
 
         self.emu = RunPodEmulator(root / "runpod", ssh=False).start()
         self.env = self.emu.sdk_env(root / "home")

@@ -93,7 +93,8 @@ def cleanup(assume_yes: bool = False, only: str | None = None, ledger=None) -> l
 def _alive(name: str, provider, live: list[dict], ledger) -> list[dict]:
     """What still lives at the provider, from one list: the ledger's live entries (by instance id, else by their
     `ty-` name; those the list lacks have ended and are settled here) and the `ty-*` instances it never heard of."""
-    from helpers.backends.instance_flow import call, listed_match
+    from helpers.backends.after_launch import listed_match
+    from helpers.backends.provider import call
 
     listed = [i for i in call(provider.list_instances, what=f"{name}: listing instances")
               if i.get("state") not in provider.ENDED_STATES]
@@ -138,7 +139,7 @@ def _end_all(todo: list[dict], providers: dict, ledger, left: list[str]) -> list
     """Per provider: send every end at once, then confirm from lists (one call each round), asking again for what
     the provider refused (still booting); the ledger says `terminated` only once a list confirms. What is not
     confirmed in time is appended to `left`."""
-    from helpers.backends.instance_flow import call
+    from helpers.backends.provider import call
 
     ended = []
     for name, provider in providers.items():

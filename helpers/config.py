@@ -25,8 +25,8 @@ Framework = Literal["lerobot", "openpi", "open_r1", "command"]
 # (DESCRIPTOR) and implements the contract (helpers/backends/base.py). A new backend is its module and one line here.
 BACKENDS = {
     "local": "local",
-    "runpod": "runpod_pods",
-    "verda": "verda_instances",
+    "runpod": "runpod",
+    "verda": "verda",
     "hfjobs": "hf_jobs",
     "slurm": "slurm_jobs",
     "chtc": "chtc_condor",

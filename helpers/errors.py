@@ -27,3 +27,4 @@ class ProviderError(TrainyardError):
     """A cloud or scheduler refused or failed a request after retries."""
 
     exit_code = 1
+    nothing_left = False  # a refused create whose instance is known not to exist (or was ended): try elsewhere

@@ -1,8 +1,9 @@
 """GPU offers (what a provider rents at what price) and the choice of the cheapest one that really fits.
 
-Offers come live from the providers' APIs (`from_runpod_catalog`, spot from `from_runpod_gpu_types`,
-`from_verda_instance_types`) or, without credentials or network, from the dated fallback tables below (GPU_FACTS.md §3 and §4). Prices are USD per hour
-for the whole offer (all its GPUs). Pure functions: nothing here touches the network.
+Offers come live from the providers' APIs or, without credentials or network, from their dated price tables; each
+provider parses its own answers and keeps its own table beside its API (helpers/backends/<name>) and names them in
+its DESCRIPTOR. Prices are USD per hour for the whole offer (all its GPUs). Pure functions: nothing here touches the
+network, and nothing here knows a particular provider's API.
 """
 
 from __future__ import annotations
@@ -55,102 +56,6 @@ class Offer:
         return f"{what} ({where}, ${self.price_per_hour:.2f}/h)"
 
 
-# ------------------------------------------------------------------------------------------ fallback tables
-# RunPod, USD per GPU-hour: (GPU, secure on-demand, community on-demand, spot, spot tier, as-of date).
-# The as-of date is the newest date of the figures used; sources per GPU_FACTS.md §3.1:
-# on-demand from datareceipts vendors.json (2026-11-09) where listed, else privum (2026-08-19),
-# api-evangelist (2026-10-07) or carsonpo/gpus (2025-07-13); spot from Malaeu/nanoGPT-RH (2026-01-01,
-# tier not stated -> None) or the dstack docs example (A100 PCIe community spot, 2025-10-02).
-RUNPOD_FALLBACK: tuple[tuple[str, float | None, float | None, float | None, str | None, str], ...] = (
-    ("RTX-2000-ADA", 0.28, None, 0.18, None, "2026-01-01"),
-    ("RTX-4090", 0.69, 0.34, 0.50, None, "2026-01-01"),
-    ("RTX-A6000", 0.49, 0.33, None, None, "2025-07-13"),
-    ("RTX-6000-ADA", 0.77, 0.74, 0.63, None, "2026-01-01"),
-    ("L40S", 0.86, 0.79, 0.71, None, "2026-01-01"),
-    ("A100-PCIE-80GB", 1.79, 1.19, 0.82, "community", "2026-11-09"),
-    ("A100-SXM-80GB", 1.79, 1.39, None, None, "2026-11-09"),
-    ("H100-PCIE", 2.89, 1.99, 2.03, None, "2026-11-09"),
-    ("H100-SXM", 3.99, 2.69, None, None, "2026-11-09"),
-    ("H100-NVL", 3.19, 2.59, 2.61, None, "2026-11-09"),
-    ("H200-SXM", 4.59, 3.59, 3.05, None, "2026-10-07"),
-    ("H200-NVL", 3.39, None, 2.88, None, "2026-01-01"),
-    ("B200", 6.79, 5.98, 4.41, None, "2026-08-19"),
-    ("B300", 7.89, 6.94, None, None, "2026-08-19"),
-)
-
-# Verda, USD per GPU-hour: (GPU, on-demand, spot, as-of, vCPUs per GPU for the instance-type name).
-# GPU_FACTS.md §3.2: SkyPilot catalog snapshot B (undated, before 2026-08; the later and higher of the two)
-# for most rows; A100 40GB spot from pulsebenchmarks (2026-04-19); RTX A6000 from lanternworks (2026-10-29);
-# L40S and RTX 6000 Ada spot from snapshot A (snapshot B lists none). Instance-type names follow Verda's
-# "<count><family>.<vCPUs>V" pattern; attested names (1H100.80S.30V, 8H100.80S.176V, 1A100.22V, 4A100.88V,
-# 1A100.40S.22V, 1H200.141S.44V, 1B200.30V) are used as is, the rest are derived and replaced by live data.
-VERDA_FALLBACK: tuple[tuple[str, float, float | None, str, int], ...] = (
-    ("H100-SXM", 2.29, 0.8015, "2026-08", 30),
-    ("H200-SXM", 3.39, 1.1865, "2026-08", 44),
-    ("B200", 4.89, 1.712, "2026-08", 30),
-    ("B300", 6.99, 2.447, "2026-08", 30),
-    ("A100-SXM-80GB", 1.29, 0.4515, "2026-08", 22),
-    ("A100-SXM-40GB", 0.72, 0.2524, "2026-04-19", 22),
-    ("L40S", 0.91, 0.275, "2026-08", 20),
-    ("RTX-6000-ADA", 0.8262, 0.25, "2026-08", 10),
-    ("RTX-A6000", 0.82, 0.41, "2026-10-29", 10),
-    ("RTX-PRO-6000", 1.69, 0.5915, "2026-08", 30),
-)
-_VERDA_NAME_OVERRIDES = {("H100-SXM", 8): "8H100.80S.176V"}
-
-# CHTC GPU Lab (GPU_FACTS.md §4, CHTC site _data/gpus.yaml of 2025-12-16): GPU -> GPUs per server. Free.
-CHTC_INVENTORY: tuple[tuple[str, int], ...] = (
-    ("H100-SXM", 8), ("H200-SXM", 8), ("L40S", 8), ("L40", 10), ("A100-SXM-80GB", 4), ("A100-SXM-40GB", 4),
-    ("RTX-2080-TI", 8), ("P100-PCIE-16GB", 2),
-)
-CHTC_AS_OF = "2025-12-16"
-
-# A SLURM cluster's GPUs are site-specific; without better knowledge assume seed 002's `--constraint="a100|h100"`.
-SLURM_DEFAULT_GPUS = ("A100-SXM-80GB", "H100-SXM")
-
-
-def runpod_fallback_offers() -> list[Offer]:
-    """RunPod's dated table (RUNPOD_FALLBACK): on-demand per cloud and spot, for every GPU count a pod takes."""
-    by = _gpus.BY_KEY
-    out: list[Offer] = []
-    for key, secure, community, spot, spot_cloud, as_of in RUNPOD_FALLBACK:
-        gpu, src = by[key], f"fallback {as_of}"
-        for n in RUNPOD_GPU_COUNTS:
-            for cloud, price in (("secure", secure), ("community", community)):
-                if price is not None:
-                    out.append(Offer("runpod", gpu, n, round(price * n, 4), False, cloud,
-                                     gpu_type_id=gpu.runpod_id, source=src))
-            if spot is not None:
-                out.append(Offer("runpod", gpu, n, round(spot * n, 4), True, spot_cloud,
-                                 gpu_type_id=gpu.runpod_id, source=src))
-    return out
-
-
-def verda_fallback_offers() -> list[Offer]:
-    """Verda's dated table (VERDA_FALLBACK): on-demand and spot per instance type."""
-    by = _gpus.BY_KEY
-    out: list[Offer] = []
-    for key, price, spot, as_of, vcpus in VERDA_FALLBACK:
-        gpu, src = by[key], f"fallback {as_of}"
-        for n in DEFAULT_GPU_COUNTS:
-            name = _VERDA_NAME_OVERRIDES.get((key, n)) or f"{n}{gpu.verda_prefix}.{vcpus * n}V"
-            out.append(Offer("verda", gpu, n, round(price * n, 4), False, instance_type=name, source=src))
-            if spot is not None:
-                out.append(Offer("verda", gpu, n, round(spot * n, 4), True, instance_type=name, source=src))
-    return out
-
-
-def chtc_fallback_offers() -> list[Offer]:
-    """The CHTC GPU Lab's inventory (free)."""
-    return [Offer("chtc", _gpus.BY_KEY[key], n, 0.0, location="CHTC GPU Lab", source=f"fallback {CHTC_AS_OF}")
-            for key, per_server in CHTC_INVENTORY for n in _counts_up_to(per_server)]
-
-
-def slurm_fallback_offers() -> list[Offer]:
-    """A SLURM cluster's GPUs when nothing better is known: seed 002's a100|h100, free."""
-    return cluster_offers("slurm", [(key, 8) for key in SLURM_DEFAULT_GPUS], source="fallback seed 002 a100|h100")
-
-
 def cluster_offers(provider: str, gpus: Iterable[tuple[str, int]], *, location: str | None = None,
                    source: str = "live") -> list[Offer]:
     """Zero-cost offers for machines you already have: [(gpu name, GPUs per node), ...] -> counts up to that."""
@@ -178,10 +83,10 @@ def valid_gpu_counts(provider: str, offers: Iterable[Offer] = ()) -> tuple[int, 
     return DEFAULT_GPU_COUNTS
 
 
-# ------------------------------------------------------------------------------------------- live parsers
+# ------------------------------------------------------------------- for the providers' own answer parsers
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
+def first_field(obj: Any, *names: str, default: Any = None) -> Any:
     """First present, non-None field of a dict or an object (SDK dataclass)."""
     for name in names:
         value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
@@ -190,7 +95,7 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def _price(value: Any) -> float | None:
+def price_or_none(value: Any) -> float | None:
     """Prices arrive as floats or strings ("2.19"); 0, None and "" mean "not offered"."""
     if value in (None, ""):
         return None
@@ -199,157 +104,6 @@ def _price(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return price if price > 0 else None
-
-
-def from_runpod_catalog(catalog: dict[str, list[dict]], gpu_count: int) -> list[Offer]:
-    """On-demand offers from RunPod's REST v2 catalog (`GET /v2/catalog/gpus?include=AVAILABILITY&product=POD`), one
-    answer per cloud tier asked ({"secure": [GpuType], "community": [...]}): list price per GPU-hour for the tier
-    (offers carry the whole pod's price); out of stock when the tier's `availability` is NONE or `maxCount` is below
-    `gpu_count`. A tier the GPU is not offered in (`secure`/`community` false) gives no offer."""
-    out: list[Offer] = []
-    for tier, gpu_types in catalog.items():
-        for item in gpu_types or []:
-            gpu = _runpod_gpu({"id": item.get("id"), "displayName": item.get("name"), "memoryInGb": item.get("memory")})
-            price = _price((item.get("price") or {}).get(tier))
-            if gpu is None or not item.get(tier) or price is None:
-                continue
-            stock, most = item.get("availability"), (item.get("maxCount") or {}).get(tier)
-            in_stock, stock = stock != "NONE", (stock or "").capitalize() or None
-            if isinstance(most, int) and gpu_count > most:
-                in_stock, stock = False, f"max {most} GPUs per pod"
-            out.append(Offer("runpod", gpu, gpu_count, round(price * gpu_count, 4), False, tier, in_stock=in_stock,
-                             gpu_type_id=item.get("id"), stock=stock))
-    return out
-
-
-def from_runpod_gpu_types(gpu_types: list[dict], gpu_count: int) -> list[Offer]:
-    """Offers from RunPod's GraphQL `gpuTypes` (CLOUD_APIS.md §1.3.2/§1.3.7): one per cloud tier and spot/on-demand.
-
-    Prices in the API are per GPU-hour; offers carry the whole pod's price. `lowestPrice.stockStatus` "None",
-    `availableGpuCounts` without `gpu_count`, or `maxGpuCount` below it mark the offer out of stock.
-    """
-    out: list[Offer] = []
-    for item in gpu_types or []:
-        gpu = _runpod_gpu(item)
-        if gpu is None:
-            continue
-        lowest = item.get("lowestPrice") or {}
-        stock = lowest.get("stockStatus")
-        in_stock = not (isinstance(stock, str) and stock.strip().lower() in ("none", "out", "unavailable"))
-        counts = lowest.get("availableGpuCounts")
-        max_count = item.get("maxGpuCount")
-        if isinstance(max_count, int) and max_count and gpu_count > max_count:
-            in_stock, stock = False, f"max {max_count} GPUs per pod"
-        elif counts is not None and gpu_count not in counts:
-            in_stock, stock = False, f"only {', '.join(map(str, counts)) or 'no'} GPUs available"
-        for cloud, flag, od_key, spot_key in (("secure", "secureCloud", "securePrice", "secureSpotPrice"),
-                                              ("community", "communityCloud", "communityPrice", "communitySpotPrice")):
-            if item.get(flag) is False:
-                continue
-            for spot, key in ((False, od_key), (True, spot_key)):
-                price = _price(item.get(key))
-                if price is not None:
-                    out.append(Offer("runpod", gpu, gpu_count, round(price * gpu_count, 4), spot, cloud,
-                                     in_stock=in_stock, gpu_type_id=item.get("id"), stock=stock))
-        if not any(o.gpu is gpu and o.spot for o in out):
-            bid = _price(lowest.get("minimumBidPrice"))
-            if bid is not None:
-                out.append(Offer("runpod", gpu, gpu_count, round(bid * gpu_count, 4), True, None,
-                                 in_stock=in_stock, gpu_type_id=item.get("id"), stock=stock))
-        if not any(o.gpu is gpu for o in out):
-            od = _price(lowest.get("uninterruptablePrice"))
-            if od is not None:
-                out.append(Offer("runpod", gpu, gpu_count, round(od * gpu_count, 4), False, None,
-                                 in_stock=in_stock, gpu_type_id=item.get("id"), stock=stock))
-    return out
-
-
-def _runpod_gpu(item: dict) -> Gpu | None:
-    gpu_id, display = item.get("id") or "", item.get("displayName") or ""
-    if not gpu_id or gpu_id == "unknown":
-        return None
-    gpu = _gpus.find(gpu_id) or _gpus.find(display)
-    if gpu is not None:
-        return gpu
-    memory = item.get("memoryInGb") or 0
-    if not memory:
-        return None
-    # A GPU RunPod added after our catalog: usable, with what the API says about it.
-    key = re.sub(r"[^A-Za-z0-9]+", "-", display or gpu_id).strip("-").upper()
-    return Gpu(key, display or gpu_id, float(memory), None, (), runpod_id=gpu_id)
-
-
-def from_verda_instance_types(types: list, availability: Any = None, *, spot_availability: Any = None) -> list[Offer]:
-    """Offers from Verda's instance types (SDK `InstanceType` objects or the raw JSON of GET /instance-types).
-
-    `availability` says where each type can start now; accepted shapes: the SDK's
-    `[{"location_code": "FIN-01", "availabilities": ["1H100.80S.30V", ...]}]`, `{location: [types]}`,
-    `{type: [locations]}` or `{type: bool}`. None means unknown (offers count as in stock, location None).
-    `spot_availability` is the same for spot (`get_availabilities(is_spot=True)`); it defaults to `availability`.
-    """
-    on_demand = _verda_availability(availability)
-    spot_avail = _verda_availability(spot_availability) if spot_availability is not None else on_demand
-    out: list[Offer] = []
-    for item in types or []:
-        name = str(_get(item, "instance_type", default="") or "")
-        parsed = _gpus.from_verda_instance_type(name) if name else None
-        count = _get(item, "gpu", default={})
-        count = (count.get("number_of_gpus") if isinstance(count, dict) else None) or (parsed[1] if parsed else 0)
-        if not count:
-            continue  # CPU instance
-        gpu = parsed[0] if parsed else _verda_gpu(item, int(count))
-        if gpu is None:
-            continue
-        price = _price(_get(item, "price_per_hour"))
-        spot_price = _price(_get(item, "spot_price", "spot_price_per_hour"))
-        for spot, p, avail in ((False, price, on_demand), (True, spot_price, spot_avail)):
-            if p is None:
-                continue
-            locations = [None] if avail is None else sorted(avail.get(name, set()), key=str)
-            if avail is not None and not locations:
-                out.append(Offer("verda", gpu, int(count), p, spot, in_stock=False, instance_type=name,
-                                 stock="not available in any location"))
-            for loc in locations:
-                out.append(Offer("verda", gpu, int(count), p, spot, location=loc, instance_type=name))
-    return out
-
-
-def _verda_gpu(item: Any, count: int) -> Gpu | None:
-    """The GPU of an instance type whose name we could not parse, from its descriptive fields."""
-    memory = _get(item, "gpu_memory", default={})
-    memory = memory.get("size_in_gigabytes") if isinstance(memory, dict) else None  # all GPUs together
-    memory = float(memory) / count if memory else None
-    for field_name in ("name", "display_name", "model"):
-        gpu = _gpus.find(str(_get(item, field_name, default="") or ""))
-        if gpu is not None and (not memory or abs(gpu.memory_gb - float(memory)) <= 8):
-            return gpu
-    return None
-
-
-def _verda_availability(raw: Any) -> dict[str, set] | None:
-    """Normalise the availability shapes to {instance_type: {locations}} ({None} = available, place unknown)."""
-    if raw is None:
-        return None
-    result: dict[str, set] = {}
-    if isinstance(raw, list):
-        for entry in raw:
-            loc = _get(entry, "location_code", "location")
-            for t in _get(entry, "availabilities", default=[]) or []:
-                result.setdefault(t, set()).add(loc)
-        return result
-    if isinstance(raw, dict):
-        for key, value in raw.items():
-            if _gpus.from_verda_instance_type(str(key)) is not None or re.match(r"^\d+[A-Za-z]", str(key)):
-                if isinstance(value, bool):
-                    if value:
-                        result.setdefault(key, set()).add(None)
-                else:
-                    result.setdefault(key, set()).update(value or [])
-            else:  # location -> types
-                for t in value or []:
-                    result.setdefault(t, set()).add(key)
-        return result
-    raise TypeError(f"unsupported Verda availability shape: {type(raw).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------- choice

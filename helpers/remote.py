@@ -336,3 +336,14 @@ def transfer_progress(what: str, total: int):
     with Progress(*columns, console=console(), transient=False) as progress:
         task = progress.add_task(what, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def public_key(private_key: Path) -> str:
+    """The public half of a private key file: its .pub beside it, else derived from the key (paramiko)."""
+    pub = private_key.with_name(private_key.name + ".pub")
+    if pub.is_file():
+        return " ".join(pub.read_text().split()[:2])
+    import paramiko
+
+    key = paramiko.PKey.from_path(str(private_key))
+    return f"{key.get_name()} {key.get_base64()}"

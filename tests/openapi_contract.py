@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource

@@ -1,16 +1,12 @@
-"""Offers and the choice: fallback price tables, live RunPod/Verda shapes, cheapest-fit, spot, stock, constraints,
-and the no-fit suggestion."""
-
-from types import SimpleNamespace
+"""Offers and the choice (helpers/offers.py): the clusters' free offers, cheapest-fit, spot, stock, constraints, and
+the no-fit suggestion. Each cloud's own answers and price table: tests/test_<cloud>_catalog.py."""
 
 import pytest
 
 from helpers import gpus, offers, vram
 from helpers.backends.base import descriptor
 from helpers.errors import ConfigError
-from helpers.offers import (
-    Offer, choose, from_runpod_catalog, from_runpod_gpu_types, from_verda_instance_types,
-)
+from helpers.offers import Offer, choose
 
 
 def _offer(key, price, count=1, **kw):
@@ -18,30 +14,6 @@ def _offer(key, price, count=1, **kw):
 
 
 # ------------------------------------------------------------------------------------------ fallback tables
-
-
-def test_runpod_fallback_table():
-    table = descriptor("runpod").fallback_offers()
-    assert {o.gpu_count for o in table} == {1, 2, 4, 6, 8}  # seed 004's pod sizes
-    h100 = [o for o in table if o.gpu.key == "H100-SXM" and not o.spot]
-    assert {(o.cloud, o.gpu_count, o.price_per_hour) for o in h100 if o.gpu_count in (1, 8)} == {
-        ("secure", 1, 3.99), ("community", 1, 2.69), ("secure", 8, 31.92), ("community", 8, 21.52)}
-    assert all(o.source.startswith("fallback 20") for o in table)
-    assert all(o.gpu_type_id == o.gpu.runpod_id and o.gpu_type_id for o in table)
-    rtx4090 = {(o.cloud, o.spot): o.price_per_hour for o in table if o.gpu.key == "RTX-4090" and o.gpu_count == 1}
-    assert rtx4090 == {("secure", False): 0.69, ("community", False): 0.34, (None, True): 0.50}
-
-
-def test_verda_fallback_table():
-    table = descriptor("verda").fallback_offers()
-    names = {o.instance_type for o in table}
-    assert {"1H100.80S.30V", "8H100.80S.176V", "1A100.22V", "4A100.88V", "1A100.40S.22V", "1H200.141S.44V",
-            "1B200.30V"} <= names  # names attested in GPU_FACTS §3.2 / CLOUD_APIS §2.4.1
-    for o in table:  # every name parses back to the offer's GPU and count
-        assert gpus.from_verda_instance_type(o.instance_type) == (o.gpu, o.gpu_count)
-    h100 = {o.spot: o.price_per_hour for o in table if o.instance_type == "1H100.80S.30V"}
-    assert h100 == {False: 2.29, True: 0.8015}
-    assert not {"H100-PCIE", "RTX-4090"} & {o.gpu.key for o in table}  # Verda's H100 is SXM5 only
 
 
 def test_cluster_fallbacks_cost_nothing():
@@ -176,154 +148,3 @@ def test_no_offers_at_all():
     with pytest.raises(ConfigError) as err:
         choose([], 10, gpu_count=1)
     assert err.value.problem == "no GPU offers to choose from"
-
-
-# --------------------------------------------------------------------------------------------- live RunPod
-
-RUNPOD_GPU_TYPES = [  # the gpuTypes shape of CLOUD_APIS.md §1.3.2/§1.3.7 (values made up)
-    {"id": "NVIDIA GeForce RTX 4090", "displayName": "RTX 4090", "memoryInGb": 24, "maxGpuCount": 8,
-     "secureCloud": True, "communityCloud": True, "securePrice": 0.69, "communityPrice": 0.34,
-     "secureSpotPrice": 0.35, "communitySpotPrice": 0.2,
-     "lowestPrice": {"minimumBidPrice": 0.2, "uninterruptablePrice": 0.34, "stockStatus": "High",
-                     "availableGpuCounts": [1, 2, 4]}},
-    {"id": "NVIDIA H100 80GB HBM3", "displayName": "H100 SXM", "memoryInGb": 80, "maxGpuCount": 8,
-     "secureCloud": True, "communityCloud": False, "securePrice": 2.99, "communityPrice": 2.69,
-     "secureSpotPrice": None, "communitySpotPrice": None, "lowestPrice": {"stockStatus": "Low"}},
-    {"id": "NVIDIA L40S", "displayName": "L40S", "memoryInGb": 48, "secureCloud": True, "communityCloud": True,
-     "securePrice": 0.86, "communityPrice": 0.79, "lowestPrice": {"stockStatus": "None"}},
-    {"id": "NVIDIA B300 Ultra", "displayName": "B300 Ultra", "memoryInGb": 288, "securePrice": 9.0},
-    {"id": "unknown", "displayName": "unknown", "memoryInGb": 0},
-]
-
-
-def test_from_runpod_gpu_types():
-    found = from_runpod_gpu_types(RUNPOD_GPU_TYPES, gpu_count=2)
-    rows = {(o.gpu.key, o.cloud, o.spot): (o.price_per_hour, o.in_stock) for o in found}
-    assert rows[("RTX-4090", "secure", False)] == (1.38, True)  # per-GPU price x 2
-    assert rows[("RTX-4090", "community", True)] == (0.4, True)
-    assert ("H100-SXM", "community", False) not in rows  # communityCloud false
-    assert rows[("H100-SXM", "secure", False)] == (5.98, True)
-    assert rows[("L40S", "secure", False)] == (1.72, False)  # stockStatus "None"
-    new = [o for o in found if o.gpu.name == "B300 Ultra"]
-    assert new and new[0].gpu.memory_gb == 288 and new[0].gpu_type_id == "NVIDIA B300 Ultra"
-    assert all(o.source == "live" and o.gpu_count == 2 for o in found)
-    assert all(o.gpu_type_id for o in found)
-    eight = {o.gpu.key: o for o in from_runpod_gpu_types(RUNPOD_GPU_TYPES, gpu_count=8) if not o.spot}
-    assert not eight["RTX-4090"].in_stock and eight["RTX-4090"].stock == "only 1, 2, 4 GPUs available"
-    choice = choose(found, 30, gpu_count=2)
-    assert choice.offer.gpu.key == "H100-SXM"  # L40S is cheaper but out of stock
-    assert {c.reason for c in choice.candidates if c.offer.gpu.key == "L40S"} == {"out of stock (None)"}
-
-
-def _gpu_type(gid, name, memory, secure, community, most=8, availability="HIGH"):
-    """A REST v2 GpuType (listGpuTypes with include=AVAILABILITY): a tier not offered has its flag false."""
-    return {"id": gid, "name": name, "pool": None, "manufacturer": "NVIDIA", "memory": memory,
-            "secure": secure is not None, "community": community is not None,
-            "price": {"secure": secure or 0.0, "community": community or 0.0},
-            "maxCount": {"secure": most if secure else 0, "community": most if community else 0},
-            "availability": availability}
-
-
-def test_from_runpod_catalog():
-    catalog = {"secure": [_gpu_type("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34, most=4),
-                          _gpu_type("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, None, availability="LOW"),
-                          _gpu_type("NVIDIA L40S", "L40S", 48, 0.86, 0.79, availability="NONE"),
-                          _gpu_type("NVIDIA B300 Ultra", "B300 Ultra", 288, 9.0, None)],
-               "community": [_gpu_type("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.69, 0.34, most=4),
-                             _gpu_type("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, None, availability="NONE"),
-                             _gpu_type("NVIDIA L40S", "L40S", 48, 0.86, 0.79, availability="MEDIUM")]}
-    found = from_runpod_catalog(catalog, gpu_count=2)
-    rows = {(o.gpu.key, o.cloud): (o.price_per_hour, o.in_stock, o.stock) for o in found}
-    assert rows[("RTX-4090", "secure")] == (1.38, True, "High")  # per-GPU list price x 2, the tier's own stock
-    assert rows[("RTX-4090", "community")] == (0.68, True, "High")
-    assert ("H100-SXM", "community") not in rows  # community false: no offer, whatever its stock says
-    assert rows[("H100-SXM", "secure")] == (5.98, True, "Low")
-    assert rows[("L40S", "secure")] == (1.72, False, "None") and rows[("L40S", "community")][1]
-    assert not any(o.spot for o in found) and all(o.gpu_type_id and o.source == "live" for o in found)
-    new = [o for o in found if o.gpu.name == "B300 Ultra"]
-    assert new and new[0].gpu.memory_gb == 288
-    eight = {(o.gpu.key, o.cloud): o for o in from_runpod_catalog(catalog, gpu_count=8)}
-    assert not eight[("RTX-4090", "secure")].in_stock and eight[("RTX-4090", "secure")].stock == "max 4 GPUs per pod"
-    choice = choose(found, 30, gpu_count=2)
-    assert (choice.offer.gpu.key, choice.offer.cloud) == ("L40S", "community")  # secure L40S is out of stock
-
-
-# ---------------------------------------------------------------------------------------------- live Verda
-
-VERDA_TYPES = [  # GET /instance-types shape (CLOUD_APIS.md §2.4.1): prices as strings
-    {"instance_type": "1H100.80S.30V", "model": "H100", "name": "H100 SXM5 80GB", "price_per_hour": "2.19",
-     "spot_price": "1.09", "gpu": {"number_of_gpus": 1}, "gpu_memory": {"size_in_gigabytes": 80}},
-    {"instance_type": "4H100.80S.176V", "model": "H100", "name": "H100 SXM5 80GB", "price_per_hour": "8.76",
-     "spot_price": "4.36", "gpu": {"number_of_gpus": 4}, "gpu_memory": {"size_in_gigabytes": 320}},
-    {"instance_type": "1L40S.20V", "model": "L40S", "name": "L40S 48GB", "price_per_hour": "0.91",
-     "spot_price": "0", "gpu": {"number_of_gpus": 1}, "gpu_memory": {"size_in_gigabytes": 48}},
-    {"instance_type": "CPU.4V.16G", "model": "CPU Node", "price_per_hour": "0.05", "spot_price": "0.02",
-     "gpu": {"number_of_gpus": 0}},
-]
-
-
-def test_from_verda_instance_types_with_sdk_availability_shape():
-    avail = [{"location_code": "FIN-01", "availabilities": ["1H100.80S.30V", "1L40S.20V"]},
-             {"location_code": "ICE-01", "availabilities": ["1H100.80S.30V"]}]
-    spot_avail = [{"location_code": "FIN-01", "availabilities": ["1H100.80S.30V"]}]
-    found = from_verda_instance_types(VERDA_TYPES, avail, spot_availability=spot_avail)
-    rows = {(o.instance_type, o.spot, o.location): (o.price_per_hour, o.in_stock, o.gpu.key, o.gpu_count)
-            for o in found}
-    assert rows[("1H100.80S.30V", False, "FIN-01")] == (2.19, True, "H100-SXM", 1)
-    assert rows[("1H100.80S.30V", False, "ICE-01")] == (2.19, True, "H100-SXM", 1)
-    assert rows[("1H100.80S.30V", True, "FIN-01")] == (1.09, True, "H100-SXM", 1)
-    assert rows[("4H100.80S.176V", False, None)] == (8.76, False, "H100-SXM", 4)  # in no location
-    assert ("1L40S.20V", True, "FIN-01") not in rows  # spot price "0": no spot offer
-    assert not any(o.instance_type == "CPU.4V.16G" for o in found)
-    choice = choose(found, 30, gpu_count=1, spot_allowed=True, location="FIN-01")
-    assert (choice.offer.instance_type, choice.offer.spot) == ("1L40S.20V", False)
-    assert choose(found, 60, gpu_count=1, spot_allowed=True).offer.price_per_hour == 1.09
-
-
-@pytest.mark.parametrize("availability", [
-    {"FIN-01": ["1H100.80S.30V"]},  # location -> types
-    {"1H100.80S.30V": ["FIN-01"]},  # type -> locations
-])
-def test_verda_availability_dict_shapes(availability):
-    found = from_verda_instance_types(VERDA_TYPES[:1], availability)
-    assert {(o.location, o.in_stock) for o in found} == {("FIN-01", True)}
-
-
-def test_verda_availability_bool_and_unknown():
-    assert {o.in_stock for o in from_verda_instance_types(VERDA_TYPES[:1], {"1H100.80S.30V": False})} == {False}
-    unknown = from_verda_instance_types(VERDA_TYPES[:1], None)
-    assert {(o.location, o.in_stock) for o in unknown} == {(None, True)}
-
-
-def test_verda_sdk_objects_and_the_emulator(tmp_path):
-    """The real `verda` SDK against the project's Verda emulator: instance types and availability as the SDK
-    returns them (InstanceType objects, spot_price_per_hour floats) parse into offers Trainyard can choose from."""
-    from emulators.verda_api import VerdaEmulator
-    from verda import VerdaClient
-
-    with VerdaEmulator(tmp_path / "verda", ssh=False) as emu:
-        client = VerdaClient("verda_test_id", "verda_test_secret", base_url=emu.base_url)
-        types = client.instance_types.get()
-        found = from_verda_instance_types(types, client.instances.get_availabilities(is_spot=False),
-                                          spot_availability=client.instances.get_availabilities(is_spot=True))
-    assert {type(t).__name__ for t in types} == {"InstanceType"}
-    by_type = {o.instance_type for o in found}
-    assert "1H100.80S.30V" in by_type and "CPU.4V.16G" not in by_type
-    assert all(o.provider == "verda" and o.location for o in found)
-    choice = choose(found, vram.PRESETS["openpi/pi0_libero"].estimate(), gpu_count=1, spot_allowed=True)
-    assert choice.offer.gpu.memory_gb >= 80 and choice.offer.spot
-
-
-def test_verda_sdk_like_objects_without_parseable_names():
-    obj = SimpleNamespace(instance_type="1NEWGPU.12V", model="L40S", name="L40S 48GB", display_name="NVIDIA L40S",
-                          price_per_hour=0.9, spot_price_per_hour=0.3, gpu={"number_of_gpus": 1},
-                          gpu_memory={"size_in_gigabytes": 48})
-    found = from_verda_instance_types([obj])
-    assert {(o.gpu.key, o.spot, o.price_per_hour) for o in found} == {("L40S", False, 0.9), ("L40S", True, 0.3)}
-
-
-def test_runpod_pod_sizes_are_enforced_even_for_live_offers():
-    live = from_runpod_gpu_types(RUNPOD_GPU_TYPES, gpu_count=3)
-    with pytest.raises(ConfigError) as err:
-        choose(live, 10, gpu_count=3)
-    assert err.value.key == "resources.gpu_count" and "use gpu_count 4" in err.value.fix

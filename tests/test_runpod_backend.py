@@ -35,6 +35,9 @@ from pathlib import Path
 import pytest
 
 from helpers.backends.base import LaunchOptions, RunHandle
+from helpers.backends.runpod.api import RunPodApi, SpotUnavailable, client
+from helpers.backends.runpod.pods import RunPodProvider, pod_spec, start_command, tag_of
+from helpers.bundle import bundle_env
 from tests.fixtures_hub import HUB_USER
 from tests.openapi_contract import check
 from tests.webhook import Webhook
@@ -183,10 +186,9 @@ def watch_argv(emu, process: subprocess.Popen) -> str:
 
 
 def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
-    from helpers.backends import runpod_pods
+    from helpers.backends import runpod as runpod_pods
     from helpers.errors import ConfigError
 
-    api = runpod_pods.client()
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 2, "resources.spot": True})
     p = runpod_pods.plan(job)
     assert p["gpu"]["provider_id"] == "NVIDIA GeForce RTX 4090" and p["gpu_count"] == 2 and p["spot"]
@@ -335,7 +337,7 @@ def test_ctrl_c_in_start_command_mode_terminates_the_pod(world):
 
 
 def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):
-    from helpers.backends import runpod_pods
+    from helpers.backends import runpod as runpod_pods
 
     config = world.config("detached", steps=20, pace=0.02, limits={"end_when_done": False})
     assert world.launch(config, detach=True) == 0
@@ -366,7 +368,7 @@ def test_api_errors_are_retried_with_backoff(world, capsys):
     emu.fail_next(1, 500, op="createPod")  # the create fails before doing anything
     emu.fail_next(2, 429, op="getPod")  # the first status polls are rate limited (Retry-After: 1)
     emu.fail_next(1, 503, op="deletePod")  # the terminate fails once
-    from helpers.backends import runpod_pods
+    from helpers.backends import runpod as runpod_pods
 
     job = world.job(config)
     the_plan = runpod_pods.plan(job)
@@ -392,9 +394,8 @@ def test_killed_orchestrator_then_cleanup_leaves_no_pod(world):
     process.send_signal(signal.SIGKILL)
     process.wait()
     # a Trainyard pod whose ledger line was lost, and a pod that is not Trainyard's
-    from helpers.backends import runpod_pods
 
-    api = runpod_pods.client()
+    api = client()
     spec = {"image": "runpod/pytorch", "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1}}
     orphan = api.create({**spec, "name": "python-Nov 1 [ty-lost-abc123]"})["id"]
     other = api.create({**spec, "name": "someone-else"})["id"]
@@ -525,13 +526,12 @@ def test_spot_is_refused_in_one_line_once_graphql_is_gone_and_on_demand_still_ru
 def test_api_errors_a_user_can_act_on(world):
     """401: the key; 410 on REST v2: the API is retired and Trainyard needs updating; a pod RunPod no longer knows
     counts as ended (404)."""
-    from helpers.backends import runpod_pods
     from helpers.errors import ConfigError, ProviderError
 
-    bad = runpod_pods.RunPodApi("rp_wrong_key", world.emu.url)
+    bad = RunPodApi("rp_wrong_key", world.emu.url)
     with pytest.raises(ConfigError, match="RUNPOD_API_KEY: RunPod refused the API key .*401"):
         bad.pods()
-    api = runpod_pods.client()
+    api = client()
     assert api.get("nosuchpod") is None and api.terminate("nosuchpod") is False
     world.emu.rest_gone = True
     with pytest.raises(ProviderError, match="410 Gone .*retired this API .*needs updating"):
@@ -540,8 +540,8 @@ def test_api_errors_a_user_can_act_on(world):
     world.emu.fail_next(1, 400, op="createPod", message="There are no longer any instances available")
     with pytest.raises(ProviderError, match="could not place it .*no capacity"):
         api.create({"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": "NVIDIA L4"}})
-    no_graphql = runpod_pods.RunPodApi(world.emu.api_key, world.emu.url, "http://127.0.0.1:9")  # nothing listens
-    with pytest.raises(runpod_pods.SpotUnavailable, match="resources.spot: .*offers no spot.*is unreachable"):
+    no_graphql = RunPodApi(world.emu.api_key, world.emu.url, "http://127.0.0.1:9")  # nothing listens
+    with pytest.raises(SpotUnavailable, match="resources.spot: .*offers no spot.*is unreachable"):
         no_graphql.spot_gpu_types()
     world.emu.fail_next(1, 402, op="createPod", message="insufficient balance")
     with pytest.raises(ProviderError, match="balance is too low"):
@@ -551,7 +551,7 @@ def test_api_errors_a_user_can_act_on(world):
 
 def test_logs_of_a_start_command_pod_come_through_the_rest_log_stream(world, capsys):
     """A start_command pod has no SSH: `invoke logs RUN` reads the container's output through getPodLogs (SSE)."""
-    from helpers.backends import runpod_pods
+    from helpers.backends import runpod as runpod_pods
 
     config = world.config("streamed", steps=20, pace=0.02, mode="start_command",
                           store=str(world.tmp / "store-streamed"), limits={"end_when_done": False})
@@ -579,7 +579,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     seed's train-act.sh line: dataset eunjuri/<repo_id>, output outputs/train/ACT_<repo_id>, job ACT_<repo_id>,
     policy repo eunjuri/ACT_policy_<repo_id>, the given steps. Created (and terminated) on an emulator whose pods
     run nothing: LeRobot would need its environment and the Hub dataset."""
-    from helpers.backends import runpod_pods
+    from helpers.backends import runpod as runpod_pods
     from helpers.bundle import render_commands, stage_run
     from helpers.workspace import opened
     from helpers.config import load_job
@@ -602,30 +602,30 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     try:
         for key, value in emu.sdk_env(tmp_path).items():
             monkeypatch.setenv(key, value)
-        api = runpod_pods.client()
+        api = client()
         the_plan = runpod_pods.plan(job, LaunchOptions(check_hub=False))  # spot: a Hub store is needed
         offer = the_plan["offer"]
         assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan["bid_per_gpu"] == 0.18
         with opened(env_file=None, runs_dir=tmp_path):
             run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"])
-        pieces = runpod_pods.bundle_env(run_dir)
-        command = runpod_pods.start_command(job, len(pieces))
+        pieces = bundle_env(run_dir)
+        command = start_command(job, len(pieces))
         # the runtime, then its dead-man once more, then a wait: the command never exits (RunPod would restart it)
         assert command.endswith("python3 trainyard_runtime.pyz job.json --mode auto || true; python3 "
                                 "trainyard_runtime.pyz job.json --end-machine || true; exec sleep infinity'")
         env = {"HF_TOKEN": "hf_" + "x" * 34, "WANDB_API_KEY": CANARY, **pieces}
-        spec = runpod_pods.pod_spec(job, offer, "ty-seed-abc123", env=env, docker_args=command)
+        spec = pod_spec(job, offer, "ty-seed-abc123", env=env, docker_args=command)
         assert spec["name"] == f"{job.runpod.name} [ty-seed-abc123]"
         assert (spec["templateId"], "image" in spec, spec["gpu"], spec["args"]) == \
             ("o6u732ibrq", False, {"id": "NVIDIA RTX 2000 Ada Generation", "count": 1}, command)
         pod = api.create_spot(spec, the_plan["bid_per_gpu"])
         view = emu.pod(pod["id"])
         assert view["podType"] == "INTERRUPTABLE" and view["dockerArgs"] == command and CANARY not in command
-        assert runpod_pods.tag_of(view["name"]) == "ty-seed-abc123"
+        assert tag_of(view["name"]) == "ty-seed-abc123"
         document = json.loads((run_dir / "job.json").read_text())
         assert [r["steps"] for r in document["config"]["runs"]] == [1000, 3000]
         assert document["derived"]["deadline_epoch"] is None  # seed default: no timeout
-        provider = runpod_pods.RunPodProvider(api, mode="start_command")
+        provider = RunPodProvider(api, mode="start_command")
         assert provider.find("ty-seed-abc123") == pod["id"]
         provider.terminate(pod["id"])
         assert emu.live_pods() == []

@@ -90,10 +90,10 @@ def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod
     """The launcher's own createPod, with one field injected that REST v2 does not define (GraphQL's name for the
     GPU), is flagged by the check tests/fixtures_runpod.py runs over every emulator's calls; so is an answer shape
     the real API never sends, and a query parameter it does not have."""
-    from helpers.backends import runpod_pods
+    from helpers.backends.runpod.api import RunPodApi
     from tests.openapi_contract import check
 
-    api = runpod_pods.RunPodApi(runpod_emulator.api_key, runpod_emulator.url)
+    api = RunPodApi(runpod_emulator.api_key, runpod_emulator.url)
     body = {"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": GPU, "count": 1}, "disk": 20}
     api.create(body)
     api.create({**body, "gpuTypeId": GPU})

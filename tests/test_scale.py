@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.scale import RunPodWorld, VerdaWorld, invoke, ledger_for
-from helpers.backends.instance_flow import boot_poll_times
+from helpers.backends.lifecycle import boot_poll_times
 from helpers.ledger import Ledger
 
 N = 30

@@ -170,7 +170,7 @@ def cmdlines() -> str:
 
 
 def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
-    from helpers.backends import verda_instances
+    from helpers.backends import verda as verda_instances
 
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 4})
     the_plan = verda_instances.plan(job)
@@ -320,7 +320,7 @@ def test_killed_orchestrator_then_cleanup_leaves_no_instance(world):
     process.send_signal(signal.SIGKILL)
     process.wait()
     # an instance whose ledger line was lost, and one that is not Trainyard's
-    from helpers.backends import verda_instances
+    from helpers.backends import verda as verda_instances
 
     verda = verda_instances.client()
     orphan = verda.instances.create("1A6000.10V", "ubuntu-24.04", "ty-lost-abc123", "ty-lost-abc123", location="FIN-02",
@@ -395,7 +395,7 @@ def test_detached_run_ends_its_own_instance_and_cleanup_settles_the_ledger(world
 
 
 def test_status_logs_fetch_terminate_and_gpus_on_a_detached_run(world, capsys):
-    from helpers.backends import verda_instances as verda
+    from helpers.backends import verda
 
     config = world.config("verbs", steps=100000, pace=0.05)
     assert world.launch(config, detach=True) == 0
@@ -422,7 +422,7 @@ def test_status_logs_fetch_terminate_and_gpus_on_a_detached_run(world, capsys):
 def test_a_refused_create_costs_nothing_and_says_why(world):
     from helpers.errors import ProviderError
 
-    from helpers.backends import verda_instances
+    from helpers.backends import verda as verda_instances
 
     config = world.config("full", steps=10, pace=0)
     job = world.job(config)
@@ -438,7 +438,7 @@ def test_a_refused_create_costs_nothing_and_says_why(world):
 def test_an_instance_that_only_shut_down_still_bills_is_listed_and_cleanup_deletes_it(world):
     """`offline` is not ended (Verda bills a shut-down instance until it is deleted): status lists it with its
     growing cost, and `invoke cleanup` deletes it."""
-    from helpers.backends import verda_instances as verda
+    from helpers.backends import verda
 
     config = world.config("shutdown", steps=100000, pace=0.05)
     assert world.launch(config, detach=True) == 0
@@ -513,7 +513,7 @@ def test_the_account_dead_man_ships_the_credentials_only_to_the_instance_env(wor
 def test_a_207_is_read_per_instance(world):
     """PUT /instances answers 207 when some of its ids failed: the one still booting is reported refused, not taken
     for deleted (the Python SDK would say nothing)."""
-    from helpers.backends import verda_instances as verda
+    from helpers.backends import verda
 
     client = verda.client()
     running = client.instances.create("1A6000.10V", "ubuntu-24.04", "ty-a-aaaaaa", "ty-a-aaaaaa", location="FIN-02",

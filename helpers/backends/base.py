@@ -27,6 +27,11 @@ from typing import Callable, Literal
 from helpers.config import BACKENDS
 
 
+# What `launch` returns (and the task exits with): done, failed, stopped early (time limit, budget), the machine was
+# lost (a spot preemption), interrupted (Ctrl-C, SIGTERM).
+EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+
+
 @dataclass(frozen=True)
 class Descriptor:
     """What the rest of Trainyard knows of a backend, declared once in its own module (`DESCRIPTOR`)."""

@@ -50,8 +50,14 @@ PLACEHOLDER_PREFIXES = ("your", "<")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-DESCRIPTOR = Descriptor("chtc", noun="job", gpus=lambda: gpu_catalog.having("chtc_device_name"),
-                        fallback_offers=offers.chtc_fallback_offers)
+# The CHTC GPU Lab (GPU_FACTS.md §4, CHTC site _data/gpus.yaml of 2025-12-16): GPU -> GPUs per server. Free.
+INVENTORY = (("H100-SXM", 8), ("H200-SXM", 8), ("L40S", 8), ("L40", 10), ("A100-SXM-80GB", 4), ("A100-SXM-40GB", 4),
+             ("RTX-2080-TI", 8), ("P100-PCIE-16GB", 2))
+INVENTORY_AS_OF = "2025-12-16"
+DESCRIPTOR = Descriptor(
+    "chtc", noun="job", gpus=lambda: gpu_catalog.having("chtc_device_name"),
+    fallback_offers=lambda: offers.cluster_offers("chtc", INVENTORY, location="CHTC GPU Lab",
+                                                  source=f"fallback {INVENTORY_AS_OF}"))
 
 @dataclass
 class Settings:

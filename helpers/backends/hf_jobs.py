@@ -168,7 +168,7 @@ def job_command(job, chunks: int, mode: str = "auto") -> str:
 
 def launch(job, plan: dict, options: LaunchOptions) -> int:
     """Record, run_job, follow: 0 done, 1 failed, 3 stopped at the time limit, 130 interrupted (then cancelled)."""
-    from helpers.backends.instance_flow import instance_name
+    from helpers.backends.provider import instance_name
     from helpers.bundle import stage_run
     from helpers.workspace import current
 
@@ -222,7 +222,7 @@ def _find(api, namespace: str, name: str):
 
 def follow(api, namespace: str, job_id: str, name: str, price: float, created: float, ledger, job) -> int:
     """Stream the job's log (secrets redacted) with step and cost so far, until the job ends; record its end."""
-    from helpers.backends.instance_flow import COST_EVERY_S, cost_line
+    from helpers.backends.lifecycle import COST_EVERY_S, cost_line
     from helpers.runtime.progress import step_of
     from helpers.secrets import redact
 
@@ -300,7 +300,7 @@ def cleanup_provider() -> JobsProvider | None:
 
 
 def _entries(run_id: str | None, live_only: bool = True) -> list[dict]:
-    from helpers.backends.instance_flow import ledger_entries
+    from helpers.backends.after_launch import ledger_entries
 
     return ledger_entries(PROVIDER, run_id, live_only=live_only)
 
@@ -308,7 +308,7 @@ def _entries(run_id: str | None, live_only: bool = True) -> list[dict]:
 def status(handle: RunHandle | None = None) -> list[list]:
     """The ledger's HF Jobs (of one run, given its handle), with the stage the Jobs API reports (one list) and the
     cost so far."""
-    from helpers.backends.instance_flow import cost_line
+    from helpers.backends.lifecycle import cost_line
 
     provider = cleanup_provider()
     listed = {i["id"]: i for i in provider.list_instances()} if provider else {}

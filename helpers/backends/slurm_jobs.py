@@ -48,7 +48,12 @@ PLAIN_VALUE = re.compile(r"[A-Za-z0-9._:%/@,=+\-]+")
 
 # --- what the job looks like on SLURM --------------------------------------------------------------
 
-DESCRIPTOR = Descriptor("slurm", noun="job", gpus=gpu_catalog.every, fallback_offers=offers.slurm_fallback_offers)
+# A SLURM cluster's GPUs are site-specific; without better knowledge assume seed 002's `--constraint="a100|h100"`.
+DEFAULT_GPUS = ("A100-SXM-80GB", "H100-SXM")
+DESCRIPTOR = Descriptor(
+    "slurm", noun="job", gpus=gpu_catalog.every,
+    fallback_offers=lambda: offers.cluster_offers("slurm", [(key, 8) for key in DEFAULT_GPUS],
+                                                  source="fallback seed 002 a100|h100"))
 
 def gpu_count(job: JobConfig) -> int:
     """GPUs the job asks for: from `slurm.gres` (gpu:4, gpu:a100:4), else resources.gpu_count; `gres: ""` is none."""

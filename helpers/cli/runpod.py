@@ -133,7 +133,7 @@ def stop(c, run_id=None, pod_id=None, env_file=None):
 @friendly
 def gpus(c, gpu_count=1, spot=True, env_file=None):
     """GPU type ids (what --gpu takes) with memory, prices and stock, live from RunPod."""
-    from helpers.backends import runpod_pods as rp
+    from helpers.backends import runpod as rp
 
     rp.gpus(int(gpu_count), toggle("spot"))
 

@@ -140,7 +140,7 @@ def stop(c, run_id=None, instance_id=None, delete_volume=False, env_file=None):
 @friendly
 def gpus(c, spot=True, location=None, env_file=None):
     """Instance types with GPUs: prices (on-demand and spot) and where each can start now."""
-    from helpers.backends import verda_instances as verda
+    from helpers.backends import verda
 
     verda.gpus(toggle("spot"), location)
 

@@ -1,4 +1,4 @@
-"""The recovery supervisor (helpers/backends/instance_flow.py `supervise`) keeps its promises, with the real SDKs
+"""The recovery supervisor (helpers/backends/recovery.py `supervise`) keeps its promises, with the real SDKs
 against the emulators and `invoke <provider>.train` as the orchestrator:
 
   * a relaunch goes to the same offer if it is in stock, else to the next-cheapest offer of the plan that fits
