@@ -531,3 +531,84 @@ class Flow:
             self.heartbeat.stop()
         if self.remote is not None:
             self.remote.close()
+
+
+class PolledFlow(Flow):
+    """A job that runs by itself once its machine boots (the machine's start command runs the runtime): no SSH; the
+    launcher polls the provider until the machine ends, with the deadline backstop, and a stopped machine is lost
+    (`preempted`), ended (limits.terminate_on_stop) or kept. RunPod's start_command mode is one."""
+
+    def run(self, mode: str, detach: bool) -> int:
+        self.started = True  # the start command runs the job: from now on the pod can end itself
+        if detach:
+            self.detach()
+            return EXIT_DONE
+        return self.watch()
+
+    def watch(self) -> int:
+        """One status call per poll interval (429/5xx: backoff in `call`) until the machine ends."""
+        job, provider, pod_id, noun = self.job, self.provider, self.instance_id, self.provider.noun
+        last_state, last_cost = None, time.monotonic()
+        while True:
+            state, _, _ = call(provider.get, pod_id, what=f"{noun} status")
+            if state != last_state:
+                say(f"{noun} {pod_id}: {self.status_text(state)} ({cost_line(provider.price_per_hour, self.created)})")
+                last_state = state
+            if state == GONE:  # the runtime ended its machine (seed 000: !CMD STOP), or someone else did
+                self.ledger.record(provider.name, self.name, "terminated", instance_id=pod_id, ended=time.time(),
+                                   by=f"the {noun} itself")
+                self.ended = True
+                say(f"{noun} {pod_id} ended itself (or was terminated elsewhere); checkpoints are in {job.store} "
+                    f"({cost_line(provider.price_per_hour, self.created)})")
+                return EXIT_DONE
+            if state == STOPPED:
+                return self.stopped()
+            if state == ERROR:
+                warn(f"{noun} {pod_id} is {self.status_text(state)}: terminating it")
+                self.end(keep_disk=True)
+                return EXIT_FAILED
+            if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
+                verb = "terminating" if job.limits.terminate_on_stop else "stopping"
+                warn(f"time limit ({job.time_limit_seconds:.0f}s + {job.grace_seconds:.0f}s grace) passed and the {noun} "
+                     f"still runs: {verb} it (launcher backstop)")
+                self.end(keep_disk=True, stop_only=not job.limits.terminate_on_stop)
+                return EXIT_STOPPED
+            if time.monotonic() - last_cost >= COST_EVERY_S:
+                last_cost = time.monotonic()
+                say(f"[trainyard] {noun} {pod_id} {state}; {cost_line(provider.price_per_hour, self.created)}")
+            time.sleep(provider.poll_seconds)
+
+    def stopped(self) -> int:
+        """The machine stopped: a spot interruption (lost), or it stopped itself (terminated, or kept with
+        --no-terminate)."""
+        job, pod_id, noun = self.job, self.instance_id, self.provider.noun
+        if self.preempted():
+            warn(f"spot {noun} {pod_id} was interrupted; checkpoints synced so far are in {job.store}. "
+                 "Launch again to resume from there.")
+            self.end(keep_disk=True)
+            return EXIT_LOST
+        if job.limits.terminate_on_stop:  # seed 000 --terminate
+            say(f"{noun} {pod_id} stopped itself: terminating it (limits.terminate_on_stop)")
+            self.end(keep_disk=True)
+            return EXIT_DONE
+        self.ledger.record(self.provider.name, self.name, "stopped", instance_id=pod_id)
+        self.ended = True
+        warn(f"{noun} {pod_id} is stopped and kept (--no-terminate): its volume bills until "
+             f"`invoke {self.provider.name}.stop --run-id {job.run_id}`")
+        return EXIT_DONE
+
+    def detach(self) -> None:
+        self.ended = True  # on purpose: it keeps running
+        ends = "ends itself when the job ends" if self.job.limits.end_when_done else \
+            "keeps running after the job (limits.end_when_done is false)"
+        name = self.provider.name
+        say(f"detached: {self.provider.noun} {self.instance_id} runs at ${self.provider.price_per_hour:.2f}/h and {ends}. "
+            f"Status: invoke {name}.status; end now: invoke {name}.stop --run-id {self.job.run_id}")
+
+    def status_text(self, state: str) -> str:
+        """The machine's state as the provider words it (the lifecycle's state by default)."""
+        return state
+
+    def preempted(self) -> bool:
+        """Whether the machine that stopped was taken away (a spot interruption): lost, to be relaunched."""
+        return False
