@@ -25,10 +25,9 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
-from typing import Any
+from typing import Any, Callable
 
 from helpers import gpus as gpu_catalog
 from helpers import offers as offers_mod
@@ -36,6 +35,52 @@ from helpers import vram
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError
 from helpers.secrets import redact, required_secrets
+
+@dataclass
+class Plan:
+    """What a launch will do, built once per launch by the backend's `plan` and carried to its `launch`: the offer
+    and why, the memory estimate, price, where the checkpoints go, the commands and files, how the machine ends
+    without the laptop. `to_json` is `invoke plan --json` (plan_document); the backends' own extras are typed
+    fields, and so is the cross-cloud choice of `--backend cloud`."""
+
+    backend: str
+    gpu: dict | None = None  # {id, name, memory_gb, provider_id}
+    gpu_count: int = 0
+    price_per_hour: float | None = None
+    spot: bool = False
+    why: str = ""
+    price_source: str | None = None  # "live", "fallback <date>", or None where nothing is priced
+    vram_estimate_gb: float | None = None  # per GPU
+    estimate: dict | None = None  # Sizing.as_dict(); None: the backend chose no offer (see with_estimate)
+    cloud: str | None = None
+    location: str | None = None
+    instance_type: str | None = None
+    candidates: list[dict] = field(default_factory=list)
+    alternatives: list[dict] = field(default_factory=list)
+    hub: dict | None = None  # {status, checked}; None: not checked yet
+    store: str | None = None
+    store_why: str | None = None
+    offer: offers_mod.Offer | None = None  # the chosen offer, to launch
+    relaunch_keys: list[tuple] = field(default_factory=list)  # where a relaunch may go (helpers/backends/recovery.py)
+    commands: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    ends: str | None = None  # how the machine ends without the laptop
+    warnings: list[str] = field(default_factory=list)
+    secrets_missing: list[str] | None = None
+    # the backends' own
+    bid_per_gpu: float | None = None  # RunPod spot
+    image: str | None = None  # Verda: the OS image, or the OS volume it boots from
+    boot_volume: Any = None  # Verda resume_local: the detached OS volume (SDK object)
+    submit: dict | None = None  # CHTC: the submit file's values
+    # `--backend cloud`: the winner among the clouds
+    clouds: list[str] | None = None
+    cloud_why: str | None = None
+    cloud_rows: list[dict] | None = None
+
+    def to_json(self, job) -> dict:
+        """`invoke plan --json`: the same keys as ever."""
+        return plan_document(job, self.backend, self)
+
 
 HUB_TIMEOUT = 10.0  # seconds per Hub request; the Hub answers in well under one
 TABLE_ROWS = 12  # candidate rows in the table output (`--json` has them all)
@@ -409,18 +454,14 @@ def _shape(hub: HubReport, repo: str | None) -> dict[str, int]:
 
 
 def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], list[offers_mod.Offer]] | None = None,
-             token: str | None = None, offline: bool = False) -> dict:
+             token: str | None = None, offline: bool = False) -> Plan:
     """Hub check, memory estimate and the cheapest offer that fits, for `provider` ("runpod", "verda", "chtc",
     "slurm", "local"). `offers`: the provider's live offers, or a function that reads them (called after the input
     checks), None: `offers.fallback_offers(provider)`.
     `token`: HF_TOKEN (None: from .env / the environment). `offline`: no network call at all.
 
-    Returns the plan dict (`plan_document` turns it into JSON): backend, gpu {id, name, memory_gb,
-    provider_id}, gpu_count, vram_estimate_gb (per GPU), estimate {total_gb, parts, explain, params,
-    params_source, method, ...}, price_per_hour, spot, cloud, location, instance_type, price_source, why,
-    candidates [{gpu, gpu_id, memory_gb, gpu_count, price_per_hour, spot, cloud, location, instance_type,
-    in_stock, fits, chosen, reason}], warnings, hub {status, checked}, offer (the chosen `Offer`, to launch).
-    A job that fits nothing, a gated/missing repo or a GPU the provider lacks raise ConfigError (one line)."""
+    Returns the Plan; its candidates are [{gpu, gpu_id, memory_gb, gpu_count, price_per_hour, spot, cloud, location,
+    instance_type, in_stock, fits, chosen, reason}]. A job that fits nothing, a gated/missing repo or a GPU the provider lacks raise ConfigError (one line)."""
     from helpers import stores
 
     warnings = check_offered(job, provider)
@@ -463,30 +504,18 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         kind = "the dated price table" if o.source != "live" else f"{provider} now"
         warnings.append(f"resources.spot is true but {kind} has no spot offer that fits: this plan is ON-DEMAND "
                         f"(${o.price_per_hour:.2f}/h); plan online for live spot prices, or set resources.spot: false")
-    return {
-        "backend": provider,
-        "gpu": {"id": o.gpu.key, "name": o.gpu.label, "memory_gb": o.gpu.memory_gb,
-                "provider_id": o.gpu_type_id or o.instance_type},
-        "gpu_count": o.gpu_count,
-        "vram_estimate_gb": round(est.total_gb, 1) if est is not None else None,
-        "estimate": sizing.as_dict(),
-        "price_per_hour": o.price_per_hour,
-        "spot": o.spot,
-        "cloud": o.cloud,
-        "location": o.location,
-        "instance_type": o.instance_type,
-        "price_source": o.source,
-        "why": why,
-        "candidates": [_row(c, o) for c in rows],
-        "warnings": warnings,
-        "hub": {"status": hub.status, "checked": hub.checked},
-        "store": store.spec,
-        "store_why": store.why,
-        "offer": o,
-        # where a relaunch may go, in plan order: what fits, and what only stock kept out (instance_flow.supervise)
-        "relaunch_keys": [c.offer.key for c in rows if c.fits or c.only_out_of_stock],
-        "alternatives": alternatives(est, o, offers, r.gpu_count, advice, constraints) if est is not None else [],
-    }
+    return Plan(
+        backend=provider,
+        gpu={"id": o.gpu.key, "name": o.gpu.label, "memory_gb": o.gpu.memory_gb, "provider_id": o.gpu_type_id or o.instance_type},
+        gpu_count=o.gpu_count, vram_estimate_gb=round(est.total_gb, 1) if est is not None else None,
+        estimate=sizing.as_dict(), price_per_hour=o.price_per_hour, spot=o.spot, cloud=o.cloud, location=o.location,
+        instance_type=o.instance_type, price_source=o.source, why=why, candidates=[_row(c, o) for c in rows],
+        warnings=warnings, hub={"status": hub.status, "checked": hub.checked}, store=store.spec, store_why=store.why,
+        offer=o,
+        # where a relaunch may go, in plan order: what fits, and what only stock kept out
+        relaunch_keys=[c.offer.key for c in rows if c.fits or c.only_out_of_stock],
+        alternatives=alternatives(est, o, offers, r.gpu_count, advice, constraints) if est is not None else [],
+    )
 
 
 VERY_LARGE_GB = 100  # a chosen card above this (H200, B200, MI300X) is worth comparing with other ways to fit
@@ -580,7 +609,7 @@ def hf_token() -> str | None:
 # ------------------------------------------------------------------------------------------ `invoke plan`
 
 
-def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> dict:
+def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> Plan:
     """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline);
     for "cloud", the cheapest over every cloud backend (`plan_clouds`)."""
     if backend == "cloud":
@@ -591,15 +620,13 @@ def plan_for(job, backend: str, offline: bool = False, token: str | None = None)
     from helpers.backends.base import LaunchOptions
 
     the_plan = backend_module(backend).plan(job, LaunchOptions(offline=offline))
-    the_plan.setdefault("backend", backend)
-    warned = list(the_plan.get("warnings") or [])
-    the_plan["warnings"] = warned + [w for w in offered_warnings if w not in warned]
-    if "vram_estimate_gb" not in the_plan:  # e.g. the local backend: add the estimate and check this machine
+    the_plan.warnings += [w for w in offered_warnings if w not in the_plan.warnings]
+    if the_plan.estimate is None:  # e.g. the local backend: add the estimate and check this machine
         the_plan = with_estimate(job, the_plan, token=token, offline=offline)
-    elif "hub" not in the_plan:  # a backend plan without the Hub check: `invoke plan` still does it
+    elif the_plan.hub is None:  # a backend plan without the Hub check: `invoke plan` still does it
         hub = check_hub(job, token if token is not None or offline else hf_token(), offline)
-        the_plan = {**the_plan, "hub": {"status": hub.status, "checked": hub.checked},
-                    "warnings": list(the_plan.get("warnings") or []) + hub.warnings}
+        the_plan = replace(the_plan, hub={"status": hub.status, "checked": hub.checked},
+                           warnings=the_plan.warnings + hub.warnings)
     return the_plan
 
 
@@ -617,12 +644,12 @@ def usable_clouds() -> tuple[list[str], str | None]:
                           "needs the winner's key in .env")
 
 
-def plan_clouds(job, offline: bool = False) -> dict:
+def plan_clouds(job, offline: bool = False) -> Plan:
     """SkyPilot's optimizer for these clouds: each cloud backend's own plan (live offers, or its dated table
     offline), one ranked table of what fits, by price for the time limit; the winner's plan is the plan. A cloud
     whose plan fails (nothing fits there, its API refused) is listed with why."""
     names, note = usable_clouds()
-    plans: dict[str, dict] = {}
+    plans: dict[str, Plan] = {}
     refused: dict[str, str] = {}
     for name in names:
         try:
@@ -636,41 +663,39 @@ def plan_clouds(job, offline: bool = False) -> dict:
     hours = (job.time_limit_seconds or 0) / 3600
     rows = []
     for name, p in plans.items():
-        for c in p.get("candidates", []):
+        for c in p.candidates:
             if c["fits"]:
                 rows.append({**c, "backend": name, "chosen": False,
                              "cost_for_limit": round(c["price_per_hour"] * hours, 2) if hours else None})
     rows.sort(key=lambda r: (r["price_per_hour"], r["spot"], r["backend"]))
-    winner = min(plans, key=lambda n: (plans[n]["price_per_hour"], n))
+    winner = min(plans, key=lambda n: (plans[n].price_per_hour, n))
     best = plans[winner]
     for r in rows:
-        if r["backend"] == winner and r["gpu_id"] == best["gpu"]["id"] and r["price_per_hour"] == best["price_per_hour"] \
-                and r["spot"] == best["spot"]:
+        if r["backend"] == winner and r["gpu_id"] == best.gpu["id"] and r["price_per_hour"] == best.price_per_hour \
+                and r["spot"] == best.spot:
             r["chosen"] = True
             break
     others = [n for n in plans if n != winner]
     why = (f"{winner}: the cheapest of {len(rows)} fitting offers on {', '.join(plans)}" +
-           (" ($%.2f/h vs %s)" % (best["price_per_hour"], ", ".join("%s $%.2f/h" % (n, plans[n]["price_per_hour"]) for n in others))
+           (" ($%.2f/h vs %s)" % (best.price_per_hour, ", ".join("%s $%.2f/h" % (n, plans[n].price_per_hour) for n in others))
             if others else ""))
-    warnings = list(best.get("warnings") or []) + ([note] if note else []) + \
-        [f"{n} left out: {why_not}" for n, why_not in refused.items()]
-    return {**best, "backend": winner, "cloud_winner": winner, "cloud_why": why, "cloud_rows": rows,
-            "clouds": list(plans), "warnings": warnings}
+    warnings = best.warnings + ([note] if note else []) + [f"{n} left out: {why_not}" for n, why_not in refused.items()]
+    return replace(best, cloud_why=why, cloud_rows=rows, clouds=list(plans), warnings=warnings)
 
 
-def with_estimate(job, the_plan: dict, token: str | None = None, offline: bool = False) -> dict:
+def with_estimate(job, the_plan: Plan, token: str | None = None, offline: bool = False) -> Plan:
     """Add the Hub check and the memory estimate to a plan that has none (this machine: no offers to choose)."""
     if token is None and not offline:
         token = hf_token()
     hub = check_hub(job, token, offline)
     sizing = size_job(job, hub, offline, required=False)
     est = sizing.estimate
-    warnings = list(the_plan.get("warnings", [])) + hub.warnings
-    gpu = dict(the_plan["gpu"]) if the_plan.get("gpu") else None
+    warnings = the_plan.warnings + hub.warnings
+    gpu = dict(the_plan.gpu) if the_plan.gpu else None
     known = gpu_catalog.find(str(gpu.get("name") or gpu.get("id") or "")) if gpu else None
     if gpu and known and not gpu.get("memory_gb"):
         gpu["memory_gb"] = known.memory_gb
-    backend = the_plan.get("backend")
+    backend = the_plan.backend
     where = "this machine's" if backend == "local" else f"{backend}'s"
     if est is not None and known and gpu.get("memory_gb") and gpu["memory_gb"] < est.total_gb:
         warnings.append(f"{where} {gpu['name']} has {gpu['memory_gb']:g} GB; the job needs ~"
@@ -678,57 +703,57 @@ def with_estimate(job, the_plan: dict, token: str | None = None, offline: bool =
     if backend == "local" and not gpu and est is not None and (job.policy.device or "").lower() != "cpu":
         warnings.append(f"no CUDA GPU on this machine: the job (~{math.ceil(est.total_gb)} GB per GPU) would train "
                         "on the CPU; plan another backend with --backend")
-    return {**the_plan, "gpu": gpu, "vram_estimate_gb": round(est.total_gb, 1) if est is not None else None,
-            "estimate": sizing.as_dict(), "warnings": warnings, "hub": {"status": hub.status, "checked": hub.checked}}
+    return replace(the_plan, gpu=gpu, vram_estimate_gb=round(est.total_gb, 1) if est is not None else None,
+                   estimate=sizing.as_dict(), warnings=warnings, hub={"status": hub.status, "checked": hub.checked})
 
 
 # ---------------------------------------------------------------------------------------------- output
 
 
-def plan_document(job, backend: str, the_plan: dict) -> dict:
+def plan_document(job, backend: str, the_plan: Plan) -> dict:
     """The plan as one JSON-ready object (what `invoke plan --json` prints)."""
     from helpers import stores
 
-    store = (stores.StoreChoice(the_plan["store"], the_plan["store_why"]) if the_plan.get("store") else
+    store = (stores.StoreChoice(the_plan.store, the_plan.store_why) if the_plan.store else
              stores.choose(job, backend, recover=job.limits.recover, token=None))  # backends that keep a directory
     hours = (job.time_limit_seconds or 0) / 3600
-    price = the_plan.get("price_per_hour")
+    price = the_plan.price_per_hour
     budget = job.limits.budget_usd
-    commands = the_plan.get("commands") or []
+    commands = the_plan.commands
     return {
         "backend": backend,
         "run_id": job.run_id,
-        "gpu": the_plan.get("gpu"),
-        "gpu_count": the_plan.get("gpu_count"),
-        "vram_estimate_gb": the_plan.get("vram_estimate_gb"),
-        "estimate": the_plan.get("estimate"),
+        "gpu": the_plan.gpu,
+        "gpu_count": the_plan.gpu_count,
+        "vram_estimate_gb": the_plan.vram_estimate_gb,
+        "estimate": the_plan.estimate,
         "price_per_hour": price,
-        "spot": the_plan.get("spot", False),
+        "spot": the_plan.spot,
         "spot_requested": bool(job.resources.spot),
-        "cloud": the_plan.get("cloud"),
-        "location": the_plan.get("location"),
-        "instance_type": the_plan.get("instance_type"),
-        "price_source": the_plan.get("price_source"),
+        "cloud": the_plan.cloud,
+        "location": the_plan.location,
+        "instance_type": the_plan.instance_type,
+        "price_source": the_plan.price_source,
         "time_limit_hours": round(hours, 2) if hours else None,
         "estimated_cost_usd": round(price * hours, 2) if price is not None and hours else None,
         "budget_usd": budget,
         "budget_hours": round(budget / price, 1) if budget and price else None,
-        "why": the_plan.get("why"),
+        "why": the_plan.why,
         "trainer": trainer_line(job, backend),
-        "candidates": the_plan.get("candidates", []),
-        "alternatives": the_plan.get("alternatives", []),
-        "clouds": the_plan.get("clouds"),
-        "cloud_why": the_plan.get("cloud_why"),
-        "cloud_offers": the_plan.get("cloud_rows"),
+        "candidates": the_plan.candidates,
+        "alternatives": the_plan.alternatives,
+        "clouds": the_plan.clouds,
+        "cloud_why": the_plan.cloud_why,
+        "cloud_offers": the_plan.cloud_rows,
         "command": commands[0] if len(commands) == 1 else commands,
-        "files": the_plan.get("files", []),
+        "files": the_plan.files,
         "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
-        "secrets_missing": the_plan.get("secrets_missing"),
-        "ends": the_plan.get("ends"),
+        "secrets_missing": the_plan.secrets_missing,
+        "ends": the_plan.ends,
         "store": store.spec,
         "store_why": store.why,
-        "hub": the_plan.get("hub"),
-        "warnings": the_plan.get("warnings", []),
+        "hub": the_plan.hub,
+        "warnings": the_plan.warnings,
     }
 
 
@@ -760,10 +785,10 @@ def excluded_summary(rows: list[dict]) -> str:
     return ", ".join(f"{n} {label}" for label, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def print_cloud_table(the_plan: dict) -> None:
-    rows = the_plan["cloud_rows"]
+def print_cloud_table(the_plan: Plan) -> None:
+    rows = the_plan.cloud_rows
     shown = rows[:TABLE_ROWS]
-    table(f"offers that fit, over {', '.join(the_plan['clouds'])} (cheapest first)",
+    table(f"offers that fit, over {', '.join(the_plan.clouds)} (cheapest first)",
           ["", "backend", "gpu", "$/h", "for the limit", "spot", "stock", "where"],
           [["→" if r["chosen"] else "", r["backend"], f"{r['gpu_count']}x {r['gpu']}", f"{r['price_per_hour']:.2f}",
             f"${r['cost_for_limit']:.2f}" if r["cost_for_limit"] is not None else "-", "spot" if r["spot"] else "on-demand",
@@ -771,19 +796,19 @@ def print_cloud_table(the_plan: dict) -> None:
            for r in shown])
     if len(rows) > len(shown):
         say(f"  {len(rows) - len(shown)} more that fit (`invoke plan --json` lists them all)")
-    say(f"  chosen: {the_plan['cloud_why']}")
+    say(f"  chosen: {the_plan.cloud_why}")
 
 
-def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
-    doc = plan_document(job, the_plan["backend"], the_plan)
+def print_plan(job, the_plan: Plan, as_json: bool = False) -> dict:
+    doc = the_plan.to_json(job)
     if as_json:
         print(json.dumps(doc, indent=2))
         for line in doc["warnings"]:  # stdout stays one JSON object; people still see these
             print(f"warning: {redact(line)}", file=sys.stderr)
         return doc
-    if the_plan.get("cloud_rows"):
+    if the_plan.cloud_rows:
         print_cloud_table(the_plan)
-    rows = [] if the_plan.get("cloud_rows") else doc["candidates"]
+    rows = [] if the_plan.cloud_rows else doc["candidates"]
     fitting = [c for c in rows if c["fits"]]
     if rows:
         shown = (fitting or rows)[:TABLE_ROWS]
@@ -828,7 +853,7 @@ def print_plan(job, the_plan: dict, as_json: bool = False) -> dict:
         say("  price: free (no charge on this backend)")
     if doc.get("trainer"):
         say(f"  trainer: {doc['trainer']}")
-    for command in the_plan.get("commands") or []:
+    for command in the_plan.commands:
         say(f"  command: {command}")
     say(f"  files: {', '.join(doc['files']) or '-'}")
     missing = doc.get("secrets_missing") or []

@@ -281,10 +281,10 @@ def test_lerobot_jobs_transfer_their_output_folder(tmp_path):
 
 def test_plan_is_free_and_names_the_gpus(tmp_path):
     plan = chtc_condor.plan(load_job(REPO / "configs" / "openpi_pi05_lora.yaml", environ={}))
-    assert plan["price_per_hour"] == 0.0 and plan["backend"] == "chtc"
-    assert "H100" in plan["gpu"]["name"] and "L40S" in plan["gpu"]["name"]
-    assert plan["commands"][0].startswith("uv run scripts/train.py pi05_collab --exp-name=my_run")
-    assert plan["submit"]["gpus_minimum_memory"] == 24576
+    assert plan.price_per_hour == 0.0 and plan.backend == "chtc"
+    assert "H100" in plan.gpu["name"] and "L40S" in plan.gpu["name"]
+    assert plan.commands[0].startswith("uv run scripts/train.py pi05_collab --exp-name=my_run")
+    assert plan.submit["gpus_minimum_memory"] == 24576
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------

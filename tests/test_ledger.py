@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from helpers.ledger import LIVE_STATES, Ledger
 
@@ -60,6 +61,7 @@ def test_compaction_folds_ended_instances_and_keeps_every_live_and_uncertain_one
 COMPACT = "import sys; from helpers.ledger import Ledger; Ledger(sys.argv[1]).compact()"
 
 
+@pytest.mark.slow  # kills a compaction at every point: seconds
 def test_a_compaction_killed_at_any_point_loses_nothing(tmp_path):
     """SIGKILL the compacting process after random delays (before, during and after each write); the view of
     every instance, live or ended, stays what it was, and the next compaction finishes the job."""

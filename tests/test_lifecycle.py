@@ -21,6 +21,7 @@ from helpers.backends.base import EXIT_DONE, EXIT_INTERRUPTED, EXIT_LOST, EXIT_S
 from helpers.backends.lifecycle import HostSpec, run_on_instance
 from helpers.config import validate
 from helpers.errors import ProviderError
+from helpers.planning import Plan
 from helpers.workspace import opened
 from memory_cloud import MemoryCloud, MemoryFlow, MemoryProvider, offer
 
@@ -45,7 +46,7 @@ def launch(cloud: MemoryCloud, job, first=None, *, recover=None, relaunch_to=())
     """run_on_instance as a cloud backend's launch calls it, with the plan's relaunch candidates."""
     first = first or offer()
     spec = HostSpec(remote_dir="/work", ssh_key=None, deadline_epoch=job.launcher_deadline(time.time()))
-    plan = {"relaunch_keys": [o.key for o in (first, *relaunch_to)]}
+    plan = Plan("memcloud", offer=first, relaunch_keys=[o.key for o in (first, *relaunch_to)])
     return run_on_instance(MemoryProvider(cloud, first), job, first, {}, spec, recover=recover, the_plan=plan,
                            flow_class=MemoryFlow)
 

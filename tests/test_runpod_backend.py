@@ -191,15 +191,15 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
 
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 2, "resources.spot": True})
     p = runpod_pods.plan(job)
-    assert p["gpu"]["provider_id"] == "NVIDIA GeForce RTX 4090" and p["gpu_count"] == 2 and p["spot"]
-    assert p["bid_per_gpu"] == 0.29 and p["price_per_hour"] == 0.58  # RTX 4090 community spot: 0.85 x 0.34, per GPU
+    assert p.gpu["provider_id"] == "NVIDIA GeForce RTX 4090" and p.gpu_count == 2 and p.spot
+    assert p.bid_per_gpu == 0.29 and p.price_per_hour == 0.58  # RTX 4090 community spot: 0.85 x 0.34, per GPU
     # the REST catalog once per cloud tier (list prices, pod stock for 2 GPUs), GraphQL once for the spot prices
     assert [c["field"] for c in world.emu.calls] == ["listGpuTypes", "listGpuTypes", "gpuTypes"]
     assert [c["query"] for c in world.emu.calls[:2]] == [
         {"include": "AVAILABILITY", "product": "POD", "count": "2", "cloud": tier} for tier in ("SECURE", "COMMUNITY")]
     world.emu.reset_calls()
     on_demand = runpod_pods.plan(world.job(world.config("plan", 10, 0), **{"resources.cloud": "secure"}))
-    assert not on_demand["spot"] and on_demand["price_per_hour"] == 0.59  # RTX 4090 secure list price
+    assert not on_demand.spot and on_demand.price_per_hour == 0.59  # RTX 4090 secure list price
     assert [c["field"] for c in world.emu.calls] == ["listGpuTypes"]  # no spot asked: no GraphQL at all
 
     with pytest.raises(ConfigError, match="1, 2, 4, 6, 8"):
@@ -215,9 +215,9 @@ def test_plan_live_offers_gpu_counts_gated_model_and_seed_004(world):
     with pytest.raises(ConfigError, match="gated"):
         runpod_pods.plan(gated)
     grpo = runpod_pods.plan(world.job(REPO / "configs/open_r1_grpo.yaml"), LaunchOptions(check_hub=False))
-    assert grpo["gpu"]["id"] in ("L40S", "A100-SXM-80GB", "H100-SXM")
-    assert grpo["gpu"]["memory_gb"] >= grpo["vram_estimate_gb"] and grpo["gpu_count"] == 1
-    assert "--skip-setup" in grpo["commands"][-1] and "reeeon/thinnka:latest" in grpo["why"]
+    assert grpo.gpu["id"] in ("L40S", "A100-SXM-80GB", "H100-SXM")
+    assert grpo.gpu["memory_gb"] >= grpo.vram_estimate_gb and grpo.gpu_count == 1
+    assert "--skip-setup" in grpo.commands[-1] and "reeeon/thinnka:latest" in grpo.why
 
 
 def test_gpus_lists_ids_memory_prices_and_stock(world):
@@ -602,12 +602,13 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
     try:
         for key, value in emu.sdk_env(tmp_path).items():
             monkeypatch.setenv(key, value)
+        monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)  # spot: a Hub store is needed, so a token
         api = client()
-        the_plan = runpod_pods.plan(job, LaunchOptions(check_hub=False))  # spot: a Hub store is needed
-        offer = the_plan["offer"]
-        assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan["bid_per_gpu"] == 0.18
+        the_plan = runpod_pods.plan(job, LaunchOptions(check_hub=False))
+        offer = the_plan.offer
+        assert offer.gpu_type_id == "NVIDIA RTX 2000 Ada Generation" and offer.spot and the_plan.bid_per_gpu == 0.18
         with opened(env_file=None, runs_dir=tmp_path):
-            run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan["price_per_hour"])
+            run_dir = stage_run(job, {"kind": "runpod", "terminate": True}, {}, the_plan.price_per_hour)
         pieces = bundle_env(run_dir)
         command = start_command(job, len(pieces))
         # the runtime, then its dead-man once more, then a wait: the command never exits (RunPod would restart it)
@@ -618,7 +619,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         assert spec["name"] == f"{job.runpod.name} [ty-seed-abc123]"
         assert (spec["templateId"], "image" in spec, spec["gpu"], spec["args"]) == \
             ("o6u732ibrq", False, {"id": "NVIDIA RTX 2000 Ada Generation", "count": 1}, command)
-        pod = api.create_spot(spec, the_plan["bid_per_gpu"])
+        pod = api.create_spot(spec, the_plan.bid_per_gpu)
         view = emu.pod(pod["id"])
         assert view["podType"] == "INTERRUPTABLE" and view["dockerArgs"] == command and CANARY not in command
         assert tag_of(view["name"]) == "ty-seed-abc123"

@@ -19,6 +19,7 @@ from tests.runtime_harness import TOY_TRAINER as TOY, RuntimeRun, toy_job
 from tests.webhook import Webhook
 
 
+@pytest.mark.slow  # real runtime processes for seconds each
 def test_kill_mid_run_then_resume_continues_from_the_synced_step(tmp_path):
     data = toy_job(steps=300, save_freq=20)
     first = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0.03"})
@@ -76,6 +77,7 @@ def test_interrupted_directory_publish_leaves_the_previous_checkpoint(tmp_path):
     assert json.loads((restored / "training_state/training_step.json").read_text()) == {"step": 1}
 
 
+@pytest.mark.slow  # real runtime processes for seconds each
 def test_time_limit_stops_cleanly_with_a_final_sync(tmp_path):
     data = toy_job(steps=100000, save_freq=25, limits={"time_limit": 4})
     run = RuntimeRun(tmp_path, data, env={"TOY_STEP_SECONDS": "0.005"})
@@ -186,6 +188,7 @@ def test_several_runs_in_one_machine_like_seed000(tmp_path):
     assert DirectoryStore(tmp_path / "runs/two/store/y").latest_step() == 30
 
 
+@pytest.mark.slow  # real runtime processes for seconds each
 def test_a_trainer_that_hangs_after_its_last_checkpoint_is_ended_and_the_run_is_done(tmp_path):
     """torch's gloo teardown can wait forever after training (LeRobot 0.6.1, 2 processes): a hung process must not
     keep a rented machine billing. The trainer here writes its last checkpoint, then never exits."""

@@ -82,6 +82,7 @@ def test_scale_worlds_make_what_they_say(tmp_path):
         world.stop()
 
 
+@pytest.mark.slow  # lab-scale lists at 100 ms per call, twice
 @pytest.mark.parametrize("kind", [RunPodWorld, VerdaWorld], ids=["runpod", "verda"])
 def test_a_cleanup_killed_mid_way_is_finished_by_the_next(tmp_path, kind):
     """SIGKILL `invoke cleanup --yes` after its ends went out but before it confirmed them all; the next cleanup

@@ -151,7 +151,7 @@ def test_launchers_and_the_gpu_count_in_the_rendered_commands() -> None:
     assert "launch --num_machines=1" in accelerate
     # LeRobot: the runtime launches accelerate with one process per GPU it sees.
     pi0 = load_job(REPO / "configs" / "pi0.yaml", environ={})
-    (line,) = slurm_jobs.plan(pi0)["commands"]
+    (line,) = slurm_jobs.plan(pi0).commands
     assert "accelerate' launch --multi_gpu --num_processes=4 --mixed_precision=bf16" in line and "lerobot-train" in line
     (line,) = render_commands(slurm_jobs.slurm_job(pi0), 2)
     assert "--num_processes=2" in line

@@ -174,10 +174,10 @@ def test_plan_picks_the_instance_type_for_gpu_model_and_count(world):
 
     job = world.job(world.config("plan", 10, 0), **{"resources.gpu_count": 4})
     the_plan = verda_instances.plan(job)
-    assert the_plan["instance_type"] == "4H100.80S.176V" and the_plan["spot"] is True
-    assert the_plan["price_per_hour"] == 4.0 and the_plan["location"] in ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
+    assert the_plan.instance_type == "4H100.80S.176V" and the_plan.spot is True
+    assert the_plan.price_per_hour == 4.0 and the_plan.location in ("FIN-01", "FIN-02", "FIN-03", "ICE-01")
     on_demand = verda_instances.plan(world.job(world.config("plan", 10, 0), **{"resources.spot": False}))
-    assert on_demand["instance_type"] == "1H100.80S.30V" and not on_demand["spot"] and on_demand["price_per_hour"] == 1.99
+    assert on_demand.instance_type == "1H100.80S.30V" and not on_demand.spot and on_demand.price_per_hour == 1.99
 
 
 def test_seed_001_command_line_prints_the_same_plan_as_the_task(world):

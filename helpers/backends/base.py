@@ -3,7 +3,8 @@ SkyPilot's provisioners (a router that binds each backend's signatures before di
 backend is a module: it declares itself once (`DESCRIPTOR`) and implements these verbs, with these signatures
 exactly (`check_signatures` binds them; the CLI and the top-level tasks reach a backend only through `backend()`):
 
-    plan(job, options=LaunchOptions()) -> dict   what a launch would do: GPU and why, price, command, files, store
+    plan(job, options=LaunchOptions()) -> Plan   what a launch would do: GPU and why, price, command, files, store
+                                                 (helpers.planning.Plan; `to_json` is `invoke plan --json`)
     launch(job, plan, options) -> int            create or submit (the ledger first), ship the runtime, follow it;
                                                  the exit code (0 done, 1 failed, 3 stopped early, 4 lost, 130)
     status(handle=None) -> list[list]            a table of its runs (of one run, given its handle): its rows
@@ -22,9 +23,12 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from helpers.config import BACKENDS
+
+if TYPE_CHECKING:
+    from helpers.planning import Plan
 
 
 # What `launch` returns (and the task exits with): done, failed, stopped early (time limit, budget), the machine was
@@ -66,8 +70,8 @@ class RunHandle:
     native_id: str | None = None  # the backend's id of the run's machine or job, when one is meant
 
 
-def _plan(job, options: LaunchOptions = LaunchOptions()) -> dict: ...
-def _launch(job, plan: dict, options: LaunchOptions) -> int: ...
+def _plan(job, options: LaunchOptions = LaunchOptions()) -> Plan: ...
+def _launch(job, plan: Plan, options: LaunchOptions) -> int: ...
 def _status(handle: RunHandle | None = None) -> list[list]: ...
 def _logs(handle: RunHandle, follow: bool = False) -> None: ...
 def _fetch(handle: RunHandle, dest: str | Path | None = None) -> Path: ...

@@ -27,6 +27,7 @@ from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_sec
 from helpers.bundle import BUNDLE_NAME, build_bundle, job_document, render_commands, write_dotenv, write_job
 from helpers.console import say, warn
 from helpers.errors import ConfigError, ProviderError
+from helpers.planning import Plan
 from helpers.workspace import current
 
 REPO = Path(__file__).resolve().parents[2]
@@ -296,24 +297,18 @@ def render(job, secrets: dict[str, str] | None = None) -> tuple[Path, str, Setti
 # --- verbs ----------------------------------------------------------------------------------------------------
 
 
-def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     s = settings(job, strict=False)
     commands = render_commands(job, s.gpu_count, bin_dir="/opt/venv/bin")
     notes = "; ".join(s.notes)
-    return {
-        "backend": "chtc",
-        "gpu": {"id": "|".join(s.gpu_keys), "name": " or ".join(s.gpu_names), "memory_gb": s.min_gpu_memory_gb},
-        "gpu_count": s.gpu_count,
-        "price_per_hour": 0.0,
-        "spot": False,
-        "why": (f"CHTC GPU Lab (free for UW–Madison research): {s.requirements}, >= {s.gpus_minimum_memory} MB, "
-                f"capability >= {_capability(s.gpus_minimum_capability)}, +GPUJobLength '{s.job_length}' "
-                f"({JOB_LENGTH_HOURS[s.job_length]} h)" + (f"; {notes}" if notes else "")),
-        "commands": commands,
-        "files": [f"{s.run_dir.as_posix()}/{name}" for name in ("train.sub", WRAPPER, BUNDLE_NAME, "job.json")],
-        "submit": s.submit_values(),
-        "warnings": list(s.warnings),
-    }
+    return Plan(
+        "chtc", gpu={"id": "|".join(s.gpu_keys), "name": " or ".join(s.gpu_names), "memory_gb": s.min_gpu_memory_gb},
+        gpu_count=s.gpu_count, price_per_hour=0.0,
+        why=(f"CHTC GPU Lab (free for UW–Madison research): {s.requirements}, >= {s.gpus_minimum_memory} MB, "
+             f"capability >= {_capability(s.gpus_minimum_capability)}, +GPUJobLength '{s.job_length}' "
+             f"({JOB_LENGTH_HOURS[s.job_length]} h)" + (f"; {notes}" if notes else "")),
+        commands=commands, files=[f"{s.run_dir.as_posix()}/{name}" for name in ("train.sub", WRAPPER, BUNDLE_NAME, "job.json")],
+        submit=s.submit_values(), warnings=list(s.warnings))
 
 
 def _placeholder(value: str | None) -> bool:
@@ -329,7 +324,7 @@ def check_submittable(s: Settings) -> None:
         raise ConfigError("chtc.netid", f"'{s.netid}' is a placeholder", "set your NetID, or remove the key to use $USER")
 
 
-def launch(job, plan: dict, options: LaunchOptions) -> int:
+def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Render the run folder and condor_submit it (here, on the access point); elsewhere say what to run there. The
     job id goes into the run folder (submitted.json), so `invoke logs|stop RUN` find the job by its run id. (`mode`:
     the runtime resumes by itself from the store after an eviction; there is no other mode on the pool.)"""

@@ -23,6 +23,7 @@ from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_sec
 from helpers.bundle import BUNDLE_ENV, bundle_env
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
+from helpers.planning import Plan
 
 PROVIDER = "hfjobs"
 RUN_DIR = "trainyard_run"  # in the job's working directory
@@ -118,7 +119,7 @@ def timeout_seconds(job, price_per_hour: float) -> int:
     return int(seconds)
 
 
-def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     """The job Trainyard would run: helpers.planning.plan_gpu on the live flavors (or the dated prices), the
     timeout, the command, what travels where."""
     from helpers.planning import hf_token, plan_gpu
@@ -137,17 +138,17 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
             return fallback_offers()
 
     the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
-    offer = the_plan["offer"]
+    offer = the_plan.offer
     seconds = timeout_seconds(job, offer.price_per_hour)
-    the_plan["commands"] = [f"(the job's command) {job_command(job, 1).replace(f'{BUNDLE_ENV}_0', f'{BUNDLE_ENV}_*')}"]
-    the_plan["files"] = [f"runs/{job.run_id}/trainyard_runtime.pyz + job.json (zipped, base64, in the job's "
+    the_plan.commands = [f"(the job's command) {job_command(job, 1).replace(f'{BUNDLE_ENV}_0', f'{BUNDLE_ENV}_*')}"]
+    the_plan.files = [f"runs/{job.run_id}/trainyard_runtime.pyz + job.json (zipped, base64, in the job's "
                          f"environment {BUNDLE_ENV}_*)", "HF_TOKEN, WANDB_API_KEY as the job's secrets"]
-    the_plan["ends"] = (f"the Jobs server ends it at its timeout ({seconds / 3600:.2f} h: the time limit + "
+    the_plan.ends = (f"the Jobs server ends it at its timeout ({seconds / 3600:.2f} h: the time limit + "
                         f"{job.grace_seconds:.0f} s grace, or what limits.budget_usd buys) and bills per minute; "
                         f"a failed attempt runs again ({job.hfjobs.attempts} attempts) and resumes from the store")
-    the_plan["why"] += f"; flavor {offer.instance_type}, image {job.hfjobs.image}"
+    the_plan.why += f"; flavor {offer.instance_type}, image {job.hfjobs.image}"
     if note:
-        the_plan["warnings"] = [*the_plan.get("warnings", []), note]
+        the_plan.warnings.append(note)
     return the_plan
 
 
@@ -166,14 +167,14 @@ def job_command(job, chunks: int, mode: str = "auto") -> str:
 # -------------------------------------------------------------------------------------------------- launch
 
 
-def launch(job, plan: dict, options: LaunchOptions) -> int:
+def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Record, run_job, follow: 0 done, 1 failed, 3 stopped at the time limit, 130 interrupted (then cancelled)."""
     from helpers.backends.provider import instance_name
     from helpers.bundle import stage_run
     from helpers.workspace import current
 
     api, the_plan, mode, detach = client(), plan, options.mode, options.detach
-    offer = the_plan["offer"]
+    offer = the_plan.offer
     namespace = namespace_of(api, job)
     seconds = timeout_seconds(job, offer.price_per_hour)
     ledger = current().ledger

@@ -38,14 +38,14 @@ class Launch:
     ledger_fields: dict[str, Any] = field(default_factory=dict)  # for the new instance's ledger line
 
 
-def relaunch_offers(offer, the_plan: dict | None, live: list | None) -> list:
+def relaunch_offers(offer, the_plan, live: list | None) -> list:
     """Where a relaunch may go, in order: the same offer if it is in stock now, then the plan's other offers that
     fit (one that was only out of stock at plan time counts too), in stock now, by today's price. `live`: the
     provider's offers now; without them (no hook, or the call failed) only the same offer, as planned."""
     if live is None:
         return [offer]
     keys = [offer.key]
-    for key in (the_plan or {}).get("relaunch_keys") or []:
+    for key in the_plan.relaunch_keys if the_plan else []:
         if tuple(key) not in keys:
             keys.append(tuple(key))
     now = {o.key: o for o in live}

@@ -32,6 +32,7 @@ from helpers.bundle import BUNDLE_NAME, render_commands, stage_run
 from helpers.config import JobConfig, parse_duration, validate
 from helpers.console import say
 from helpers.errors import ConfigError, ProviderError, TrainyardError
+from helpers.planning import Plan
 from helpers.secrets import SECRET_NAMES, redact
 from helpers.workspace import current
 
@@ -236,7 +237,7 @@ def render(job: JobConfig, config_path: str | None = None, script_path: str | No
 
 # --- verbs --------------------------------------------------------------------------------------------
 
-def plan(job: JobConfig, options: LaunchOptions = LaunchOptions()) -> dict:
+def plan(job: JobConfig, options: LaunchOptions = LaunchOptions()) -> Plan:
     """What `submit` would do; no network call (so `offline` changes nothing)."""
     gpus = gpu_count(job)
     s = job.slurm
@@ -252,17 +253,10 @@ def plan(job: JobConfig, options: LaunchOptions = LaunchOptions()) -> dict:
         f"launcher: {LAUNCHER_NOTES[launcher_kind(job)]}",
     ]))
     run = f"runs/{job.run_id}"
-    return {
-        "backend": "slurm",
-        "gpu": {"id": name, "name": name, "memory_gb": None} if gpus else None,
-        "gpu_count": gpus,
-        "price_per_hour": None,
-        "spot": False,
-        "why": why,
-        "commands": render_commands(slurm_job(job), gpus),
-        "files": [f"{run}/{BUNDLE_NAME}", f"{run}/job.json", f"{run}/.env", f"{run}/{script_name(job)}"],
-        "warnings": warnings,
-    }
+    return Plan("slurm", gpu={"id": name, "name": name, "memory_gb": None} if gpus else None, gpu_count=gpus, why=why,
+                commands=render_commands(slurm_job(job), gpus),
+                files=[f"{run}/{BUNDLE_NAME}", f"{run}/job.json", f"{run}/.env", f"{run}/{script_name(job)}"],
+                warnings=warnings)
 
 
 def script_name(job: JobConfig) -> str:
@@ -322,7 +316,7 @@ def submit(job: JobConfig, host_secrets: dict[str, str]) -> dict:
     return record
 
 
-def launch(job: JobConfig, plan: dict, options: LaunchOptions) -> int:
+def launch(job: JobConfig, plan: Plan, options: LaunchOptions) -> int:
     """The contract's launch: submit and say where to follow it; the job runs (and requeues) without us (the runtime
     resumes by itself after a requeue: the mode is always auto)."""
     record = submit(job, host_secrets(job, "slurm"))

@@ -36,8 +36,8 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env
         raise (exc if exc.source or not config else exc.with_source(config)) from None
     finally:
         out.file = saved
-    chosen = the_plan["backend"]  # for --backend cloud: the winner
-    the_plan["secrets_missing"] = sorted(n for n in required_secrets(job, chosen) if not secrets.get(n))
+    chosen = the_plan.backend  # for --backend cloud: the winner
+    the_plan.secrets_missing = sorted(n for n in required_secrets(job, chosen) if not secrets.get(n))
     print_plan(job, the_plan, as_json=json)
 
 
@@ -64,7 +64,7 @@ def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None,
             raise ConfigError("--offline", "a launch needs live offers", "drop --offline, or add --dry-run")
         ranked = plan_clouds(job, offline=offline)
         print_cloud_table(ranked)
-        name = ranked["cloud_winner"]
+        name = ranked.backend
         say(f"launching on {name} (invoke {name}.train)")
     elif name not in clouds():
         raise ConfigError("backend", f"'{name}' is not a cloud backend", f"use invoke {name}.train, or --backend cloud")

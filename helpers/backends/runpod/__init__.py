@@ -6,7 +6,7 @@
     status / logs / fetch / stop / gpus     (`--rehearse`: emulators/rehearsal.py)
 
 The package: api.py (every RunPod API call, in `RunPodApi`), catalog.py (RunPod's answers as offers, its dated price
-table), pods.py (the pod spec and the lifecycle's provider), start_command.py (the run without SSH); this module the
+table), pods.py (the pod spec and the lifecycle's provider), start_command_flow.py (the run without SSH); this module the
 backend's verbs.
 
 Two ways to run the job (`runpod.mode`):
@@ -16,7 +16,7 @@ Two ways to run the job (`runpod.mode`):
   (helpers/backends/lifecycle.py) waits for the pod's `ssh.direct` address (its mapped 22/tcp), uploads
   runs/<run_id>/ (.env with the secrets, mode 0600), starts the runtime detached, streams its log with the progress
   bar and the cost so far, fetches the outputs to runs/<run_id>/outputs and terminates the pod.
-* `start_command` (seed 000). No SSH at all (start_command.py): the bundle and the secrets travel in the pod's
+* `start_command` (seed 000). No SSH at all (start_command_flow.py): the bundle and the secrets travel in the pod's
   environment, the pod's start command runs it, the launcher polls the pod.
 
 Ending (seed 000's options). `limits.end_when_done` (seed: `!CMD STOP`) makes the runtime end its own pod when the
@@ -46,11 +46,12 @@ from helpers.backends.runpod.api import client
 from helpers.backends.runpod.pods import (
     DEFAULT_IMAGE, PROVIDER, RunPodProvider, bid_for, cleanup_provider, default_display_name, gpu_type_id, start_command,
 )
-from helpers.backends.runpod.start_command import StartCommandFlow
+from helpers.backends.runpod.start_command_flow import StartCommandFlow
 from helpers.bundle import BUNDLE_ENV
 from helpers.config import RunpodSection
 from helpers.console import table
 from helpers.errors import ConfigError
+from helpers.planning import Plan
 
 DESCRIPTOR = Descriptor(
     PROVIDER, noun="pod", cloud=True, vanishes="if_spot_or_relaunched", gpus=lambda: gpu_catalog.having("runpod_id"),
@@ -60,7 +61,7 @@ REMOTE_DIR = RunpodSection.model_fields["remote_dir"].default  # where a run liv
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
 
 
-def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     """The pod Trainyard would create: helpers.planning.plan_gpu (gated check, memory estimate, cheapest GPU type
     that fits, counts 1/2/4/6/8) on RunPod's live offers of the wanted kind (spot or on-demand), plus the pod."""
     from helpers.bundle import BUNDLE_NAME, render_commands
@@ -86,20 +87,19 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
 
     the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
-    offer = the_plan["offer"]
+    offer = the_plan.offer
     if offer.spot:
-        bid = bid_for(job, offer)
-        the_plan["bid_per_gpu"] = bid
-        the_plan["price_per_hour"] = round(bid * offer.gpu_count, 4)
+        the_plan.bid_per_gpu = bid_for(job, offer)
+        the_plan.price_per_hour = round(the_plan.bid_per_gpu * offer.gpu_count, 4)
     what = f"image {job.runpod.image}" if job.runpod.image else (
         f"template {job.runpod.template_id}" if job.runpod.template_id else f"image {DEFAULT_IMAGE}")
     limit = job.time_limit_seconds
     ends = (("terminated" if job.limits.terminate_on_stop else "stopped") + " by its runtime when the job ends"
             if job.limits.end_when_done else "kept running after the job (limits.end_when_done false)")
-    the_plan["why"] = (f"{the_plan['why']}; {'spot bid $%.4f/GPU/h' % the_plan['bid_per_gpu'] if offer.spot else 'on-demand'}, "
+    the_plan.why = (f"{the_plan.why}; {'spot bid $%.4f/GPU/h' % the_plan.bid_per_gpu if offer.spot else 'on-demand'}, "
                        f"{what}, mode {job.runpod.mode} ({source}); pod {ends}"
                        + (f"; time limit {limit / 3600:g} h" if limit else "; no time limit"))
-    commands = render_commands(job, the_plan["gpu_count"])
+    commands = render_commands(job, the_plan.gpu_count)
     runtime = f"{job.runpod.python} {BUNDLE_NAME} job.json --mode auto" + (" --skip-setup" if job.runpod.skip_setup else "")
     if job.runpod.mode == "start_command":
         commands.append(f"(pod start command) {start_command(job, 1).replace(f'{BUNDLE_ENV}_0', f'{BUNDLE_ENV}_*')}")
@@ -110,9 +110,9 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
         files = [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env (0600)"]
     ends = ("the runtime terminates it through RunPod's API with the pod's own pod-scoped RUNPOD_API_KEY (RunPod "
             "sets it in every pod; no account key is shipped) at the end of the job, the time limit and the budget")
-    the_plan.update(mode=job.runpod.mode, commands=commands, files=files, ends=ends)
+    the_plan.commands, the_plan.files, the_plan.ends = commands, files, ends
     if note:
-        the_plan["warnings"] = [note, *the_plan.get("warnings", [])]
+        the_plan.warnings.insert(0, note)
     return the_plan
 
 
@@ -138,18 +138,18 @@ def ssh_settings(job) -> tuple[Path, str]:
 # ============================================================================================== launch
 
 
-def launch(job, plan: dict, options: LaunchOptions) -> int:
+def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Create the pod and run the job on it (runpod.mode ssh: the lifecycle's Flow; start_command: StartCommandFlow).
     Returns 0 done, 1 failed, 3 stopped early (time limit), 4 pod lost (spot), 130 interrupted.
     limits.recover (None: on for spot): relaunch a lost pod and resume (helpers/backends/recovery.py, both modes)."""
     api, the_plan = client(), plan
-    offer = the_plan["offer"]
-    price = float(the_plan["price_per_hour"])
+    offer = the_plan.offer
+    price = float(the_plan.price_per_hour)
     fields = {"access": job.runpod.mode, "spot": offer.spot, "gpu": gpu_type_id(offer), "gpu_count": offer.gpu_count,
               "cloud": offer.cloud, "display_name": job.runpod.name or default_display_name()}
     key_path, public = ssh_settings(job) if job.runpod.mode == "ssh" else (None, None)
     provider = RunPodProvider(api, job=job, price_per_hour=price, spot=offer.spot,
-                              bid_per_gpu=the_plan.get("bid_per_gpu"), mode=job.runpod.mode,
+                              bid_per_gpu=the_plan.bid_per_gpu, mode=job.runpod.mode,
                               env={"PUBLIC_KEY": public} if public else {}, poll_seconds=job.runpod.poll_seconds,
                               display=fields["display_name"])
     machine = {"kind": PROVIDER, "terminate": job.limits.terminate_on_stop}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from helpers import gpus as gpu_catalog
@@ -50,6 +51,7 @@ from helpers.backends.verda.provider import PROVIDER, VerdaProvider, cleanup_pro
 from helpers.config import VerdaSection
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
+from helpers.planning import Plan
 from helpers.remote import public_key
 
 CREDENTIALS = ("VERDA_CLIENT_ID", "VERDA_CLIENT_SECRET")
@@ -65,7 +67,7 @@ DEFAULT_KEY_NAME = "trainyard"
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
 
 
-def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
+def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     """The instance Trainyard would rent (helpers.planning.plan_gpu on Verda's live offers): the cheapest instance
     type of the wanted GPU model and count that fits, spot or on-demand as configured (only that kind), in
     verda.location / resources.location, or in the boot volume's location for resume_local (chosen here: the
@@ -102,7 +104,7 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
     location = (boot_volume.location if boot_volume is not None else
-                the_plan.get("location") or job.verda.location or job.resources.location or "FIN-03")
+                the_plan.location or job.verda.location or job.resources.location or "FIN-03")
     image = f"OS volume {boot_volume.id}" if boot_volume is not None else job.verda.image
     runtime = f"{job.verda.python} {BUNDLE_NAME} job.json --mode <mode>" + (" --skip-setup" if job.verda.skip_setup else "")
     if job.verda.deadman == "account":
@@ -112,15 +114,13 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> dict:
     else:
         ends = ("only the launcher deletes it (verda.deadman: launcher): if the launcher dies, it bills until "
                 "`invoke cleanup` — a shut-down Verda instance still bills")
-    the_plan.update(
-        boot_volume=boot_volume, ends=ends, warnings=notes + list(the_plan.get("warnings") or []), location=location, image=image,
-        why=f"{the_plan['instance_type']} in {location}, {image} ({source}); {the_plan['why']}",
-        commands=render_commands(job, the_plan["gpu_count"]) + [f"(on the instance, in {job.verda.remote_dir}) {runtime}"],
+    return replace(
+        the_plan, boot_volume=boot_volume, ends=ends, warnings=notes + the_plan.warnings, location=location, image=image,
+        why=f"{the_plan.instance_type} in {location}, {image} ({source}); {the_plan.why}",
+        commands=render_commands(job, the_plan.gpu_count) + [f"(on the instance, in {job.verda.remote_dir}) {runtime}"],
         files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json",
                f"runs/{job.run_id}/.env (0600{', with VERDA_CLIENT_ID/SECRET' if job.verda.deadman == 'account' else ''})",
-               "train.remote.yaml"],
-    )
-    return the_plan
+               "train.remote.yaml"])
 
 
 # --------------------------------------------------------------------------------------------- SSH keys
@@ -194,25 +194,25 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
 # --------------------------------------------------------------------------------------------- verbs
 
 
-def launch(job, plan: dict, options: LaunchOptions) -> int:
+def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Rent the instance and run the job there (helpers/backends/lifecycle.py); returns the exit code.
     limits.recover (None: on for spot): relaunch a lost instance and resume from the store (helpers/backends/recovery.py)."""
-    the_plan, boot_volume, config_path = plan, plan.get("boot_volume"), options.config_path
+    the_plan, boot_volume, config_path = plan, plan.boot_volume, options.config_path
     verda_client = client()
-    offer = the_plan["offer"]
+    offer = the_plan.offer
     key_name, key_path = ssh_settings(job)
     key_id = ensure_ssh_key(verda_client, key_name, key_path)
     provider = VerdaProvider(
         verda_client, price_per_hour=offer.price_per_hour, instance_type=offer.instance_type, image=job.verda.image,
-        location=the_plan["location"], spot=offer.spot, ssh_key_ids=[key_id], hostname=job.verda.hostname,
+        location=the_plan.location, spot=offer.spot, ssh_key_ids=[key_id], hostname=job.verda.hostname,
         os_volume_gb=job.verda.os_volume_gb, boot_volume_id=boot_volume.id if boot_volume is not None else None,
         poll_seconds=job.verda.poll_seconds)
     spec = HostSpec(
         remote_dir=job.verda.remote_dir, ssh_key=key_path, python=job.verda.python, skip_setup=job.verda.skip_setup,
         extra_files={"train.remote.yaml": Path(config_path)} if config_path else {},
         machine={"kind": PROVIDER, "volume_ids": [], "deadman": job.verda.deadman, "api_base": base_url()},
-        ledger_fields={"instance_type": offer.instance_type, "location": the_plan["location"], "spot": offer.spot,
-                       "image": the_plan["image"]},
+        ledger_fields={"instance_type": offer.instance_type, "location": the_plan.location, "spot": offer.spot,
+                       "image": the_plan.image},
         deadline_epoch=job.launcher_deadline(time.time()))
     return run_on_instance(provider, job, offer, host_secrets(job, PROVIDER), spec, mode=options.mode,
                            detach=options.detach, recover=job.limits.recover, the_plan=the_plan)
