@@ -23,6 +23,7 @@ def rehearsal(job, root: Path | None = None):
 
     from emulators.runpod_api import RunPodEmulator
     from emulators.sshhost import generate_keypair
+    from helpers.backends.base import descriptor
     from helpers.stores import can_vanish
     from helpers.workspace import current, opened
 
@@ -44,7 +45,7 @@ def rehearsal(job, root: Path | None = None):
             job.runpod.ssh_private_key = None
             if job.runpod.python == "python3":
                 job.runpod.python = sys.executable
-            if job.store.startswith("hf://") or can_vanish(job, "runpod", job.limits.recover):
+            if job.store.startswith("hf://") or can_vanish(job, descriptor("runpod"), job.limits.recover):
                 from emulators.hub_server import HubServer
 
                 hub = HubServer(tmp / "hub").start()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from helpers.runtime import lerobot_versions
 
 from helpers.errors import ConfigError
+from helpers.seed_formats import MODEL_TYPES, convert as convert_seed_format, loader as seed_loader
 
 Framework = Literal["lerobot", "openpi", "open_r1", "command"]
 # Every place to run a job: its name (the `backend` key) -> its module in helpers/backends/, which declares it
@@ -33,16 +34,6 @@ BACKENDS = {
 }
 BackendName = Literal[(*BACKENDS, "cloud")]  # cloud: the cheapest of the clouds
 
-# The seeds' model types (seed 000, case-sensitive there) and the LeRobot policy type each one trains.
-MODEL_TYPES = {
-    "ACT": "act",
-    "SmolVLA": "smolvla",
-    "XVLA": "xvla",
-    "pi0": "pi0",
-    "pi05": "pi05",
-    "pi0_fast": "pi0_fast",
-    "GROOT": "groot",
-}
 LEROBOT_POLICY_TYPES = lerobot_versions.ALL_POLICIES  # of every supported release; per release: lerobot.version
 
 
@@ -518,8 +509,6 @@ def _unknown(value: str, choices, what: str) -> str:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file into a dict; the seed formats (RunPod !CMD tags, Verda train.remote.yaml) are converted."""
-    from helpers import seed_formats
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -529,7 +518,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("", f"not a text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)",
                           "pass a YAML job config (examples in configs/)", str(path)) from None
     try:
-        data = yaml.load(text, Loader=seed_formats.loader())
+        data = yaml.load(text, Loader=seed_loader())
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
     except yaml.YAMLError as exc:
@@ -542,7 +531,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError("", "the top level must be a mapping of sections", "see configs/README.md", str(path))
     try:
-        return seed_formats.convert(data)
+        return convert_seed_format(data)
     except ConfigError as exc:
         raise exc.with_source(str(path)) from None
 

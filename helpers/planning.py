@@ -1,6 +1,6 @@
 """What a launch will do, shown before it does it (`--dry-run`, `invoke plan`).
 
-`plan_gpu(job, provider, offers)` is what every cloud or cluster backend's `plan()` calls. In order, cheapest
+`plan_gpu(job, backend, offers)` is what every cloud or cluster backend's `plan()` calls. In order, cheapest
 check first, so nothing that costs money happens for a job that cannot start (and a provider's API is not called
 for a job whose input is wrong: `offers` may be a function, called only after steps 1-4):
 
@@ -14,8 +14,8 @@ for a job whose input is wrong: `offers` may be a function, called only after st
 5. `helpers.offers.choose`: the cheapest offer that holds the estimate and meets every `resources.*`
    constraint; nothing fits -> one line with the smallest change that would.
 
-`plan_for(job, backend)` is what `invoke plan` runs: the backend module's own `plan()` when it exists (so live
-prices are used), else `plan_gpu` on the dated price tables plus the rendered command.
+`plan_gpu` and `plan_of` build a backend's Plan; what `invoke plan` and `--backend cloud` ask of every backend is
+helpers/backend_choice.py (above the backends: it calls them).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Plan:
     hub: dict | None = None  # {status, checked}; None: not checked yet
     store: str | None = None
     store_why: str | None = None
+    secrets_required: list[str] = field(default_factory=list)  # names, for the plan's "secrets" line
     offer: offers_mod.Offer | None = None  # the chosen offer, to launch
     relaunch_keys: list[tuple] = field(default_factory=list)  # where a relaunch may go (helpers/backends/recovery.py)
     commands: list[str] = field(default_factory=list)
@@ -79,7 +80,21 @@ class Plan:
 
     def to_json(self, job) -> dict:
         """`invoke plan --json`: the same keys as ever."""
-        return plan_document(job, self.backend, self)
+        return plan_document(job, self)
+
+
+def plan_of(job, backend, **fields) -> Plan:
+    """A plan that chooses no offer (this machine, a cluster): where its checkpoints go (`stores.choose`: a directory
+    on such backends) and the secrets it needs, with `fields`; `invoke plan` adds the estimate (`with_estimate`)."""
+    from helpers import stores
+
+    store = stores.choose(job, backend, recover=job.limits.recover, token=None)
+    return Plan(backend.name, store=store.spec, store_why=store.why,
+                secrets_required=_secrets_required(job, backend, store.spec), **fields)
+
+
+def _secrets_required(job, backend, store: str) -> list[str]:
+    return sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.startswith("hf://") else [])})
 
 
 HUB_TIMEOUT = 10.0  # seconds per Hub request; the Hub answers in well under one
@@ -91,14 +106,14 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # ------------------------------------------------------------------------------------------- 1. provider GPUs
 
 
-def check_offered(job, provider: str) -> list[str]:
-    """Refuse GPUs the provider never offers (before any API call); warnings for the ones of a list it lacks."""
+def check_offered(job, backend) -> list[str]:
+    """Refuse GPUs the backend (its Descriptor) never offers (before any API call); warnings for the ones of a list it
+    lacks."""
     names = _gpu_names(job)
     if not names:
         return []
-    from helpers.backends.base import descriptor
-
-    offered = descriptor(provider).gpus()
+    provider = backend.name
+    offered = backend.gpus()
     keys = {g.key for g in offered}
     missing = [n for n in names if gpu_catalog.resolve(n).key not in keys]
     if len(missing) == len(names):
@@ -453,31 +468,28 @@ def _shape(hub: HubReport, repo: str | None) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------- 5. choice
 
 
-def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], list[offers_mod.Offer]] | None = None,
+def plan_gpu(job, backend, offers: list[offers_mod.Offer] | Callable[[], list[offers_mod.Offer]] | None = None,
              token: str | None = None, offline: bool = False) -> Plan:
-    """Hub check, memory estimate and the cheapest offer that fits, for `provider` ("runpod", "verda", "chtc",
-    "slurm", "local"). `offers`: the provider's live offers, or a function that reads them (called after the input
-    checks), None: `offers.fallback_offers(provider)`.
+    """Hub check, memory estimate and the cheapest offer that fits, on `backend` (its Descriptor, which a backend's
+    plan passes as its own). `offers`: the backend's live offers, or a function that reads them (called after the
+    input checks), None: its dated price table (`backend.fallback_offers`).
     `token`: HF_TOKEN (None: from .env / the environment). `offline`: no network call at all.
 
     Returns the Plan; its candidates are [{gpu, gpu_id, memory_gb, gpu_count, price_per_hour, spot, cloud, location,
     instance_type, in_stock, fits, chosen, reason}]. A job that fits nothing, a gated/missing repo or a GPU the provider lacks raise ConfigError (one line)."""
     from helpers import stores
 
-    warnings = check_offered(job, provider)
+    provider = backend.name
+    warnings = check_offered(job, backend)
     # where the checkpoints go (refused here, before any network call, when they would not survive the instance)
-    store = stores.choose(job, provider, recover=job.limits.recover, token=token if token is not None else hf_token())
+    store = stores.choose(job, backend, recover=job.limits.recover, token=token if token is not None else hf_token())
     if token is None and not offline:
         token = hf_token()
     hub = check_hub(job, token, offline)
     warnings += hub.warnings
     sizing = size_job(job, hub, offline)
     est = sizing.estimate
-    if offers is None:
-        from helpers.backends.base import descriptor
-
-        offers = descriptor(provider).fallback_offers()
-    offers = list(offers() if callable(offers) else offers)
+    offers = list(backend.fallback_offers() if offers is None else offers() if callable(offers) else offers)
     _check_priced(job, provider, offers)
     r = job.resources
     location = r.location or (job.verda.location if provider == "verda" else None)
@@ -505,7 +517,7 @@ def plan_gpu(job, provider: str, offers: list[offers_mod.Offer] | Callable[[], l
         warnings.append(f"resources.spot is true but {kind} has no spot offer that fits: this plan is ON-DEMAND "
                         f"(${o.price_per_hour:.2f}/h); plan online for live spot prices, or set resources.spot: false")
     return Plan(
-        backend=provider,
+        backend=provider, secrets_required=_secrets_required(job, backend, store.spec),
         gpu={"id": o.gpu.key, "name": o.gpu.label, "memory_gb": o.gpu.memory_gb, "provider_id": o.gpu_type_id or o.instance_type},
         gpu_count=o.gpu_count, vram_estimate_gb=round(est.total_gb, 1) if est is not None else None,
         estimate=sizing.as_dict(), price_per_hour=o.price_per_hour, spot=o.spot, cloud=o.cloud, location=o.location,
@@ -606,83 +618,6 @@ def hf_token() -> str | None:
     return current().secrets.get("HF_TOKEN")
 
 
-# ------------------------------------------------------------------------------------------ `invoke plan`
-
-
-def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> Plan:
-    """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline);
-    for "cloud", the cheapest over every cloud backend (`plan_clouds`)."""
-    if backend == "cloud":
-        return plan_clouds(job, offline=offline)
-    offered_warnings = check_offered(job, backend)  # a GPU the backend never has: refused here, whoever plans
-    from helpers.backends.base import backend as backend_module
-
-    from helpers.backends.base import LaunchOptions
-
-    the_plan = backend_module(backend).plan(job, LaunchOptions(offline=offline))
-    the_plan.warnings += [w for w in offered_warnings if w not in the_plan.warnings]
-    if the_plan.estimate is None:  # e.g. the local backend: add the estimate and check this machine
-        the_plan = with_estimate(job, the_plan, token=token, offline=offline)
-    elif the_plan.hub is None:  # a backend plan without the Hub check: `invoke plan` still does it
-        hub = check_hub(job, token if token is not None or offline else hf_token(), offline)
-        the_plan = replace(the_plan, hub={"status": hub.status, "checked": hub.checked},
-                           warnings=the_plan.warnings + hub.warnings)
-    return the_plan
-
-
-def usable_clouds() -> tuple[list[str], str | None]:
-    """The cloud backends with credentials here; all of them (and a note) when none has any."""
-    from helpers.backends.base import clouds, descriptor
-    from helpers.workspace import current
-
-    names = clouds()
-    secrets = current().secrets
-    keyed = [name for name in names if all(secrets.get(k) for k in descriptor(name).credentials)]
-    if keyed:
-        return keyed, None
-    return list(names), (f"no credentials for any cloud ({', '.join(names)}): ranked from every one; a launch "
-                          "needs the winner's key in .env")
-
-
-def plan_clouds(job, offline: bool = False) -> Plan:
-    """SkyPilot's optimizer for these clouds: each cloud backend's own plan (live offers, or its dated table
-    offline), one ranked table of what fits, by price for the time limit; the winner's plan is the plan. A cloud
-    whose plan fails (nothing fits there, its API refused) is listed with why."""
-    names, note = usable_clouds()
-    plans: dict[str, Plan] = {}
-    refused: dict[str, str] = {}
-    for name in names:
-        try:
-            plans[name] = plan_for(job.model_copy(update={"backend": name}), name, offline=offline)
-        except ConfigError as exc:
-            refused[name] = str(exc)
-    if not plans:
-        first = next(iter(refused.values()))
-        raise ConfigError("resources", f"no cloud can run it: {'; '.join(f'{n}: {why}' for n, why in refused.items())}"
-                          if len(refused) > 1 else first)
-    hours = (job.time_limit_seconds or 0) / 3600
-    rows = []
-    for name, p in plans.items():
-        for c in p.candidates:
-            if c["fits"]:
-                rows.append({**c, "backend": name, "chosen": False,
-                             "cost_for_limit": round(c["price_per_hour"] * hours, 2) if hours else None})
-    rows.sort(key=lambda r: (r["price_per_hour"], r["spot"], r["backend"]))
-    winner = min(plans, key=lambda n: (plans[n].price_per_hour, n))
-    best = plans[winner]
-    for r in rows:
-        if r["backend"] == winner and r["gpu_id"] == best.gpu["id"] and r["price_per_hour"] == best.price_per_hour \
-                and r["spot"] == best.spot:
-            r["chosen"] = True
-            break
-    others = [n for n in plans if n != winner]
-    why = (f"{winner}: the cheapest of {len(rows)} fitting offers on {', '.join(plans)}" +
-           (" ($%.2f/h vs %s)" % (best.price_per_hour, ", ".join("%s $%.2f/h" % (n, plans[n].price_per_hour) for n in others))
-            if others else ""))
-    warnings = best.warnings + ([note] if note else []) + [f"{n} left out: {why_not}" for n, why_not in refused.items()]
-    return replace(best, cloud_why=why, cloud_rows=rows, clouds=list(plans), warnings=warnings)
-
-
 def with_estimate(job, the_plan: Plan, token: str | None = None, offline: bool = False) -> Plan:
     """Add the Hub check and the memory estimate to a plan that has none (this machine: no offers to choose)."""
     if token is None and not offline:
@@ -710,12 +645,9 @@ def with_estimate(job, the_plan: Plan, token: str | None = None, offline: bool =
 # ---------------------------------------------------------------------------------------------- output
 
 
-def plan_document(job, backend: str, the_plan: Plan) -> dict:
+def plan_document(job, the_plan: Plan) -> dict:
     """The plan as one JSON-ready object (what `invoke plan --json` prints)."""
-    from helpers import stores
-
-    store = (stores.StoreChoice(the_plan.store, the_plan.store_why) if the_plan.store else
-             stores.choose(job, backend, recover=job.limits.recover, token=None))  # backends that keep a directory
+    backend = the_plan.backend
     hours = (job.time_limit_seconds or 0) / 3600
     price = the_plan.price_per_hour
     budget = job.limits.budget_usd
@@ -747,11 +679,11 @@ def plan_document(job, backend: str, the_plan: Plan) -> dict:
         "cloud_offers": the_plan.cloud_rows,
         "command": commands[0] if len(commands) == 1 else commands,
         "files": the_plan.files,
-        "secrets_required": sorted({*required_secrets(job, backend), *(["HF_TOKEN"] if store.spec.startswith("hf://") else [])}),
+        "secrets_required": the_plan.secrets_required,
         "secrets_missing": the_plan.secrets_missing,
         "ends": the_plan.ends,
-        "store": store.spec,
-        "store_why": store.why,
+        "store": the_plan.store,
+        "store_why": the_plan.store_why,
         "hub": the_plan.hub,
         "warnings": the_plan.warnings,
     }

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from helpers.errors import ConfigError
 
@@ -33,14 +31,6 @@ class Secrets:
             aliases = " or ".join(SECRET_NAMES.get(name, (name,)))
             raise ConfigError(name, f"missing secret ({why})", f"put {aliases}=... in .env (see .env.example) or export it")
         return value
-
-
-def load_secrets(env_file: str | Path | None = ".env", environ=None) -> Secrets:
-    """For a command line outside a task (SLURM's staging step): the secrets of that .env file and the
-    environment. Inside a task: `helpers.workspace.current().secrets` (the .env parsed once)."""
-    from helpers.workspace import Workspace
-
-    return secrets_from(os.environ if environ is None else environ, Workspace(Path(env_file) if env_file else None).dotenv)
 
 
 def secrets_from(environ, filed: dict[str, str]) -> Secrets:
@@ -82,12 +72,10 @@ REDACTOR = Redactor()
 redact = REDACTOR
 
 
-def required_secrets(job, backend: str) -> dict[str, str]:
-    """Secret name -> why, for this job on this backend (checked before any network call): the backend's own
-    credentials (its DESCRIPTOR) and what the job's store, pushes and loggers need."""
-    from helpers.backends.base import descriptor  # launcher side only: the host never asks
-
-    needed = dict(descriptor(backend).credentials)
+def required_secrets(job, backend) -> dict[str, str]:
+    """Secret name -> why, for this job on this backend (its Descriptor, helpers/backends/base.py; checked before any
+    network call): the backend's own credentials and what the job's store, pushes and loggers need."""
+    needed = dict(backend.credentials)
     if job.store.startswith("hf://"):
         needed["HF_TOKEN"] = f"checkpoints go to {job.store}"
     if job.policy.push_to_hub and (job.policy.repo_id or any(r.policy_repo_id for r in job.runs)):
@@ -97,14 +85,12 @@ def required_secrets(job, backend: str) -> dict[str, str]:
     return needed
 
 
-def check_secrets(job, backend: str, secrets: Secrets) -> dict[str, str]:
+def check_secrets(job, backend, secrets: Secrets) -> dict[str, str]:
     """Fail with one line on the first missing secret; return the ones the host needs in its .env."""
     needed = required_secrets(job, backend)
     for name, why in needed.items():
         secrets.require(name, why)
-    from helpers.backends.base import descriptor
-
     host = {n: secrets.values[n] for n in ("HF_TOKEN", "WANDB_API_KEY") if secrets.get(n)}
-    more = descriptor(backend).host_credentials  # e.g. Verda's dead-man deletes its instance with the account's keys
+    more = backend.host_credentials  # e.g. Verda's dead-man deletes its instance with the account's keys
     host.update({n: secrets.values[n] for n in (more(job) if more else ())})
     return host

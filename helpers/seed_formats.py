@@ -13,8 +13,18 @@ from typing import Any
 
 import yaml
 
-from helpers.config import MODEL_TYPES
 from helpers.errors import ConfigError
+
+# The seeds' model types (seed 000, case-sensitive there) and the LeRobot policy type each one trains.
+MODEL_TYPES = {
+    "ACT": "act",
+    "SmolVLA": "smolvla",
+    "XVLA": "xvla",
+    "pi0": "pi0",
+    "pi05": "pi05",
+    "pi0_fast": "pi0_fast",
+    "GROOT": "groot",
+}
 
 CMD_NAMES = ("HF_LOGIN", "WANDB_LOGIN", "TRAIN", "STOP")
 SEED000_NAMESPACE = "eunjuri"  # the Hub namespace seed 000's train-<model>.sh scripts prefix to bare repo ids

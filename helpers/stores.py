@@ -37,12 +37,10 @@ def check_spec(spec: str | None) -> str | None:
     return spec
 
 
-def can_vanish(job, backend: str, recover: bool | None) -> bool:
+def can_vanish(job, backend, recover: bool | None) -> bool:
     """Whether the instance can be lost with its disk while the run goes on: spot on a cloud backend, or a cloud
-    run that the launcher relaunches (recover None means: on for spot). The backend says which (its DESCRIPTOR)."""
-    from helpers.backends.base import descriptor
-
-    vanishes = descriptor(backend).vanishes
+    run that the launcher relaunches (recover None means: on for spot). The backend (its Descriptor) says which."""
+    vanishes = backend.vanishes
     return vanishes == "always" or (vanishes == "if_spot_or_relaunched" and (bool(job.resources.spot) or recover is True))
 
 
@@ -57,13 +55,13 @@ class StoreChoice:
     default_hub: bool = False  # Trainyard chose a Hub repo: the launch creates it and sets checkpoint.store
 
 
-def choose(job, backend: str, *, recover: bool | None, token: str | None, user: str | None = None) -> StoreChoice:
-    """The store this run would use on `backend`, and why; ConfigError (exit 2) for one that would not survive."""
-    from helpers.backends.base import descriptor
-
+def choose(job, backend, *, recover: bool | None, token: str | None, user: str | None = None) -> StoreChoice:
+    """The store this run would use on `backend` (its Descriptor), and why; ConfigError (exit 2) for one that would not
+    survive."""
     vanishing = can_vanish(job, backend, recover)
-    what = (f"a {descriptor(backend).noun} whose machine goes with it" if descriptor(backend).vanishes == "always" else
-            f"a spot {backend} instance" if job.resources.spot else f"a {backend} instance the launcher relaunches")
+    name = backend.name
+    what = (f"a {backend.noun} whose machine goes with it" if backend.vanishes == "always" else
+            f"a spot {name} instance" if job.resources.spot else f"a {name} instance the launcher relaunches")
     given = job.checkpoint.store
     if given and given.startswith("hf://"):
         return StoreChoice(given, "checkpoint.store: a private Hub repo, outside every machine")
@@ -74,8 +72,8 @@ def choose(job, backend: str, *, recover: bool | None, token: str | None, user: 
                           f"(default hf://<your user>/{job.run_id}-checkpoints)")
     if not vanishing:
         where = {"local": "this machine", "slurm": "the cluster's shared filesystem",
-                 "chtc": "the job's sandbox, transferred back to the access point on eviction"}.get(backend)
-        where = where or f"the {backend} instance's disk (on-demand, not relaunched: it lives as long as the run)"
+                 "chtc": "the job's sandbox, transferred back to the access point on eviction"}.get(name)
+        where = where or f"the {name} instance's disk (on-demand, not relaunched: it lives as long as the run)"
         return StoreChoice(job.store, f"{'checkpoint.store' if given else 'the default'}: a directory on {where}")
     if not token:
         raise ConfigError("checkpoint.store", f"unset, and {what} can vanish with its disk: the checkpoints need a "
@@ -86,7 +84,7 @@ def choose(job, backend: str, *, recover: bool | None, token: str | None, user: 
                        default_hub=True)
 
 
-def settle(job, backend: str, *, recover: bool | None, token: str | None) -> StoreChoice:
+def settle(job, backend, *, recover: bool | None, token: str | None) -> StoreChoice:
     """At launch, before anything is created: the choice made real. A default Hub repo gets the token's user
     (whoami) and is created private now, and `checkpoint.store` names it in the job every host receives."""
     choice = choose(job, backend, recover=recover, token=token)

@@ -16,7 +16,8 @@ import shutil
 import pytest
 
 from helpers.bundle import render_commands
-from helpers.config import MODEL_TYPES, validate
+from helpers.config import validate
+from helpers.seed_formats import MODEL_TYPES
 from helpers.runtime.progress import step_of
 from helpers.runtime.store import HubStore
 from tests.fixtures_hub import HUB_TOKEN, HUB_USER

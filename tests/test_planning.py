@@ -20,7 +20,9 @@ from helpers.config import load_job, validate
 from helpers.errors import ConfigError
 from helpers.gpus import BY_KEY
 from helpers.offers import Offer
-from helpers.planning import Plan, check_hub, hub_repos, plan_for, plan_gpu, size_job
+from helpers.backends.base import descriptor
+from helpers.backend_choice import plan_for
+from helpers.planning import Plan, check_hub, hub_repos, plan_gpu, size_job
 
 REPO = Path(__file__).resolve().parents[1]
 INVOKE = REPO / ".venv/bin/invoke"
@@ -67,16 +69,16 @@ TABLE = [
 
 
 def test_cheapest_offer_that_really_fits_and_why_the_others_lost():
-    small = plan_gpu(job_of(), "runpod", TABLE, offline=True)  # ACT: ~7 GB
+    small = plan_gpu(job_of(), descriptor("runpod"), TABLE, offline=True)  # ACT: ~7 GB
     assert small.gpu["id"] == "RTX-4090" and small.price_per_hour == 0.34 and not small.spot
     spot_row = next(c for c in small.candidates if c["spot"] and c["gpu_id"] == "RTX-4090")
     assert not spot_row["fits"] and "spot" in spot_row["reason"]
 
     # pi05 full at LeRobot's batch 8 in bf16: ~38 GB (16-bit parameters and AdamW states), a 48 GB card, not an 80
-    mid = plan_gpu(job_of(policy={"type": "pi05"}), "runpod", TABLE, offline=True)
+    mid = plan_gpu(job_of(policy={"type": "pi05"}), descriptor("runpod"), TABLE, offline=True)
     assert 24 <= mid.vram_estimate_gb <= 40 and mid.gpu["id"] == "L40S" and mid.price_per_hour == 0.79
 
-    big = plan_gpu(job_of(policy={"type": "pi05"}, training={"batch_size": 48}), "runpod", TABLE, offline=True)
+    big = plan_gpu(job_of(policy={"type": "pi05"}, training={"batch_size": 48}), descriptor("runpod"), TABLE, offline=True)
     est = big.vram_estimate_gb
     assert 50 < est < 80 and big.gpu["memory_gb"] >= est
     assert big.gpu["id"] == "A100-SXM-80GB" and big.price_per_hour == 1.39
@@ -91,46 +93,46 @@ def test_cheapest_offer_that_really_fits_and_why_the_others_lost():
 def test_spot_competes_when_allowed_and_stock_is_respected():
     job = job_of(policy={"type": "pi05"}, training={"batch_size": 48}, resources={"spot": True},
                  checkpoint={"store": "hf://org/pi05-ckpt"})
-    assert plan_gpu(job, "runpod", TABLE, offline=True).gpu["id"] == "A100-SXM-80GB"  # 1.39 < H200 spot 3.05
+    assert plan_gpu(job, descriptor("runpod"), TABLE, offline=True).gpu["id"] == "A100-SXM-80GB"  # 1.39 < H200 spot 3.05
     cheap_spot = TABLE + [offer("H100-SXM", 1.10, spot=True, cloud="community")]
-    p = plan_gpu(job, "runpod", cheap_spot, offline=True)
+    p = plan_gpu(job, descriptor("runpod"), cheap_spot, offline=True)
     assert p.gpu["id"] == "H100-SXM" and p.spot is True and p.price_per_hour == 1.10
     gone = TABLE + [offer("H100-SXM", 1.10, spot=True, cloud="community", in_stock=False, stock="None")]
-    p = plan_gpu(job, "runpod", gone, offline=True)
+    p = plan_gpu(job, descriptor("runpod"), gone, offline=True)
     assert p.gpu["id"] == "A100-SXM-80GB"
     assert any("out of stock" in c["reason"] for c in p.candidates if c["price_per_hour"] == 1.10)
 
 
 def test_constraints_gpu_list_cloud_price_min_vram_location():
     pi05 = {"type": "pi05"}
-    p = plan_gpu(job_of(policy=pi05, resources={"gpu": ["H100", "H200"]}), "runpod", TABLE, offline=True)
+    p = plan_gpu(job_of(policy=pi05, resources={"gpu": ["H100", "H200"]}), descriptor("runpod"), TABLE, offline=True)
     assert p.gpu["id"] == "H100-SXM" and p.price_per_hour == 2.69
-    p = plan_gpu(job_of(policy=pi05, resources={"gpu": "H100 SXM", "cloud": "secure"}), "runpod", TABLE, offline=True)
+    p = plan_gpu(job_of(policy=pi05, resources={"gpu": "H100 SXM", "cloud": "secure"}), descriptor("runpod"), TABLE, offline=True)
     assert p.price_per_hour == 3.99 and p.cloud == "secure"
-    p = plan_gpu(job_of(resources={"min_vram_gb": 40}), "runpod", TABLE, offline=True)  # ACT, but >= 40 GB asked
+    p = plan_gpu(job_of(resources={"min_vram_gb": 40}), descriptor("runpod"), TABLE, offline=True)  # ACT, but >= 40 GB asked
     assert p.gpu["id"] == "L40S" and p.price_per_hour == 0.79
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job_of(policy=pi05, resources={"max_price_per_hour": 0.5}), "runpod", TABLE, offline=True)
+        plan_gpu(job_of(policy=pi05, resources={"max_price_per_hour": 0.5}), descriptor("runpod"), TABLE, offline=True)
     assert "no offer fits" in str(caught.value) and "\n" not in str(caught.value)
     places = [offer("H100-SXM", 2.0, provider="verda", location="FIN-01"),
               offer("H100-SXM", 1.5, provider="verda", location="ICE-01")]
-    p = plan_gpu(job_of(policy=pi05, resources={"location": "FIN-01"}), "verda", places, offline=True)
+    p = plan_gpu(job_of(policy=pi05, resources={"location": "FIN-01"}), descriptor("verda"), places, offline=True)
     assert p.location == "FIN-01" and p.price_per_hour == 2.0
-    p = plan_gpu(job_of(policy=pi05, verda={"location": "FIN-01"}), "verda", places, offline=True)
+    p = plan_gpu(job_of(policy=pi05, verda={"location": "FIN-01"}), descriptor("verda"), places, offline=True)
     assert p.location == "FIN-01"
 
 
 def test_gpu_count_and_multi_gpu_estimate():
-    p = plan_gpu(job_of(policy={"type": "pi05"}, resources={"gpu_count": 2}), "runpod", None, offline=True)
+    p = plan_gpu(job_of(policy={"type": "pi05"}, resources={"gpu_count": 2}), descriptor("runpod"), None, offline=True)
     assert p.gpu_count == 2 and p.estimate["gpu_count"] == 2
     cheapest = min(c["price_per_hour"] for c in p.candidates if c["fits"])
     assert p.price_per_hour == cheapest and all(c["gpu_count"] == 2 for c in p.candidates)
     with pytest.raises(ConfigError, match="gpu_count 4"):
-        plan_gpu(job_of(resources={"gpu_count": 3}), "runpod", None, offline=True)  # RunPod: 1, 2, 4, 6, 8
+        plan_gpu(job_of(resources={"gpu_count": 3}), descriptor("runpod"), None, offline=True)  # RunPod: 1, 2, 4, 6, 8
 
 
 def test_free_clusters_take_the_smallest_gpu_that_fits():
-    p = plan_gpu(job_of(), "chtc", None, offline=True)  # ACT ~7 GB: no need to hold an H200
+    p = plan_gpu(job_of(), descriptor("chtc"), None, offline=True)  # ACT ~7 GB: no need to hold an H200
     fits = [c for c in p.candidates if c["fits"]]
     assert p.price_per_hour == 0 and p.gpu["memory_gb"] == min(c["memory_gb"] for c in fits)
     assert p.gpu["memory_gb"] >= p.vram_estimate_gb and "smallest" in p.why
@@ -168,8 +170,8 @@ def test_parameter_count_sources_and_the_missing_case():
     assert caught.value.key == "model.params" and "--offline" in str(caught.value)
     command = {"framework": "command", "command": {"run": "python x.py"}}
     with pytest.raises(ConfigError, match="model.params"):
-        plan_gpu(validate(command), "runpod", TABLE, offline=True)
-    named = plan_gpu(validate({**command, "resources": {"gpu": "L40S"}}), "runpod", TABLE, offline=True)
+        plan_gpu(validate(command), descriptor("runpod"), TABLE, offline=True)
+    named = plan_gpu(validate({**command, "resources": {"gpu": "L40S"}}), descriptor("runpod"), TABLE, offline=True)
     assert named.gpu["id"] == "L40S" and named.vram_estimate_gb is None
 
 
@@ -194,7 +196,7 @@ def test_hub_repos_of_each_framework():
 def test_gpu_the_backend_does_not_offer_is_refused_before_any_call(gpu, provider):
     job = job_of(resources={"gpu": gpu})
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job, provider, offers=[], offline=True)  # refused before the (empty) offers are looked at
+        plan_gpu(job, descriptor(provider), offers=[], offline=True)  # refused before the (empty) offers are looked at
     line = str(caught.value)
     assert caught.value.key == "resources.gpu" and f"not offered on {provider}" in line and "\n" not in line
     assert f"{provider} offers: " in line and ("H100 SXM" in line)
@@ -203,13 +205,13 @@ def test_gpu_the_backend_does_not_offer_is_refused_before_any_call(gpu, provider
 def test_gpu_in_the_catalog_but_without_a_price_names_what_is_priced():
     job = job_of(resources={"gpu": "RTX 5090"})  # RunPod rents it; the dated table has no price for it
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job, "runpod", None, offline=True)
+        plan_gpu(job, descriptor("runpod"), None, offline=True)
     assert "no runpod offer for RTX 5090 in the dated price table" in str(caught.value)
     assert "RTX 4090" in caught.value.fix
 
 
 def test_one_missing_gpu_of_a_list_is_a_warning():
-    p = plan_gpu(job_of(resources={"gpu": ["RTX 4090", "L40S"]}), "verda", None, offline=True)
+    p = plan_gpu(job_of(resources={"gpu": ["RTX 4090", "L40S"]}), descriptor("verda"), None, offline=True)
     assert p.gpu["id"] == "L40S" and any("RTX 4090 is not offered on verda" in w for w in p.warnings)
 
 
@@ -232,8 +234,8 @@ def test_param_count_from_safetensors_metadata_changes_the_estimate(hub_server):
     count = _tiny_llm(hub_server)
     hub_server.create_repo("org/math", repo_type="dataset")
     job = validate(_r1())
-    offline = plan_gpu(job, "runpod", None, offline=True)
-    online = plan_gpu(job, "runpod", None, token=HUB_TOKEN)
+    offline = plan_gpu(job, descriptor("runpod"), None, offline=True)
+    online = plan_gpu(job, descriptor("runpod"), None, token=HUB_TOKEN)
     assert offline.estimate["params"] == 7e9 and offline.hub["status"] == "offline"
     assert online.estimate["params"] == count and "Hub safetensors metadata of org/tiny-llm" in online.estimate["params_source"]
     assert online.vram_estimate_gb < offline.vram_estimate_gb / 5
@@ -247,7 +249,7 @@ def test_gated_model_without_access_is_one_line_naming_repo_and_fix(hub_server, 
     hub_server.create_repo("org/math", repo_type="dataset")
     hub_server.set_gated("gate-org/llm")
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(validate(_r1("gate-org/llm")), "runpod", None, token=HUB_TOKEN)
+        plan_gpu(validate(_r1("gate-org/llm")), descriptor("runpod"), None, token=HUB_TOKEN)
     line = str(caught.value)
     assert caught.value.key == "open_r1.model" and "'gate-org/llm' is gated" in line and "\n" not in line
     assert f"accept the license at {hub_server.url}/gate-org/llm with the account of HF_TOKEN" in line
@@ -258,7 +260,7 @@ def test_gated_model_without_access_is_one_line_naming_repo_and_fix(hub_server, 
     assert result.stderr.strip().count("\n") == 0 and "accept the license" in result.stderr and "Traceback" not in result.stderr
 
     hub_server.set_gated("gate-org/llm", allowed_users=[HUB_USER])  # licence accepted: the plan goes on
-    assert plan_gpu(validate(_r1("gate-org/llm")), "runpod", None, token=HUB_TOKEN).hub["status"] == "checked"
+    assert plan_gpu(validate(_r1("gate-org/llm")), descriptor("runpod"), None, token=HUB_TOKEN).hub["status"] == "checked"
 
 
 def test_gated_dataset_and_missing_repos(hub_server):
@@ -292,9 +294,9 @@ def test_offline_makes_no_network_call(hub_server, tmp_path):
     hub_server.create_repo("org/math", repo_type="dataset")
     job = validate(_r1())
     hub_server.request_log.clear()
-    assert plan_gpu(job, "verda", None, offline=True).hub["status"] == "offline"
+    assert plan_gpu(job, descriptor("verda"), None, offline=True).hub["status"] == "offline"
     assert hub_server.request_log == []
-    assert plan_gpu(job, "verda", None, offline=False, token=HUB_TOKEN).hub["status"] == "checked"
+    assert plan_gpu(job, descriptor("verda"), None, offline=False, token=HUB_TOKEN).hub["status"] == "checked"
     assert hub_server.request_log  # the same plan online does ask the Hub
 
     path = write(tmp_path, _r1())
@@ -408,7 +410,7 @@ def test_backend_plan_is_called_with_offline(monkeypatch):
         calls.append(options.offline)
         return Plan("runpod", gpu_count=1, vram_estimate_gb=1.0, estimate={}, hub={}, commands=["x"])
 
-    monkeypatch.setattr("helpers.backends.base.backend", lambda name: types.SimpleNamespace(plan=plan))
+    monkeypatch.setattr("helpers.backend_choice.backend_of", lambda name: types.SimpleNamespace(plan=plan))
     assert plan_for(job_of(), "runpod", offline=True).commands == ["x"] and calls == [True]
     assert plan_for(job_of(), "runpod", offline=False).commands == ["x"] and calls == [True, False]
 
@@ -423,7 +425,7 @@ def test_unknown_gpu_keeps_the_users_spelling_and_accepts_numbers():
 
 def test_estimate_is_json_ready():
     job = job_of(policy={"type": "smolvla"})
-    p = plan_gpu(job, "verda", None, offline=True)
+    p = plan_gpu(job, descriptor("verda"), None, offline=True)
     assert json.loads(json.dumps(p.to_json(job)))["estimate"] == p.estimate
     assert p.estimate["preset"] == "smolvla" and p.estimate["params"] == vram.PRESET_PARAMS["smolvla"]
 
@@ -464,13 +466,13 @@ REFUSED = {
 def test_applying_a_refused_plans_advice_gives_a_plan(name):
     data = REFUSED[name]
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(validate(data), "runpod", offline=True)
+        plan_gpu(validate(data), descriptor("runpod"), offline=True)
     proposals = [p for p in caught.value.fix.split(", or ") if p.startswith("set ")]
     assert proposals, caught.value.fix
     for proposal in proposals:
         if proposal.startswith("set ") and " to resources.gpu" not in proposal:
             fixed = apply_advice(data, proposal)
-            planned = plan_gpu(validate(fixed), "runpod", offline=True)  # no ConfigError: the advice converged
+            planned = plan_gpu(validate(fixed), descriptor("runpod"), offline=True)  # no ConfigError: the advice converged
             assert planned.gpu["memory_gb"] >= planned.vram_estimate_gb, (proposal, planned.why)
 
 
@@ -478,21 +480,21 @@ def test_sharding_advice_only_where_the_trainer_receives_it():
     old = {"job": {"name": "p"}, "framework": "lerobot", "dataset": {"repo_id": "a/b"}, "policy": {"type": "pi05"},
            "lerobot": {"version": "0.4.4"}, "training": {"batch_size": 64}, "resources": {"gpu": "RTX 4090", "gpu_count": 2}}
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(validate(old), "runpod", offline=True)
+        plan_gpu(validate(old), descriptor("runpod"), offline=True)
     assert "model.sharding" not in caught.value.fix  # 0.4.4 is launched without DeepSpeed/FSDP
     assert "model.method: lora" not in caught.value.fix  # LeRobot's command line does not take it
 
 
 def test_one_very_large_card_is_shown_beside_the_cheapest_plans_that_fit_differently():
     data = {**REFUSED["Qwen2.5-7B full on H100"], "resources": {}}
-    planned = plan_gpu(validate(data), "runpod", offline=True)
+    planned = plan_gpu(validate(data), descriptor("runpod"), offline=True)
     assert planned.gpu["memory_gb"] > 100  # B200
     kinds = {tuple(a["set"]) for a in planned.alternatives}
     assert ("model.method: lora",) in kinds and any("model.sharding: zero3" in k for k in kinds for k in k)
     for alt in planned.alternatives:
         assert alt["price_per_hour"] > 0 and alt["vram_estimate_gb"] <= 100
         fixed = apply_advice(data, "set " + " and ".join(alt["set"]))
-        again = plan_gpu(validate(fixed), "runpod", offline=True)
+        again = plan_gpu(validate(fixed), descriptor("runpod"), offline=True)
         assert again.price_per_hour == pytest.approx(alt["price_per_hour"]) and again.gpu["name"] == alt["gpu"]
 
 

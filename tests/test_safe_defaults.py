@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.backends.base import descriptor
 from helpers.config import validate
 from helpers.errors import ConfigError
 from helpers.gpus import BY_KEY
@@ -94,7 +95,7 @@ def test_a_directory_store_on_a_vanishing_instance_is_refused_and_kept_where_it_
     # --recover on an on-demand pod relaunches it: the same refusal
     job = validate({**data, "resources": {"spot": False, "gpu": "H100"}, "limits": {"recover": True}})
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job, "runpod", None, token=TOKEN, offline=True)
+        plan_gpu(job, descriptor("runpod"), None, token=TOKEN, offline=True)
     assert "a runpod instance the launcher relaunches" in str(caught.value)
 
 
@@ -169,11 +170,11 @@ def test_the_verda_location_error_names_the_key_that_was_set():
     places = [Offer("verda", BY_KEY["H100-SXM"], 1, 2.0, location="FIN-01")]
     job = validate({**COMMAND_JOB, "resources": {"gpu": "H100"}, "verda": {"location": "ICE-01"}})
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job, "verda", places, offline=True)
+        plan_gpu(job, descriptor("verda"), places, offline=True)
     assert "drop verda.location" in str(caught.value) and "drop resources.location" not in str(caught.value)
     job = validate({**COMMAND_JOB, "resources": {"gpu": "H100", "location": "ICE-01"}})
     with pytest.raises(ConfigError) as caught:
-        plan_gpu(job, "verda", places, offline=True)
+        plan_gpu(job, descriptor("verda"), places, offline=True)
     assert "drop resources.location" in str(caught.value)
 
 

@@ -492,11 +492,13 @@ def test_detach_with_the_launcher_dead_man_is_refused_before_any_api_call(world)
 def test_the_account_dead_man_ships_the_credentials_only_to_the_instance_env(world):
     """verda.deadman: account — the instance's .env (0600) holds the client credentials, the plan says so, and the
     trainer's environment does not have them."""
+    from helpers.backends.base import descriptor
     from helpers.config import load_job
-    from helpers.secrets import check_secrets, load_secrets
+    from helpers.secrets import check_secrets
+    from helpers.workspace import current
 
     config = world.config("creds", steps=5, pace=0.01)
-    host = check_secrets(load_job(config), "verda", load_secrets(None))
+    host = check_secrets(load_job(config), descriptor("verda"), current().secrets)
     assert host["VERDA_CLIENT_SECRET"] == world.emu.client_secret
     plan = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--dry-run")
     out = plan.communicate(timeout=60)[0]

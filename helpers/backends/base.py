@@ -23,12 +23,11 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 from helpers.config import BACKENDS
+from helpers.planning import Plan
 
-if TYPE_CHECKING:
-    from helpers.planning import Plan
 
 
 # What `launch` returns (and the task exits with): done, failed, stopped early (time limit, budget), the machine was
@@ -131,12 +130,12 @@ def clouds() -> tuple[str, ...]:
     return tuple(name for name in BACKENDS if descriptor(name).cloud)
 
 
-def host_secrets(job, name: str) -> dict[str, str]:
+def host_secrets(job, backend: Descriptor) -> dict[str, str]:
     """The secrets the job's host gets (checked: one line for the first missing one), from the workspace."""
     from helpers.secrets import check_secrets
     from helpers.workspace import current
 
-    return check_secrets(job, name, current().secrets)
+    return check_secrets(job, backend, current().secrets)
 
 
 def find_run(run_id: str) -> RunHandle:

@@ -27,7 +27,7 @@ from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_sec
 from helpers.bundle import BUNDLE_NAME, build_bundle, job_document, render_commands, write_dotenv, write_job
 from helpers.console import say, warn
 from helpers.errors import ConfigError, ProviderError
-from helpers.planning import Plan
+from helpers.planning import Plan, plan_of
 from helpers.workspace import current
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,8 +301,8 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     s = settings(job, strict=False)
     commands = render_commands(job, s.gpu_count, bin_dir="/opt/venv/bin")
     notes = "; ".join(s.notes)
-    return Plan(
-        "chtc", gpu={"id": "|".join(s.gpu_keys), "name": " or ".join(s.gpu_names), "memory_gb": s.min_gpu_memory_gb},
+    return plan_of(
+        job, DESCRIPTOR, gpu={"id": "|".join(s.gpu_keys), "name": " or ".join(s.gpu_names), "memory_gb": s.min_gpu_memory_gb},
         gpu_count=s.gpu_count, price_per_hour=0.0,
         why=(f"CHTC GPU Lab (free for UW–Madison research): {s.requirements}, >= {s.gpus_minimum_memory} MB, "
              f"capability >= {_capability(s.gpus_minimum_capability)}, +GPUJobLength '{s.job_length}' "
@@ -328,7 +328,7 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Render the run folder and condor_submit it (here, on the access point); elsewhere say what to run there. The
     job id goes into the run folder (submitted.json), so `invoke logs|stop RUN` find the job by its run id. (`mode`:
     the runtime resumes by itself from the store after an eviction; there is no other mode on the pool.)"""
-    submit_file, _text, s = render(job, host_secrets(job, "chtc"))
+    submit_file, _text, s = render(job, host_secrets(job, DESCRIPTOR))
     check_submittable(s)
     say(f"submit file: {submit_file}")
     if not shutil.which("condor_submit"):

@@ -137,7 +137,7 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
             note = f"planning from the dated price table: {exc}"
             return fallback_offers()
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
+    the_plan = plan_gpu(job, DESCRIPTOR, live, token=hf_token(), offline=offline or not options.check_hub)
     offer = the_plan.offer
     seconds = timeout_seconds(job, offer.price_per_hour)
     the_plan.commands = [f"(the job's command) {job_command(job, 1).replace(f'{BUNDLE_ENV}_0', f'{BUNDLE_ENV}_*')}"]
@@ -185,7 +185,7 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
     fields = {"run_id": job.run_id, "price_per_hour": offer.price_per_hour, "flavor": offer.instance_type,
               "gpu": offer.gpu.label, "gpu_count": offer.gpu_count, "namespace": namespace, "created": created}
     ledger.record(PROVIDER, name, "creating", **fields)
-    secrets = {k: v for k, v in host_secrets(job, PROVIDER).items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
+    secrets = {k: v for k, v in host_secrets(job, DESCRIPTOR).items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
     try:
         info = _call(api.run_job, image=job.hfjobs.image, command=["bash", "-c", job_command(job, len(env), mode)],
                      env=env, secrets=secrets, flavor=offer.instance_type, timeout=seconds,

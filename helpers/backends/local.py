@@ -18,7 +18,7 @@ from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_sec
 from helpers.bundle import BUNDLE_NAME, outputs_here, render_commands, stage_run
 from helpers.console import say, table
 from helpers.follow import follow
-from helpers.planning import Plan
+from helpers.planning import Plan, plan_of
 from helpers.workspace import current
 
 
@@ -37,17 +37,17 @@ def local_gpus() -> list[str]:
 def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     """This machine: no offers to choose (`options.offline` changes nothing here); `invoke plan` adds the estimate."""
     gpus = local_gpus()
-    return Plan("local", gpu={"id": gpus[0], "name": gpus[0], "memory_gb": None} if gpus else None,
-                gpu_count=len(gpus), price_per_hour=0.0,
-                why=f"this machine ({len(gpus)} GPU)" if gpus else "this machine (CPU only)",
-                commands=render_commands(job, len(gpus)),
-                files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env"])
+    return plan_of(job, DESCRIPTOR, gpu={"id": gpus[0], "name": gpus[0], "memory_gb": None} if gpus else None,
+                   gpu_count=len(gpus), price_per_hour=0.0,
+                   why=f"this machine ({len(gpus)} GPU)" if gpus else "this machine (CPU only)",
+                   commands=render_commands(job, len(gpus)),
+                   files=[f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env"])
 
 
 def launch(job, plan: Plan, options: LaunchOptions) -> int:
     """Stage runs/<run_id>/ and run the runtime here; Ctrl-C stops training cleanly (final sync first)."""
     mode = options.mode
-    run_dir = stage_run(job, {"kind": "local"}, host_secrets(job, "local"))
+    run_dir = stage_run(job, {"kind": "local"}, host_secrets(job, DESCRIPTOR))
     say(f"run {job.run_id}: {run_dir}/ (log: runtime.log, status: status.json)")
     process = subprocess.Popen(
         [sys.executable, str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"), f"--mode={mode}"],

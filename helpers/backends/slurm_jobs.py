@@ -32,7 +32,7 @@ from helpers.bundle import BUNDLE_NAME, render_commands, stage_run
 from helpers.config import JobConfig, parse_duration, validate
 from helpers.console import say
 from helpers.errors import ConfigError, ProviderError, TrainyardError
-from helpers.planning import Plan
+from helpers.planning import Plan, plan_of
 from helpers.secrets import SECRET_NAMES, redact
 from helpers.workspace import current
 
@@ -253,10 +253,10 @@ def plan(job: JobConfig, options: LaunchOptions = LaunchOptions()) -> Plan:
         f"launcher: {LAUNCHER_NOTES[launcher_kind(job)]}",
     ]))
     run = f"runs/{job.run_id}"
-    return Plan("slurm", gpu={"id": name, "name": name, "memory_gb": None} if gpus else None, gpu_count=gpus, why=why,
-                commands=render_commands(slurm_job(job), gpus),
-                files=[f"{run}/{BUNDLE_NAME}", f"{run}/job.json", f"{run}/.env", f"{run}/{script_name(job)}"],
-                warnings=warnings)
+    return plan_of(job, DESCRIPTOR, gpu={"id": name, "name": name, "memory_gb": None} if gpus else None,
+                   gpu_count=gpus, why=why, commands=render_commands(slurm_job(job), gpus),
+                   files=[f"{run}/{BUNDLE_NAME}", f"{run}/job.json", f"{run}/.env", f"{run}/{script_name(job)}"],
+                   warnings=warnings)
 
 
 def script_name(job: JobConfig) -> str:
@@ -319,7 +319,7 @@ def submit(job: JobConfig, host_secrets: dict[str, str]) -> dict:
 def launch(job: JobConfig, plan: Plan, options: LaunchOptions) -> int:
     """The contract's launch: submit and say where to follow it; the job runs (and requeues) without us (the runtime
     resumes by itself after a requeue: the mode is always auto)."""
-    record = submit(job, host_secrets(job, "slurm"))
+    record = submit(job, host_secrets(job, DESCRIPTOR))
     say(f"submitted slurm job {record['job_id']} (run {job.run_id}, script {record['script']})")
     say(f"  output: {record['output']}")
     say(f"  follow: invoke slurm.logs --run-id {job.run_id} --follow   status: invoke slurm.status --run-id {job.run_id}")
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = load_job(args.config)
         with opened(args.env_file, args.runs_dir) as workspace:
-            host_secrets = check_secrets(job, "slurm", workspace.secrets)
+            host_secrets = check_secrets(job, DESCRIPTOR, workspace.secrets)
             run_dir = stage(job, host_secrets)
     except TrainyardError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)

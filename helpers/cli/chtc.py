@@ -45,12 +45,13 @@ def render(c, config=None, exp_name=None, set_=None, static=False, env_file=None
         return
     if not config:
         raise ConfigError("--config", "a job config is needed", "pass --config configs/openpi_pi05_lora.yaml (or --static)")
+    from helpers.backends.base import backend
     from helpers.secrets import required_secrets
     from helpers.workspace import current
 
     job = _job(config, exp_name, set_)
     secrets = current().secrets  # the ones the job uses and this shell has go into its .env (0600)
-    found = {n: secrets.get(n) for n in required_secrets(job, "chtc") if n in ("HF_TOKEN", "WANDB_API_KEY") and secrets.get(n)}
+    found = {n: secrets.get(n) for n in required_secrets(job, backend("chtc").DESCRIPTOR) if n in ("HF_TOKEN", "WANDB_API_KEY") and secrets.get(n)}
     submit_file, text, settings = chtc_condor.render(job, secrets=found)
     sys.stdout.write(redact(text))
     for note in settings.notes:

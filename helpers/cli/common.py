@@ -177,15 +177,16 @@ def launch(backend_name: str, job, options, dry_run: bool = False) -> int:
 
     module = backend(backend_name)
     secrets = current().secrets
-    check_secrets(job, backend_name, secrets)
+    described = descriptor(backend_name)
+    check_secrets(job, described, secrets)
     the_plan = module.plan(job, options)
     print_plan(job, the_plan)
     if dry_run:
         return 0
-    if descriptor(backend_name).cloud and the_plan.price_source != "live":  # no network, or no keys
+    if described.cloud and the_plan.price_source != "live":  # no network, or no keys
         why = (the_plan.warnings or ["the dated price table"])[0]
         raise ProviderError(f"no live {backend_name} offers ({why}): nothing was created")
-    settle(job, backend_name, recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
+    settle(job, described, recover=job.limits.recover, token=secrets.get("HF_TOKEN"))
     return module.launch(job, the_plan, options)
 
 

@@ -20,7 +20,9 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env
 
     from helpers.console import console
     from helpers.errors import ConfigError
-    from helpers.planning import plan_for, print_plan
+    from helpers.backend_choice import plan_for
+    from helpers.backends.base import descriptor
+    from helpers.planning import print_plan
     from helpers.secrets import required_secrets
     from helpers.workspace import current
 
@@ -37,7 +39,7 @@ def plan(c, config=None, backend=None, json=False, offline=False, set_=None, env
     finally:
         out.file = saved
     chosen = the_plan.backend  # for --backend cloud: the winner
-    the_plan.secrets_missing = sorted(n for n in required_secrets(job, chosen) if not secrets.get(n))
+    the_plan.secrets_missing = sorted(n for n in required_secrets(job, descriptor(chosen)) if not secrets.get(n))
     print_plan(job, the_plan, as_json=json)
 
 
@@ -55,7 +57,8 @@ def train(c, config=None, backend=None, dry_run=False, offline=False, set_=None,
     from helpers.cli.common import launch
     from helpers.console import say
     from helpers.errors import ConfigError
-    from helpers.planning import plan_clouds, print_cloud_table
+    from helpers.backend_choice import plan_clouds
+    from helpers.planning import print_cloud_table
 
     job = load(config, backend=backend, **{k.replace(".", "__"): v for k, v in parse_sets(set_).items()})
     name = job.backend

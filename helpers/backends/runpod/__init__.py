@@ -85,7 +85,7 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
         pool, read["source"] = catalog.offers(api, job, offline=offline or api is None or bool(down))
         return pool
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
+    the_plan = plan_gpu(job, DESCRIPTOR, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
     offer = the_plan.offer
     if offer.spot:
@@ -156,7 +156,7 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
     spec = HostSpec(remote_dir=job.runpod.remote_dir, ssh_key=key_path, python=job.runpod.python,
                     skip_setup=job.runpod.skip_setup, machine=machine, ledger_fields=fields,
                     deadline_epoch=job.launcher_deadline(time.time()))
-    return run_on_instance(provider, job, offer, host_secrets(job, PROVIDER), spec, mode=options.mode,
+    return run_on_instance(provider, job, offer, host_secrets(job, DESCRIPTOR), spec, mode=options.mode,
                            detach=options.detach, recover=job.limits.recover, the_plan=the_plan,
                            flow_class=Flow if job.runpod.mode == "ssh" else StartCommandFlow)
 

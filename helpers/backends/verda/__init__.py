@@ -101,7 +101,7 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
         pool = [o for o in pool if o.spot == job.resources.spot]
         return [o for o in pool if o.location in (None, boot_volume.location)] if boot_volume is not None else pool
 
-    the_plan = plan_gpu(job, PROVIDER, live, token=hf_token(), offline=offline or not options.check_hub)
+    the_plan = plan_gpu(job, DESCRIPTOR, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
     location = (boot_volume.location if boot_volume is not None else
                 the_plan.location or job.verda.location or job.resources.location or "FIN-03")
@@ -214,7 +214,7 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
         ledger_fields={"instance_type": offer.instance_type, "location": the_plan.location, "spot": offer.spot,
                        "image": the_plan.image},
         deadline_epoch=job.launcher_deadline(time.time()))
-    return run_on_instance(provider, job, offer, host_secrets(job, PROVIDER), spec, mode=options.mode,
+    return run_on_instance(provider, job, offer, host_secrets(job, DESCRIPTOR), spec, mode=options.mode,
                            detach=options.detach, recover=job.limits.recover, the_plan=the_plan)
 
 
