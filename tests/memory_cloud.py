@@ -51,6 +51,7 @@ class MemoryCloud:
     lose_create_answers: int = 0  # creates that make the machine but raise Transient, as a dropped answer does
     refuse_creates: set[str] = field(default_factory=set)  # offer locations whose creates are refused
     failing_terminates: int = 0  # terminates that raise Transient before one goes through; -1: never goes through
+    ssh: tuple[str, int] | None = None  # the address a running machine reports (for the SSH flow)
     ledger: object = None  # the workspace's ledger: create() records what it held when it was called
     machines: dict[str, Machine] = field(default_factory=dict)
     calls: list[tuple] = field(default_factory=list)
@@ -96,7 +97,7 @@ class MemoryProvider(Provider, FindsByName, Stops, Relaunches):
                 return InstanceInfo(STOPPED, None, None)
             machine.ended = True
             return InstanceInfo(GONE, None, None)
-        return InstanceInfo(RUNNING, None, None)
+        return InstanceInfo(RUNNING, *(self.cloud.ssh or (None, None)))
 
     def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
         cloud = self.cloud

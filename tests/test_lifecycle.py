@@ -12,13 +12,14 @@ import _thread
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
 import pytest
 
 from helpers.backends.base import EXIT_DONE, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED
-from helpers.backends.lifecycle import HostSpec, run_on_instance
+from helpers.backends.lifecycle import Flow, HostSpec, run_on_instance
 from helpers.config import validate
 from helpers.errors import ProviderError
 from helpers.planning import Plan
@@ -42,13 +43,13 @@ def job_of(**limits):
                      "training": {"steps": 100, "save_freq": 10}, "limits": {"grace_s": 0, **limits}})
 
 
-def launch(cloud: MemoryCloud, job, first=None, *, recover=None, relaunch_to=()) -> int:
+def launch(cloud: MemoryCloud, job, first=None, *, recover=None, relaunch_to=(), flow_class=MemoryFlow) -> int:
     """run_on_instance as a cloud backend's launch calls it, with the plan's relaunch candidates."""
     first = first or offer()
     spec = HostSpec(remote_dir="/work", ssh_key=None, deadline_epoch=job.launcher_deadline(time.time()))
     plan = Plan("memcloud", offer=first, relaunch_keys=[o.key for o in (first, *relaunch_to)])
     return run_on_instance(MemoryProvider(cloud, first), job, first, {}, spec, recover=recover, the_plan=plan,
-                           flow_class=MemoryFlow)
+                           flow_class=flow_class)
 
 
 def history(workspace) -> list[dict]:
@@ -104,6 +105,21 @@ def test_the_deadline_backstop_ends_a_machine_that_runs_past_the_time_limit(work
     started = time.monotonic()
     assert launch(cloud, job_of(time_limit=0.5, grace_s=0.3)) == EXIT_STOPPED
     assert 0.8 <= time.monotonic() - started < 5 and cloud.live() == []
+
+
+def test_a_machine_whose_ssh_never_answers_is_ended_at_the_deadline_in_one_line(workspace):
+    """The launcher's deadline holds while it connects: a machine that boots but never opens SSH (a broken image, a
+    dead sshd) is ended at the time limit + grace, not after ssh_timeout_s (ten minutes), with one line."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens here once the socket is closed
+    cloud = MemoryCloud(ledger=workspace.ledger, endings={"here": "hang"}, ssh=("127.0.0.1", port))
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match=r"never answered on SSH at 127.0.0.1:\d+ \(the time limit passed\)"):
+        launch(cloud, job_of(time_limit=1.0, grace_s=0.5), recover=False, flow_class=Flow)
+    assert time.monotonic() - started < 1.5 + 5  # the deadline plus a bounded allowance (one more SSH try, the end)
+    (name,) = {e["id"] for e in history(workspace)}
+    assert states_of(workspace, name)[-1] == "terminated" and cloud.live() == []
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])

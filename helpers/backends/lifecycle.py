@@ -315,11 +315,9 @@ class Flow:
 
     # --- the steps ----------------------------------------------------------------------------------
     def run(self, mode: str, detach: bool) -> int:
-        from helpers.remote import Remote
-
         host, port = self.wait_for_ssh()
         say(f"instance running at {host}:{port}; connecting over SSH ...")
-        self.remote = Remote(host, port, self.spec.ssh_user, self.spec.ssh_key).connect(self.spec.ssh_timeout_s)
+        self.remote = self.connect(host, port)
         self.remote.upload_run(self.run_dir, self.spec.remote_dir, self.spec.extra_files)
         args = ["--mode", mode] + (["--skip-setup"] if self.spec.skip_setup else [])
         heartbeat = posixpath.join(self.spec.remote_dir, HEARTBEAT_NAME)
@@ -354,6 +352,22 @@ class Flow:
             if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
                 raise ProviderError(f"instance {self.name}: the time limit passed before it was reachable")
         raise AssertionError("boot_poll_times never ends")
+
+    def connect(self, host: str, port: int):
+        """SSH to the new instance for `ssh_timeout_s` at most (a broken image or a dead sshd) and never past the
+        launcher's deadline; a machine that does not answer is then ended (by the lifecycle) in one line."""
+        from helpers.remote import Remote, RemoteError
+
+        wait = self.spec.ssh_timeout_s
+        if self.spec.deadline_epoch:
+            wait = max(1.0, min(wait, self.spec.deadline_epoch - time.time()))
+        try:
+            return Remote(host, port, self.spec.ssh_user, self.spec.ssh_key).connect(wait)
+        except RemoteError as exc:
+            why = ("the time limit passed" if self.spec.deadline_epoch and time.time() >= self.spec.deadline_epoch
+                   else f"no answer in {wait:.0f}s (ssh_timeout_s)")
+            raise ProviderError(f"instance {self.name} never answered on SSH at {host}:{port} ({why}): ending it "
+                                f"— {str(exc).split(': ', 1)[-1][:200]}") from None
 
     def follow(self, pid: int) -> str:
         """Stream the log with the progress bar until the run ends; 'done'/'failed'/'stopped'/'crashed'/'lost'."""
