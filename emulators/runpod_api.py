@@ -1,13 +1,16 @@
 """A local RunPod API for tests and --rehearse: REST API v2 (what Trainyard uses) and GraphQL (spot only, and the
 `runpod` SDK's own calls), over the same pods.
 
-REST v2 (RunPod's OpenAPI file, ../shared/reference/runpod-rest-v2.openapi.json, is the contract [DOC]), served from
+REST v2 (RunPod's OpenAPI file, tests/reference/runpod-rest-v2.openapi.json, is the contract [DOC]), served from
 the root (`RUNPOD_REST_URL=<emulator.url>`): listGpuTypes (`GET /v2/catalog/gpus`, with include=AVAILABILITY&product=POD
 the stock for `count` GPUs in `cloud`), createPod, listPods, getPod, deletePod, podAction and getPodLogs (SSE). Errors
 are RFC 7807 objects {title, status, detail, errors?}; 429 carries Retry-After. The tests check every REST exchange
 against the file's schemas (tests/openapi_contract.py); what the file leaves open is tagged [INF] where it is decided.
-Inside a pod RUNPOD_API_KEY is a key scoped to that pod [DOC]: here it may act on its own pod (podAction) and
-nothing else (what else a real pod-scoped key may do is [INF]).
+Inside a pod RUNPOD_API_KEY is a key scoped to that pod [DOC]; what it may do is documented nowhere. Here, by
+default, it may read and act on its own pod (getPod, podAction) on REST v2 [INF], and on GraphQL it works as its
+account's (runpodctl's `remove pod` sends podTerminate with it [SRC]) [INF scope]; nothing else. Both readings are
+switches, so every money test runs under the other one too: `pod_key_rest = False` refuses it on REST v2 with 403
+(one community report of a 403 [3P]), `pod_key_graphql = False` refuses it on GraphQL [INF].
 
 GraphQL (`RUNPOD_API_BASE_URL=<emulator.api_base>`; the SDK appends /graphql; `runpod.api_key = <emulator.api_key>`,
 HOME isolated so ~/.runpod/config.toml is not picked up; CLOUD_APIS.md Part 1): every request body is parsed by
@@ -387,6 +390,8 @@ class RunPodEmulator:
         self.restart_delay_s = restart_delay_s    # a container whose command exited starts again after this [INF]
         self.graphql_gone = False                 # True: /graphql answers 410 Gone (RunPod retires it in 2027 [DOC])
         self.rest_gone = False                    # True: /v2 answers 410 Gone (how a retired API answers is INF)
+        self.pod_key_rest = True                  # False: a pod-scoped key gets 403 on REST v2 [3P] (True: [INF])
+        self.pod_key_graphql = True               # False: a pod-scoped key is refused on GraphQL [INF]
         self._stopping = threading.Event()
         self.calls: list[dict[str, Any]] = []
         self.latency_s = 0.0  # added to every API request (bench: real APIs answer in ~100 ms, this one in ~2)
@@ -1028,8 +1033,8 @@ class RunPodEmulator:
         if api_key not in self.api_keys and key_pod is None:
             return _problem(401, "Unauthorized", "missing bearer token" if not api_key else "invalid API key")
         entry["key"] = "account" if api_key in self.api_keys else "pod"
-        if key_pod is not None and (op != "podAction" or key_pod.id != pod_id):
-            return _problem(403, "Forbidden", "access denied")  # INF: what else a pod-scoped key may do
+        if key_pod is not None and (not self.pod_key_rest or op not in ("podAction", "getPod") or key_pod.id != pod_id):
+            return _problem(403, "Forbidden", "access denied")  # INF: what a pod-scoped key may do (3P: a 403)
         action = request.get("action") if op == "podAction" and isinstance(request, dict) else None
         entry["fields"] = [op] + ([f"{op}:{action}"] if action else [])
         failure = self._take_failure(entry["fields"])
@@ -1253,6 +1258,8 @@ class RunPodEmulator:
     def _graphql(self, body: bytes, api_key: str | None, entry: dict[str, Any]):
         with self._lock:  # a pod's own key works as its account's here (seed 000 stops its pod with it) [INF scope]
             owner = next((p.api_key for p in self._pods.values() if p.pod_key == api_key), None)
+        if owner is not None and not self.pod_key_graphql:
+            return 403, {}, _json({"errors": [{"message": "Forbidden: this API key cannot do that"}]})  # INF body
         api_key = owner or api_key
         if api_key not in self.api_keys:
             return 401, {}, _json({"errors": [{"message": "Unauthorized"}]})
@@ -1365,6 +1372,10 @@ class RunPodEmulator:
             if method == "POST" and parts == ["gone"]:
                 self.graphql_gone = bool(args.get("graphql", self.graphql_gone))
                 self.rest_gone = bool(args.get("rest", self.rest_gone))
+                return 200, {}
+            if method == "POST" and parts == ["pod_key"]:  # the other readings of what a pod-scoped key may do
+                self.pod_key_rest = bool(args.get("rest", self.pod_key_rest))
+                self.pod_key_graphql = bool(args.get("graphql", self.pod_key_graphql))
                 return 200, {}
             if method == "POST" and parts == ["boot_delay"]:
                 self.boot_delay_s = float(args["seconds"])
@@ -1564,6 +1575,10 @@ class EmulatorClient:
 
     def set_boot_delay(self, seconds: float) -> None:
         self._call("POST", "boot_delay", {"seconds": seconds})
+
+    def pod_key(self, rest: bool, graphql: bool) -> None:
+        """What a pod-scoped key may do, on REST v2 and on GraphQL (the other readings: False)."""
+        self._call("POST", "pod_key", {"rest": rest, "graphql": graphql})
 
     def live_pods(self) -> list[str]:
         return self._call("GET", "live_pods")

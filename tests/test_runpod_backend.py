@@ -336,6 +336,21 @@ def test_ctrl_c_in_start_command_mode_terminates_the_pod(world):
     assert entry["state"] == "terminated"
 
 
+def test_an_attached_launcher_ends_a_pod_whose_own_key_is_refused_everywhere(world):
+    """The other reading of the pod-scoped key, on both APIs: the pod cannot end itself. Its runtime says so in the
+    pod's log (deadman_failed); the launcher, still attached in start_command mode, reads it there at its next check-in
+    and terminates the pod with the account's key."""
+    world.emu.pod_key_rest = world.emu.pod_key_graphql = False
+    world.env["TRAINYARD_COST_EVERY_S"] = "0.5"  # the launcher's check-ins, every cost line
+    config = world.config("stuck-sc", steps=20, pace=0.02, mode="start_command")
+    process = world.invoke("-c", str(config), program=[sys.executable, str(REPO / "runpod" / "train_in_runpod.py")])
+    output = process.communicate(timeout=180)[0]
+    assert process.returncode == 0, output
+    assert "its dead-man could not end it" in output and world.emu.live_pods() == []
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "terminated" and not entry.get("by")  # the launcher, not the pod itself
+
+
 def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):
     from helpers.backends import runpod as runpod_pods
 

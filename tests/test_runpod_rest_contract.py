@@ -5,9 +5,12 @@ reject, or an answer shape it never sends, fails here — also against an indepe
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from helpers.runtime.machine import end_runpod
+from helpers.runtime.machine import deadman_runpod, end_runpod
 from tests.openapi_contract import operation, violations
 
 GPU = "NVIDIA GeForce RTX 4090"
@@ -110,3 +113,49 @@ def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod
     assert violations({**answer, "query": {"state": "RUNNING"}}) == [
         "GET /v2/pods: query parameter 'state' is not defined"]
     runpod_emulator.calls.remove(wrong)  # (what the fixture's own check would otherwise fail this test for)
+
+
+# --- the dead-man in depth: what the pod's own key may do is documented nowhere, so every reading is tried --------
+
+
+def test_a_pod_key_refused_on_rest_ends_its_pod_through_graphql(runpod_emulator, pod):
+    """Reading B [3P]: RunPod answers the pod-scoped key 403 on REST v2. The ender then sends GraphQL podTerminate with
+    the same key (what `runpodctl remove pod` sends), and the pod ends."""
+    runpod_emulator.pod_key_rest = False
+    assert deadman_runpod({}) == "armed (GraphQL)"
+    note = end_runpod({"terminate": True, "end_retry_s": 60})
+    assert note.startswith(f"terminate sent for pod {pod} (GraphQL podTerminate; REST v2 refused: REST v2 HTTP 403")
+    assert runpod_emulator.pod(pod)["status"] == "TERMINATED"
+    (refused,) = rest_calls(runpod_emulator)[-1:]
+    assert refused["status"] == 403 and refused["key"] == "pod"
+
+
+def test_refused_by_every_means_the_alarm_repeats_until_the_pod_is_gone(runpod_emulator, pod):
+    """Both readings refused: no means is left to the pod. The ender raises the alarm (the runtime's deadman_failed)
+    naming the pod and `invoke cleanup`, repeats it, and keeps trying (the pod bills meanwhile); once a means works
+    again the pod ends."""
+    runpod_emulator.pod_key_rest = runpod_emulator.pod_key_graphql = False
+    assert deadman_runpod({}).startswith("not armed: REST v2 HTTP 403, GraphQL HTTP 403")
+    alarms: list[str] = []
+    result: list[str] = []
+    ender = threading.Thread(target=lambda: result.append(end_runpod(
+        {"terminate": True, "end_retry_s": 0, "alarm_every_s": 0.2}, alarm=alarms.append)), daemon=True)
+    ender.start()
+    deadline = time.monotonic() + 30
+    while len(alarms) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(alarms) >= 2 and not result, (alarms, result)  # past end_retry_s: still trying, still alarming
+    assert pod in alarms[0] and "invoke cleanup" in alarms[0] and "403" in alarms[0]
+    assert runpod_emulator.pod(pod)["status"] == "RUNNING"
+    runpod_emulator.pod_key_graphql = True  # e.g. GraphQL's refusal was passing
+    ender.join(timeout=90)
+    assert result and result[0].startswith(f"terminate sent for pod {pod} (GraphQL podTerminate")
+    assert runpod_emulator.pod(pod)["status"] == "TERMINATED"
+
+
+def test_the_default_reading_arms_the_dead_man_on_rest_alone(runpod_emulator, pod):
+    assert deadman_runpod({}) == "armed (REST v2)"
+    (read,) = rest_calls(runpod_emulator)
+    assert read["status"] == 200 and read["key"] == "pod"
+    check_call({**read, "http": "GET"})
+    assert [c for c in runpod_emulator.calls if not c.get("rest")] == []

@@ -225,3 +225,32 @@ def test_model_sharding_reaches_every_trainer_that_takes_it():
 
     pi = doc_for({"framework": "openpi", "openpi": {"config_name": "pi05_libero"}, "model": {"sharding": "fsdp"}})
     assert "--fsdp-devices=4" in trainer_for(pi, runs_of(pi)[0], Path("/e"), gpus=4).command(False)
+
+
+@pytest.mark.slow  # a RunPod emulator and the real runtime
+def test_a_pod_that_cannot_end_itself_raises_deadman_failed_until_it_is_gone(tmp_path, runpod_emulator, runpod_sdk):
+    """What the pod's own key may do is documented nowhere: with it refused on REST v2 AND GraphQL, the runtime says
+    "not armed" at start (an error event), and at the end raises `deadman_failed` on the webhook, in events.jsonl and
+    in status.json, repeated, naming the pod, its price and `invoke cleanup`, while it keeps trying."""
+    pod = runpod_sdk.create_pod(name="ty-stuck-abc123", image_name="runpod/pytorch", gpu_type_id="NVIDIA GeForce RTX 4090")
+    runpod_emulator.pod_key_rest = runpod_emulator.pod_key_graphql = False
+    hook = Webhook()
+    data = toy_job(steps=10, save_freq=5, notify={"webhook_url": hook.url})
+    env = {"TOY_STEP_SECONDS": "0", "RUNPOD_POD_ID": pod["id"], "RUNPOD_API_KEY": runpod_emulator.pod(pod["id"])["podKey"],
+           "RUNPOD_REST_URL": runpod_emulator.url, "RUNPOD_GRAPHQL_URL": runpod_emulator.graphql_url}
+    run = RuntimeRun(tmp_path, data, env=env, price_per_hour=0.69,
+                     machine={"kind": "runpod", "terminate": True, "end_retry_s": 0, "alarm_every_s": 0.5})
+    try:
+        deadline = time.monotonic() + 120
+        while sum(e["event"] == "deadman_failed" for e in hook.events) < 2 and time.monotonic() < deadline:
+            assert run.process.poll() is None, run.output
+            time.sleep(0.2)
+        failed = [e for e in hook.events if e["event"] == "deadman_failed"]
+        assert len(failed) >= 2 and failed[0]["level"] == "error"
+        assert pod["id"] in failed[0]["message"] and "invoke cleanup" in failed[0]["message"] and "$0.69/h" in failed[0]["message"]
+        assert [e["event"] for e in run.events()][:2] == ["start", "deadman_not_armed"]
+        assert run.status()["deadman"].startswith("failed: pod ")
+        assert runpod_emulator.pod(pod["id"])["status"] == "RUNNING"  # it bills: the alarm is all the pod has left
+    finally:
+        run.kill_everything()
+        hook.close()

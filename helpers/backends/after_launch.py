@@ -122,8 +122,10 @@ def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: st
                 s = remote.read_status(entry.get("remote_dir") or remote_dir) or {}
         except Exception:  # noqa: BLE001 - one that does not answer must not hold up the table
             return entry, listed_one["state"], "unreachable"
+        deadman = s.get("deadman") or ""
+        alarm = f"; DEAD-MAN {deadman[:120]}" if deadman.startswith(("failed", "not armed")) else ""
         return entry, listed_one["state"], (f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} "
-                                            f"synced {s.get('synced_step')}")
+                                            f"synced {s.get('synced_step')}{alarm}")
 
     with ThreadPoolExecutor(max_workers=min(STATUS_WORKERS, len(entries))) as pool:
         return list(pool.map(row, entries))

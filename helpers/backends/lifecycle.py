@@ -590,6 +590,8 @@ class PolledFlow(Flow):
             if time.monotonic() - last_cost >= COST_EVERY_S:
                 last_cost = time.monotonic()
                 say(f"[trainyard] {noun} {pod_id} {state}; {cost_line(provider.price_per_hour, self.created)}")
+                if (code := self.check_in()) is not None:
+                    return code
             time.sleep(provider.poll_seconds)
 
     def stopped(self) -> int:
@@ -622,6 +624,10 @@ class PolledFlow(Flow):
     def status_text(self, state: str) -> str:
         """The machine's state as the provider words it (the lifecycle's state by default)."""
         return state
+
+    def check_in(self) -> int | None:
+        """Once per cost line: anything the machine says that ends the watch (an exit code), else None."""
+        return None
 
     def preempted(self) -> bool:
         """Whether the machine that stopped was taken away (a spot interruption): lost, to be relaunched."""

@@ -20,9 +20,7 @@ class Events:
         self.log_path, self.webhook_url, self.project, self.repo_id = log_path, webhook_url, project, repo_id
         self._lock = threading.Lock()
         self._outbox: queue.Queue[str | None] = queue.Queue()
-        self._sender = threading.Thread(target=self._send_all, daemon=True)
-        if webhook_url:
-            self._sender.start()
+        self._sender: threading.Thread | None = None
 
     def emit(self, event: str, message: str, stage: str = "train", **extra) -> dict:
         payload = {
@@ -35,10 +33,14 @@ class Events:
             **extra,
         }
         body = redact(json.dumps(payload))
-        with self._lock, self.log_path.open("a") as log:
-            log.write(body + "\n")
-        if self.webhook_url:
-            self._outbox.put(body)
+        with self._lock:
+            with self.log_path.open("a") as log:
+                log.write(body + "\n")
+            if self.webhook_url:
+                if self._sender is None or not self._sender.is_alive():  # the first event, or one after close()
+                    self._sender = threading.Thread(target=self._send_all, daemon=True)
+                    self._sender.start()
+                self._outbox.put(body)
         return payload
 
     def _send_all(self) -> None:
@@ -52,6 +54,6 @@ class Events:
 
     def close(self, timeout: float = 15) -> None:
         """Deliver what is queued (the final event matters most), for at most `timeout` seconds."""
-        if self._sender.is_alive():
+        if self._sender is not None and self._sender.is_alive():
             self._outbox.put(None)
             self._sender.join(timeout)

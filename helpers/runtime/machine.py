@@ -15,38 +15,115 @@ import urllib.request
 USER_AGENT = "trainyard-runtime (dead-man)"
 
 
-def end_runpod(machine: dict) -> str:
-    """Terminate (or only stop, with terminate_on_stop false) this pod through RunPod's REST API v2
-    (`POST /v2/pods/{RUNPOD_POD_ID}/action`), with the pod-scoped RUNPOD_API_KEY RunPod sets in every pod: no
-    account key is shipped, and GraphQL (retired in 2027) is not needed. 429 waits its Retry-After, 5xx and a
-    dropped answer back off; any other refusal is logged and tried again with backoff until `end_retry_s`
-    (default 30 min) has passed — never dropped, or the pod would bill. A 404 means it is gone already."""
+RUNPOD_REST_TRIES = 2  # refusals of the REST action before GraphQL is asked too (401/403 go to GraphQL at once)
+ALARM_EVERY_S = 300.0  # while every means refuses, the alarm is repeated this often
+DEADMAN_FAILED = "cannot end itself"  # in the alarm, so a launcher reading the pod's log knows it
+
+
+def _runpod_rest_url() -> str:
+    return (os.environ.get("RUNPOD_REST_URL") or "https://api.runpod.io").rstrip("/")
+
+
+def _runpod_graphql_url() -> str:
+    """Where this pod's GraphQL is: RUNPOD_GRAPHQL_URL, else RUNPOD_API_BASE_URL + /graphql (the SDK's way)."""
+    return os.environ.get("RUNPOD_GRAPHQL_URL") or \
+        (os.environ.get("RUNPOD_API_BASE_URL") or "https://api.runpod.io").rstrip("/") + "/graphql"
+
+
+def _send(request: urllib.request.Request) -> tuple[int, bytes, dict]:
+    """(HTTP status, body, headers); an HTTP error is an answer too."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:500], dict(exc.headers or {})
+
+
+def _runpod_rest(method: str, path: str, key: str, body: dict | None = None) -> tuple[int, bytes, dict]:
+    return _send(urllib.request.Request(f"{_runpod_rest_url()}{path}", method=method,
+                                        data=json.dumps(body).encode() if body is not None else None,
+                                        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}",
+                                                 "User-Agent": USER_AGENT}))
+
+
+def _runpod_graphql(query: str, key: str) -> tuple[bool, str]:
+    """(answered without errors, what it said), for one GraphQL request with the pod's key."""
+    status, body, _ = _send(urllib.request.Request(_runpod_graphql_url(), method="POST",
+                                                data=json.dumps({"query": query}).encode(),
+                                                headers={"Content-Type": "application/json",
+                                                         "Authorization": f"Bearer {key}", "User-Agent": USER_AGENT}))
+    try:
+        errors = json.loads(body or b"{}").get("errors")
+    except ValueError:
+        errors = [{"message": body[:120].decode(errors="replace")}]
+    if status == 200 and not errors:
+        return True, "ok"
+    return False, f"GraphQL HTTP {status}" + (f" {errors[0].get('message', '')[:120]}" if errors else "")
+
+
+def deadman_runpod(machine: dict) -> str:
+    """Whether this pod's own key can reach its pod, asked at start, before anything is at stake: "armed (REST v2)",
+    "armed (GraphQL)" or "not armed: ..." (then only the launcher or `invoke cleanup` can end it: said at once)."""
+    pod_id, key = os.environ.get("RUNPOD_POD_ID"), os.environ.get("RUNPOD_API_KEY")
+    if not pod_id or not key:
+        return "not armed: RUNPOD_POD_ID / RUNPOD_API_KEY not in the pod's environment"
+    try:
+        status, _, _ = _runpod_rest("GET", f"/v2/pods/{pod_id}", key)
+        if status == 200:
+            return "armed (REST v2)"
+        answered, said = _runpod_graphql(f'query {{ pod(input: {{podId: "{pod_id}"}}) {{ id }} }}', key)
+    except OSError as exc:
+        return f"not armed: RunPod's API did not answer ({type(exc).__name__}: {exc})"
+    return "armed (GraphQL)" if answered else f"not armed: REST v2 HTTP {status}, {said}"
+
+
+def end_runpod(machine: dict, alarm=None) -> str:
+    """Terminate (or only stop, with terminate_on_stop false) this pod with the pod-scoped RUNPOD_API_KEY RunPod sets
+    in every pod (no account key is shipped), by every means RunPod offers it, in turn:
+    1. REST v2 `POST /v2/pods/{RUNPOD_POD_ID}/action`; 429 waits its Retry-After, 5xx and a dropped answer back off;
+    2. on 401/403 (nothing documents that the pod's key may use REST v2) or any other refusal past
+       RUNPOD_REST_TRIES, GraphQL `podTerminate`/`podStop` with the same key, what `runpodctl remove pod` sends, while
+       GraphQL answers.
+    A 404 means it is gone already. When every means refuses, `alarm(message)` (the runtime's `deadman_failed`) names
+    the pod, its price and the fix, and is repeated every `alarm_every_s` while both are asked again: the pod bills
+    meanwhile, so the ender never gives up then. Otherwise it stops trying after `end_retry_s` (default 30 min)."""
     pod_id, key = os.environ.get("RUNPOD_POD_ID"), os.environ.get("RUNPOD_API_KEY")
     if not pod_id or not key:
         return "not ended: RUNPOD_POD_ID / RUNPOD_API_KEY not in the pod's environment"
     wait_for_orchestrator(machine)  # an attached launcher (SSH mode) fetches the outputs and ends the pod itself
-    base = (os.environ.get("RUNPOD_REST_URL") or "https://api.runpod.io").rstrip("/")
     action = "terminate" if machine.get("terminate", True) else "stop"
+    mutation = {"terminate": "podTerminate", "stop": "podStop"}[action]
     deadline = time.time() + float(machine.get("end_retry_s", 1800))
-    attempt, last = 0, ""
+    every = float(machine.get("alarm_every_s", ALARM_EVERY_S))
+    attempt, refusals, alarmed = 0, 0, None
     while True:
-        request = urllib.request.Request(f"{base}/v2/pods/{pod_id}/action", method="POST",
-                                         data=json.dumps({"action": action}).encode(),
-                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}",
-                                                  "User-Agent": USER_AGENT})
         pause = min(60.0, 2.0 ** attempt)
         try:
-            with urllib.request.urlopen(request, timeout=30):
-                return f"{action} sent for pod {pod_id} (REST v2)"
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return f"pod {pod_id} is gone already (404)"
-            last = f"HTTP {exc.code} {exc.read()[:200]!r}"
-            if exc.code == 429:
-                pause = _retry_after(exc.headers.get("Retry-After"), pause)
+            status, body, headers = _runpod_rest("POST", f"/v2/pods/{pod_id}/action", key, {"action": action})
         except (OSError, ValueError) as exc:  # no answer (terminating kills this very process), or a garbled one
-            last = f"{type(exc).__name__}: {exc}"
-        if time.time() > deadline:
+            status, body, headers = None, f"{type(exc).__name__}: {exc}".encode(), {}
+        if status is not None and 200 <= status < 300:
+            return f"{action} sent for pod {pod_id} (REST v2)"
+        if status == 404:
+            return f"pod {pod_id} is gone already (404)"
+        last = f"REST v2 HTTP {status} {body[:200]!r}" if status else body.decode(errors="replace")
+        if status == 429:
+            pause = _retry_after(headers.get("Retry-After"), pause)
+        refused = status in (401, 403) or (status is not None and 400 <= status < 500 and status != 429)
+        refusals += refused
+        if status in (401, 403) or refusals >= RUNPOD_REST_TRIES:
+            try:
+                answered, said = _runpod_graphql(f'mutation {{ {mutation}(input: {{podId: "{pod_id}"}}) }}', key)
+            except OSError as exc:
+                answered, said = False, f"GraphQL unreachable ({type(exc).__name__})"
+            if answered:
+                return f"{action} sent for pod {pod_id} (GraphQL {mutation}; REST v2 refused: {last[:120]})"
+            last = f"{last}; {said}"
+            if alarm is not None and (alarmed is None or time.time() - alarmed >= every):
+                alarm(f"pod {pod_id} {DEADMAN_FAILED}: its own key was refused by every means ({last[:300]}); it "
+                      f"bills until someone ends it: run `invoke cleanup` (or `invoke runpod.stop --pod-id {pod_id}`)")
+                alarmed = time.time()
+        if time.time() > deadline and alarmed is None:
             return f"could not {action} pod {pod_id}: {last}"
         print(f"[trainyard] ending this pod: {last} — retrying in {pause:.0f}s", flush=True)
         time.sleep(pause)
@@ -122,7 +199,7 @@ def _delete_verda_instance(base: str, name: str, volume_ids: list) -> str | None
     return None
 
 
-def end_verda(machine: dict) -> str:
+def end_verda(machine: dict, alarm=None) -> str:
     """Delete this Verda instance through Verda's real API, with the account's client credentials that the
     launcher put in this host's .env (`verda.deadman: account`; Verda has no narrower credential). Volumes per
     `machine["volume_ids"]` (default [] = all kept, detached). 429, 5xx, a dropped answer and any refusal are
@@ -148,6 +225,9 @@ def end_verda(machine: dict) -> str:
         except (OSError, ValueError, KeyError) as exc:  # the answer may never come: deleting kills this very process
             last = f"{type(exc).__name__}: {exc}"
         if time.time() > deadline:
+            if alarm is not None:
+                alarm(f"Verda instance {name} could not delete itself ({last[:300]}); it bills until someone deletes "
+                      "it: run `invoke cleanup`")
             return f"could not delete Verda instance {name}: {last}"
         print(f"[trainyard] deleting this instance: {last} — retrying", flush=True)
         time.sleep(min(60.0, 2.0 ** attempt))
@@ -155,14 +235,22 @@ def end_verda(machine: dict) -> str:
 
 
 ENDERS = {"runpod": end_runpod, "verda": end_verda}
+ARMING = {"runpod": deadman_runpod}
 
 
-def end_machine(machine: dict) -> str:
-    """End this machine if its backend can; returns what happened, for the log."""
+def end_machine(machine: dict, alarm=None) -> str:
+    """End this machine if its backend can; returns what happened, for the log. `alarm(message)`: called when
+    every means of ending it refuses (and again while that lasts), where the backend has several."""
     ender = ENDERS.get(machine.get("kind", "local"))
     if ender is None:
         return f"nothing to end on a {machine.get('kind', 'local')} machine"
     try:
-        return ender(machine)
+        return ender(machine, alarm)
     except OSError as exc:
         return f"could not end the machine: {exc}"
+
+
+def deadman(machine: dict) -> str | None:
+    """Whether the machine can end itself, asked at start where the backend can say ("armed ..."/"not armed: ...")."""
+    check = ARMING.get(machine.get("kind", "local"))
+    return check(machine) if check else None

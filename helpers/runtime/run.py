@@ -75,6 +75,7 @@ class Runtime:
     # --- the job ------------------------------------------------------------------------------------
     def main(self, bin_dir: Path) -> int:
         self.events.emit("start", f"run {self.doc.run_id} starting ({self.doc.framework})", stage="setup")
+        self.check_deadman()
         self.logins()
         self.prepare_dataset()
         self.watch_deadline()
@@ -286,12 +287,35 @@ class Runtime:
         except Exception as exc:
             self.log(f"policy push to {repo} failed: {exc}")
 
+    def check_deadman(self) -> None:
+        """Say at start whether this machine can end itself (RunPod: can the pod's own key reach its pod?), in the
+        log, status.json and an event; one that cannot is an error event at once, not a surprise at the end."""
+        armed = machine.deadman(self.doc.machine)
+        if armed is None:
+            return
+        self.set_status(deadman=armed)
+        self.log(f"dead-man {armed}")
+        if armed.startswith("not armed"):
+            self.events.emit("deadman_not_armed", f"this machine cannot end itself ({armed}): only the launcher or "
+                             "`invoke cleanup` can", stage="setup", level="error")
+        else:
+            self.events.emit("deadman", f"dead-man {armed}", stage="setup")
+
     def end_machine(self, code: int) -> None:
         limits = self.doc.section("limits")
         if code == EXIT_STOPPED and self.stop_reason and self.stop_reason.startswith("signal"):
             return  # a scheduler asked us to stop (SLURM pre-timeout, Ctrl-C): it owns what happens next
         if limits.get("end_when_done", True) or self.stop_reason:
-            self.log(machine.end_machine(self.doc.machine))
+            self.log(machine.end_machine(self.doc.machine, alarm=self.deadman_failed))
+
+    def deadman_failed(self, message: str) -> None:
+        """Every means of ending this machine refused: the alarm, delivered now (this process may end any moment)."""
+        price = self.doc.derived.get("price_per_hour")
+        message += f" (${price:.2f}/h)" if price else ""
+        self.log(message)
+        self.set_status(deadman=f"failed: {message}")
+        self.events.emit("deadman_failed", message, stage="end", level="error")
+        self.events.close()
 
 
 def find_local_checkpoint(trainer) -> int | None:

@@ -108,8 +108,11 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     else:
         commands.append(f"(on the pod, in {job.runpod.remote_dir}, over SSH) {runtime}")
         files = [f"runs/{job.run_id}/{BUNDLE_NAME}", f"runs/{job.run_id}/job.json", f"runs/{job.run_id}/.env (0600)"]
-    ends = ("the runtime terminates it through RunPod's API with the pod's own pod-scoped RUNPOD_API_KEY (RunPod "
-            "sets it in every pod; no account key is shipped) at the end of the job, the time limit and the budget")
+    ends = ("the runtime terminates it at the end of the job, the time limit and the budget with the pod's own "
+            "pod-scoped RUNPOD_API_KEY (RunPod sets it in every pod; no account key is shipped): REST v2's pod action, "
+            "else GraphQL podTerminate while GraphQL answers (what the key may do is documented nowhere: the runtime "
+            "says at start whether it can); if every means refuses, a deadman_failed alarm (webhook, status) until "
+            "an attached launcher or `invoke cleanup` ends it")
     the_plan.commands, the_plan.files, the_plan.ends = commands, files, ends
     if note:
         the_plan.warnings.insert(0, note)

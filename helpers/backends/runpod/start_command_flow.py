@@ -8,10 +8,15 @@ bundle is about 90 KB of base64."""
 
 from __future__ import annotations
 
+from helpers.backends.base import EXIT_DONE
 from helpers.backends.lifecycle import HostSpec, PolledFlow
 from helpers.backends.runpod.pods import start_command
 from helpers.bundle import BUNDLE_ENV, bundle_env
-from helpers.console import say
+from helpers.console import say, warn
+from helpers.errors import ProviderError
+from helpers.runtime.machine import DEADMAN_FAILED
+
+DEADMAN_TAIL = 50  # log lines read per check-in
 
 
 class StartCommandFlow(PolledFlow):
@@ -36,3 +41,18 @@ class StartCommandFlow(PolledFlow):
 
     def preempted(self) -> bool:
         return self.provider.preempted()
+
+    def check_in(self) -> int | None:
+        """The pod's last log lines (REST v2 getPodLogs, the account's key): a runtime whose dead-man every means
+        refused says so there (helpers/runtime/machine.py: "cannot end itself"), and the launcher, still attached,
+        ends the pod itself."""
+        try:
+            lines = list(self.provider.api.log_lines(self.instance_id, tail=DEADMAN_TAIL, follow=False))
+        except ProviderError:
+            return None  # the log is a courtesy: the deadline backstop still holds
+        if not any(DEADMAN_FAILED in line for line in lines):
+            return None
+        warn(f"pod {self.instance_id}: its dead-man could not end it (the pod's own key was refused): terminating it "
+             "from here")
+        self.end(keep_disk=True)
+        return EXIT_DONE
