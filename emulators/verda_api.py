@@ -314,6 +314,9 @@ class VerdaEmulator:
         self.boot_delay_s = boot_delay_s
         self.order_delay_s = order_delay_s
         self.boot_states = tuple(boot_states)
+        # a delete refused while booting, in these words: [3P] for provisioning; the others' words [INF], so a test
+        # can give other words (the money promise may rest on the state, never on the message)
+        self.booting_refusal = "Can't discontinue a {status} instance"
         self.token_ttl_s = token_ttl_s
         self.default_capacity = default_capacity
         self.balance_usd = balance_usd
@@ -1169,7 +1172,7 @@ class VerdaEmulator:
                 if status == "discontinued":
                     raise _bad("Can't discontinue a discontinued instance")
                 if status in _BOOTING and action != "delete_stuck":  # [3P] for provisioning, [INF] the rest
-                    raise _bad(f"Can't discontinue a {status} instance")
+                    raise _bad(self.booting_refusal.format(status=status))
                 mine = {v.id: v for v in self._volumes_of(inst)}
                 if action == "hibernate":
                     to_delete: list[str] = []
@@ -1398,6 +1401,8 @@ class VerdaEmulator:
                         setattr(self, key, float(args[key]))
                 if "boot_states" in args:
                     self.boot_states = tuple(args["boot_states"])
+                if "booting_refusal" in args:
+                    self.booting_refusal = str(args["booting_refusal"])
                 if "default_capacity" in args:
                     self.default_capacity = int(args["default_capacity"])
                 if "rate_limit_per_s" in args:

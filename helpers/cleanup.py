@@ -122,8 +122,6 @@ def _alive(name: str, provider, live: list[dict], ledger) -> list[dict]:
 
 
 def _leftovers(name: str, provider) -> list[str]:
-    if not hasattr(provider, "leftovers"):
-        return []
     try:
         return [f"{name}: {line}" for line in provider.leftovers()]
     except Exception as exc:  # noqa: BLE001

@@ -10,7 +10,6 @@ Verda's trash, restorable for about 96 h). What happened is printed each time; a
 from __future__ import annotations
 
 import json
-import re
 import time
 
 from helpers.backends.provider import (
@@ -22,8 +21,10 @@ from helpers.errors import ProviderError
 from helpers.workspace import current
 
 PROVIDER = "verda"
-# A delete refused while the instance boots [3P: "Can't discontinue a provisioning instance"; the other states INF]
-BOOTING_REFUSAL = re.compile(r"can't (discontinue|shutdown) an? (new|ordered|validating|pending|provisioning) instance")
+# Verda refuses to delete an instance while it boots [3P: "Can't discontinue a provisioning instance"]; the words
+# for the other booting states are unknown [INF], so a refused delete is tried again while the instance's STATUS is
+# one of these, whatever the message says.
+BOOTING_STATES = ("new", "ordered", "validating", "pending", "provisioning")
 DELETE_WAIT_S = 1800.0  # how long a delete waits for a booting instance to become deletable (real boots take minutes)
 STATES = {
     "ordered": PENDING, "new": PENDING, "provisioning": PENDING, "validating": PENDING, "pending": PENDING,
@@ -110,8 +111,8 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
                 str((by_id.get(i) or {}).get("error") or f"207 without a result for {i}") for i in instance_ids}
 
     def terminate(self, instance_id: str, keep_disk: bool = True) -> str | None:
-        """Delete with an explicit volume list; while Verda refuses because the instance is still booting (new,
-        ordered, validating, pending, provisioning) ask again until it accepts; confirm."""
+        """Delete with an explicit volume list; a refusal while the instance's status is a booting one (new, ordered,
+        validating, pending, provisioning) is asked again until Verda accepts, whatever its words; confirm."""
         data = self.raw(instance_id)
         os_volume = (data or {}).get("os_volume_id") or self.os_volumes.get(instance_id)
         volume_ids = [] if keep_disk or not os_volume else [os_volume]
@@ -126,8 +127,8 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
                 if "discontinued" in message or "invalid instance id" in message:
                     already_gone = True
                     break
-                if BOOTING_REFUSAL.search(message) and time.monotonic() < deadline:
-                    time.sleep(2)  # "Can't discontinue a provisioning instance": it will be deletable soon
+                if (self.raw(instance_id) or {}).get("status") in BOOTING_STATES and time.monotonic() < deadline:
+                    time.sleep(2)  # still booting: it will be deletable soon
                     continue
                 raise
         for _ in range(60):  # confirmation: the API shows it deleting/discontinued, or no longer knows it
