@@ -79,6 +79,8 @@ class JobsService:
         self.jobs: dict[str, Job] = {}
         self.requests: list[dict] = []  # every create body as received (the canary tests read them)
         self.hub_env: dict[str, str] = {}  # a job on the real Hub talks to it; here to this local one [INF]
+        self.refusals: list[tuple[int, str]] = []  # the next creates refused: (status, message) [INF: bodies]
+        self.lost_answers = 0  # the next creates make the job but their answer never arrives (a dropped connection)
         self._lock = threading.RLock()
 
     # --- API ------------------------------------------------------------------------------------------
@@ -132,6 +134,14 @@ class JobsService:
         return out
 
     # --- controls for tests ---------------------------------------------------------------------------
+    def refuse_next_create(self, status: int = 402, message: str = "Payment Required: add a payment method") -> None:
+        """The next create is refused (402 no credit, 403 a namespace the token may not use) [INF: the bodies]."""
+        self.refusals.append((status, message))
+
+    def lose_next_create_answer(self) -> None:
+        """The next create makes its job, then the connection drops before the answer."""
+        self.lost_answers += 1
+
     def fail(self, job_id: str) -> None:
         """An infrastructure failure now: the machine running the job goes away (its processes die)."""
         self._end(self.jobs[job_id], "infra")

@@ -561,7 +561,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(400, "command is required")
         if spec.get("flavor") not in {h["name"] for h in self.hub.jobs.hardware()}:
             raise HubError(400, f"Unknown flavor {spec.get('flavor')!r}")
-        self._send_json(200, self.hub.jobs.create(ns, spec))
+        jobs = self.hub.jobs
+        if jobs.refusals:
+            raise HubError(*jobs.refusals.pop(0))
+        created = jobs.create(ns, spec)
+        if jobs.lost_answers:  # the job exists; its answer never arrives
+            jobs.lost_answers -= 1
+            self.close_connection = True
+            return
+        self._send_json(200, created)
 
     def _h_job_list(self, ns: str) -> None:
         self._job_namespace(ns)

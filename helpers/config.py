@@ -343,7 +343,7 @@ class SlurmSection(Section):
 class HfjobsSection(Section):
     image: str = "python:3.12"
     namespace: str | None = None
-    attempts: int = Field(default=3, ge=1, le=10)
+    attempts: int = Field(default=1, ge=1, le=10)  # HF's default; more: the budget split (undocumented semantics)
     python: str = "python3"
     skip_setup: bool = False
     poll_seconds: float = Field(default=5.0, gt=0)

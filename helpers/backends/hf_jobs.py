@@ -7,8 +7,12 @@
 - Money: the ledger line is written before `run_job`; the job's `timeout` is the time limit plus grace (or what
   the budget buys, if less), so the Jobs server ends it without the laptop; Ctrl-C cancels it; `invoke cleanup`
   cancels any job labelled `trainyard` the ledger lost.
-- Work: checkpoints go to the hf:// store while training runs; `attempts` (hfjobs.attempts) makes the server run a
-  failed job again on a new machine, where the runtime resumes from the store.
+- Work: checkpoints go to the hf:// store while training runs. A job whose machine was lost (it ended in ERROR, not
+  at its timeout, with no word from its trainer) is relaunched BY THE LAUNCHER as a new job that resumes from the
+  store (helpers/backends/recovery.py: within limits.max_recoveries, the time limit and the budget), with documented
+  calls only. The server's own `attempts` (hfjobs.attempts) stays 1 by default: what it counts as a failure, whether a
+  retry gets a new machine, and whether `timeoutSeconds` is per attempt are documented nowhere, so a user who sets
+  more gets the budget split over the attempts (the worst reading: each attempt may run to the timeout).
 - Billing per minute while the job starts and runs; no spot. Flavors and prices: `list_jobs_hardware` live, the
   dated table below offline.
 """
@@ -19,7 +23,10 @@ import time
 from pathlib import Path
 
 from helpers import gpus
-from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
+from helpers.backends.base import (
+    EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED, Descriptor, LaunchOptions, RunHandle, host_secrets,
+)
+from helpers.backends.provider import Cleanable
 from helpers.bundle import BUNDLE_ENV, bundle_env
 from helpers.console import say, table, warn
 from helpers.errors import ConfigError, ProviderError
@@ -28,7 +35,7 @@ from helpers.planning import Plan
 PROVIDER = "hfjobs"
 RUN_DIR = "trainyard_run"  # in the job's working directory
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
-EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
 END_WORKERS = 16
 # flavor -> (GPU key in helpers.gpus, count): huggingface_hub's JobHardware names [SRC] whose GPU the catalog has
 # (T4 and A10G flavors are not: too small for these trainers)
@@ -64,11 +71,15 @@ def namespace_of(api, job) -> str:
 
 
 def _call(fn, *args, what: str, **kwargs):
-    """One Jobs API call: 401/403 are the user's to fix (one line), others a ProviderError."""
+    """One Jobs API call: 401/403 are the user's to fix (one line), others a ProviderError; a dropped connection
+    too (huggingface_hub 2.5's HTTP client, httpx2, raises its own errors for it)."""
+    import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
         return fn(*args, **kwargs)
+    except httpx2.TransportError as exc:
+        raise ProviderError(f"{what}: no answer from the Hub ({type(exc).__name__})") from None
     except HfHubHTTPError as exc:
         status = getattr(exc.response, "status_code", None)
         if status in (401, 403):
@@ -114,8 +125,8 @@ def timeout_seconds(job, price_per_hour: float) -> int:
         raise ConfigError("limits.time_limit", "unset: HF Jobs ends every job at its timeout (30 minutes unless told)",
                           "set limits.time_limit (e.g. 6h): it becomes the job's timeout, enforced by the Jobs server")
     seconds = limit + job.grace_seconds
-    if job.limits.budget_usd and price_per_hour:
-        seconds = min(seconds, job.limits.budget_usd / price_per_hour * 3600)
+    if job.limits.budget_usd and price_per_hour:  # every attempt may run to the timeout (the worst reading)
+        seconds = min(seconds, job.limits.budget_usd / price_per_hour * 3600 / job.hfjobs.attempts)
     return int(seconds)
 
 
@@ -145,7 +156,10 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
                          f"environment {BUNDLE_ENV}_*)", "HF_TOKEN, WANDB_API_KEY as the job's secrets"]
     the_plan.ends = (f"the Jobs server ends it at its timeout ({seconds / 3600:.2f} h: the time limit + "
                         f"{job.grace_seconds:.0f} s grace, or what limits.budget_usd buys) and bills per minute; "
-                        f"a failed attempt runs again ({job.hfjobs.attempts} attempts) and resumes from the store")
+                        "a lost job is relaunched by the launcher and resumes from the store" +
+                        (f"; {job.hfjobs.attempts} server attempts: if each may run to the timeout (undocumented), it "
+                         f"can bill {job.hfjobs.attempts} x that, so the budget is split over them"
+                         if job.hfjobs.attempts > 1 else ""))
     the_plan.why += f"; flavor {offer.instance_type}, image {job.hfjobs.image}"
     if note:
         the_plan.warnings.append(note)
@@ -168,14 +182,26 @@ def job_command(job, chunks: int, mode: str = "auto") -> str:
 
 
 def launch(job, plan: Plan, options: LaunchOptions) -> int:
-    """Record, run_job, follow: 0 done, 1 failed, 3 stopped at the time limit, 130 interrupted (then cancelled)."""
+    """Record, run_job, follow, under the recovery supervisor: 0 done, 1 failed, 3 stopped at the time limit or the
+    budget, 4 lost (and no relaunch left), 130 interrupted (then cancelled). A lost job is relaunched by default
+    (limits.recover; --detach: nobody is there to)."""
+    from helpers.backends.recovery import supervise
+
+    api, offer = client(), plan.offer
+    namespace = namespace_of(api, job)
+    provider = JobsProvider(api, namespace, poll_seconds=job.hfjobs.poll_seconds)
+    recover = False if options.detach else (True if job.limits.recover is None else job.limits.recover)
+    return supervise(job, provider, offer, lambda launch: _run_job(api, namespace, launch, options.detach),
+                     mode=options.mode, recover=recover, the_plan=plan)
+
+
+def _run_job(api, namespace: str, launch, detach: bool) -> int:
+    """One job: its ledger line before run_job, the job, its log followed to its end."""
     from helpers.backends.provider import instance_name
     from helpers.bundle import stage_run
     from helpers.workspace import current
 
-    api, the_plan, mode, detach = client(), plan, options.mode, options.detach
-    offer = the_plan.offer
-    namespace = namespace_of(api, job)
+    job, offer, mode = launch.job, launch.offer, launch.mode
     seconds = timeout_seconds(job, offer.price_per_hour)
     ledger = current().ledger
     name = instance_name(job.run_id)
@@ -183,7 +209,8 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
     env = bundle_env(run_dir)
     created = time.time()
     fields = {"run_id": job.run_id, "price_per_hour": offer.price_per_hour, "flavor": offer.instance_type,
-              "gpu": offer.gpu.label, "gpu_count": offer.gpu_count, "namespace": namespace, "created": created}
+              "gpu": offer.gpu.label, "gpu_count": offer.gpu_count, "namespace": namespace, "created": created,
+              "mode": mode, **launch.ledger_fields}
     ledger.record(PROVIDER, name, "creating", **fields)
     secrets = {k: v for k, v in host_secrets(job, DESCRIPTOR).items() if k in ("HF_TOKEN", "WANDB_API_KEY")}
     try:
@@ -191,15 +218,17 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
                      env=env, secrets=secrets, flavor=offer.instance_type, timeout=seconds,
                      attempts=job.hfjobs.attempts, labels={"trainyard": name, "trainyard-run": job.run_id},
                      namespace=namespace, what=f"creating job {name}")
-    except (ProviderError, ConfigError):
+    except (ProviderError, ConfigError) as exc:
         found = _find(api, namespace, name)  # a create whose answer was lost may have made the job
         if found is None:
             ledger.record(PROVIDER, name, "failed", ended=time.time())
+            if isinstance(exc, ProviderError):
+                exc.nothing_left = True  # a relaunch may try again
             raise
         info = found
     ledger.record(PROVIDER, name, "running", instance_id=info.id)
     say(f"job {info.id} ({offer.instance_type}, ${offer.price_per_hour:.2f}/h, timeout {seconds / 3600:.2f} h, "
-        f"{job.hfjobs.attempts} attempts): {getattr(info, 'url', '')}")
+        f"{job.hfjobs.attempts} attempt{'s' if job.hfjobs.attempts > 1 else ''}): {getattr(info, 'url', '')}")
     if detach:
         say(f"detached: the Jobs server ends it at its timeout. Status: invoke hfjobs.status; logs: invoke hfjobs.logs "
             f"--run-id {job.run_id}; end now: invoke hfjobs.stop --run-id {job.run_id}")
@@ -228,11 +257,12 @@ def follow(api, namespace: str, job_id: str, name: str, price: float, created: f
     from helpers.secrets import redact
 
     total = job.training.steps
-    last_cost, stopped_early, step = time.monotonic(), False, None
+    last_cost, stopped_early, step, trainer_ended = time.monotonic(), False, None, False
     try:
         for line in api.fetch_job_logs(job_id=job_id, namespace=namespace, follow=True):
             print(redact(line), flush=True)
             stopped_early |= "time limit or budget reached" in line
+            trainer_ended |= "trainer exited with code" in line  # the runtime saw its trainer end: not a lost machine
             if (seen := step_of(line)) is not None:  # the runtime's reading: LeRobot's "step:1K" is 1000, not 1
                 step = seen
             if time.monotonic() - last_cost >= COST_EVERY_S:
@@ -253,19 +283,24 @@ def follow(api, namespace: str, job_id: str, name: str, price: float, created: f
         return EXIT_STOPPED if stopped_early else EXIT_DONE
     if stage == "ERROR" and "timeout" in message.lower():  # the wording is not documented: only the exit code follows
         return EXIT_STOPPED
+    if stage == "ERROR" and not trainer_ended:  # the machine went away under the runtime: the supervisor relaunches
+        warn(f"job {job_id} was lost ({message or 'no message'}); checkpoints synced so far are in {job.store}")
+        return EXIT_LOST
     return EXIT_FAILED
 
 
 # -------------------------------------------------------------------------------------------------- cleanup
 
 
-class JobsProvider:
-    """`invoke cleanup`'s provider for HF Jobs: the namespace's jobs labelled `trainyard`."""
+class JobsProvider(Cleanable):
+    """The namespace's jobs labelled `trainyard`: `invoke cleanup` lists and cancels them; the recovery supervisor
+    knows the backend by it (its name, how often it polls)."""
 
+    name, noun = PROVIDER, "job"
     ENDED_STATES = TERMINAL
 
-    def __init__(self, api, namespace: str):
-        self.api, self.namespace = api, namespace
+    def __init__(self, api, namespace: str, poll_seconds: float = 10.0):
+        self.api, self.namespace, self.poll_seconds = api, namespace, poll_seconds
 
     def list_instances(self) -> list[dict]:
         prices = {o.instance_type: o.price_per_hour for o in fallback_offers()}

@@ -14,7 +14,8 @@ from helpers.cli.common import LAUNCH_FLAGS, cloud_verbs, friendly, helps, job_f
 TRAIN_HELP = helps(
     *LAUNCH_FLAGS,
     flavor="an HF Jobs flavor (`invoke hfjobs.hardware`), e.g. a100-large: resources.gpu for this backend",
-    attempts="attempts the Jobs server makes, the first included (hfjobs.attempts, default 3)",
+    attempts="attempts the Jobs server makes, the first included (hfjobs.attempts, default 1; a lost job is relaunched "
+             "by the launcher either way)",
     detach="start the job and return; the Jobs server ends it at its timeout",
 )
 
