@@ -513,6 +513,13 @@ class RunPodEmulator:
         with self._lock:
             return [p.id for p in self._pods.values() if p.status in ("RUNNING", "CREATED")]
 
+    def billing_pods(self) -> list[str]:
+        """Pods that bill anything: the live ones, and a stopped (EXITED) pod with a volume, whose disk still bills
+        [DOC: RunPod's pricing]. A leak is any of these that nobody meant to keep."""
+        with self._lock:
+            return [p.id for p in self._pods.values() if p.status in ("RUNNING", "CREATED")
+                    or (p.status == "EXITED" and p.volume_in_gb > 0)]
+
     def spend(self, pod_id: str | None = None) -> float:
         """USD accrued: costPerHr x running time, for one pod or all of them."""
         with self._lock:
@@ -1341,6 +1348,8 @@ class RunPodEmulator:
         try:
             if method == "GET" and parts == ["live_pods"]:
                 return 200, self.live_pods()
+            if method == "GET" and parts == ["billing_pods"]:
+                return 200, self.billing_pods()
             if method == "GET" and parts == ["spend"]:
                 return 200, {"spend": self.spend(args.get("pod_id")), "running_seconds": self.running_seconds()}
             if method == "GET" and parts == ["calls"]:
@@ -1582,6 +1591,9 @@ class EmulatorClient:
 
     def live_pods(self) -> list[str]:
         return self._call("GET", "live_pods")
+
+    def billing_pods(self) -> list[str]:
+        return self._call("GET", "billing_pods")
 
     def spend(self) -> float:
         return self._call("GET", "spend")["spend"]

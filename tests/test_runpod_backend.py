@@ -507,9 +507,10 @@ def test_a_pod_that_stops_itself_is_terminated_or_kept_stopped_with_no_terminate
     entry = next(e for e in world.ledger().values() if e["run_id"] == "stopper-kept")
     assert entry["state"] == "stopped" and world.emu.pod(entry["instance_id"])["status"] == "EXITED"
     assert "is stopped and kept" in capsys.readouterr().out
+    assert world.emu.billing_pods() == [entry["instance_id"]] and world.emu.live_pods() == []  # its volume bills
     ended = cleanup(assume_yes=True)  # a stopped pod still bills for its volume: cleanup ends it
     assert [e["instance_id"] for e in ended] == [entry["instance_id"]]
-    assert world.emu.pod(entry["instance_id"])["status"] == "TERMINATED"
+    assert world.emu.pod(entry["instance_id"])["status"] == "TERMINATED" and world.emu.billing_pods() == []
     assert world.ledger()[entry["id"]]["state"] == "terminated"
 
 

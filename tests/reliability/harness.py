@@ -239,7 +239,8 @@ class World:
 
     # --- the checks every trial ends with --------------------------------------------------------------
     def live(self) -> list[str]:
-        return [f"runpod:{p}" for p in self.runpod.live_pods()] + [f"verda:{i['id']}" for i in self.verda.live_instances()]
+        # a stopped pod with a volume bills its disk: a leak too
+        return [f"runpod:{p}" for p in self.runpod.billing_pods()] + [f"verda:{i['id']}" for i in self.verda.live_instances()]
 
     def spend(self) -> float:
         return self.runpod.spend() + self.verda.spend()
