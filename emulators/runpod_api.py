@@ -995,7 +995,7 @@ class RunPodEmulator:
         return status, headers, out
 
     # ------------------------------------------------------------------------------- REST v2
-    # RunPod's OpenAPI file (../shared/reference/runpod-rest-v2.openapi.json) is the contract [DOC]: the operations
+    # RunPod's OpenAPI file (tests/reference/runpod-rest-v2.openapi.json) is the contract [DOC]: the operations
     # below, their parameters, bodies, statuses and the RFC 7807 error objects. The tests check every request and
     # answer that passes here against the file's schemas (tests/openapi_contract.py).
     REST_ROUTES = (("GET", ("v2", "catalog", "gpus"), "listGpuTypes"), ("GET", ("v2", "pods"), "listPods"),
