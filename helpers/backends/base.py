@@ -1,7 +1,8 @@
 """The one contract every place to run a job implements (local, runpod, verda, hfjobs, slurm, chtc), in the spirit of
 SkyPilot's provisioners (a router that binds each backend's signatures before dispatch) and submitit's executors. A
 backend is a module: it declares itself once (`DESCRIPTOR`) and implements these verbs, with these signatures
-exactly (`check_signatures` binds them; the CLI and the top-level tasks reach a backend only through `backend()`):
+exactly (`backend()` binds them, `drift` says how one departs; the CLI and the top-level tasks reach a backend
+only through `backend()`):
 
     plan(job, options=LaunchOptions()) -> Plan   what a launch would do: GPU and why, price, command, files, store
                                                  (helpers.planning.Plan; `to_json` is `invoke plan --json`)
@@ -27,8 +28,6 @@ from typing import Callable, Literal
 
 from helpers.config import BACKENDS
 from helpers.planning import Plan
-
-
 
 # What `launch` returns (and the task exits with): done, failed, stopped early (time limit, budget), the machine was
 # lost (a spot preemption), interrupted (Ctrl-C, SIGTERM).
