@@ -9,6 +9,7 @@ trials in tests/reliability), which are slower."""
 from __future__ import annotations
 
 import _thread
+import itertools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import time
 import pytest
 
 from helpers.backends.base import EXIT_DONE, EXIT_INTERRUPTED, EXIT_LOST, EXIT_STOPPED
-from helpers.backends.lifecycle import Flow, HostSpec, run_on_instance
+from helpers.backends.lifecycle import Flow, HostSpec, boot_poll_times, run_on_instance
 from helpers.config import validate
 from helpers.errors import ProviderError
 from helpers.planning import Plan
@@ -168,3 +169,15 @@ def test_recover_false_gives_the_loss_back_to_the_user(workspace):
     cloud = MemoryCloud(ledger=workspace.ledger, endings={"here": "preempt"}, offers=[offer()])
     assert launch(cloud, job_of(), recover=False) == EXIT_LOST
     assert len(cloud.machines) == 1 and cloud.live() == []
+
+
+def test_a_booting_instance_is_polled_fast_first_within_one_call_per_poll_interval():
+    for poll in (10.0, 3.0, 0.3):
+        times = list(itertools.takewhile(lambda t: t <= 600, boot_poll_times(poll)))
+        assert times[:3] == [0.0, min(1.0, poll), min(3.0, 2 * poll)]  # seen within seconds of a 0 s boot
+        assert times == sorted(times)
+        for start in [t / 2 for t in range(0, 1080)]:  # every minute-long window: at most one call more than
+            in_window = sum(1 for t in times if start <= t < start + 60)  # one per poll interval
+            assert in_window <= 60 / poll + 1, (poll, start, in_window)
+        for boot in (35.0, 45.0, 125.0):  # a boot longer than the paid-back burst is seen within one poll, as before
+            assert next(t for t in times if t >= boot) - boot <= poll

@@ -1,11 +1,10 @@
 """The control plane at lab scale, against the emulators with an injected API latency (bench/scale.py measures
 the same at N = 10, 50, 200): cleanup decides from one list, ends everything at once and confirms from one more
 list; the per-provider status reads one list and says "unreachable" for instances that do not answer, without
-waiting for each; a booting instance is polled fast at first, within the budget of one call per poll interval."""
+waiting for each. (How a booting instance is polled: tests/test_lifecycle.py.)"""
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from pathlib import Path
@@ -13,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from bench.scale import RunPodWorld, VerdaWorld, invoke, ledger_for
-from helpers.backends.lifecycle import boot_poll_times
 from helpers.ledger import Ledger
 
 N = 30
 LATENCY_S = 0.05
+
+pytestmark = pytest.mark.slow  # lab-scale lists with an API latency: seconds each
 
 
 @pytest.mark.parametrize("kind", [RunPodWorld, VerdaWorld], ids=["runpod", "verda"])
@@ -59,18 +59,6 @@ def test_status_lists_once_and_says_unreachable_without_waiting_for_each(tmp_pat
         world.stop()
 
 
-def test_a_booting_instance_is_polled_fast_first_within_one_call_per_poll_interval():
-    for poll in (10.0, 3.0, 0.3):
-        times = list(itertools.takewhile(lambda t: t <= 600, boot_poll_times(poll)))
-        assert times[:3] == [0.0, min(1.0, poll), min(3.0, 2 * poll)]  # seen within seconds of a 0 s boot
-        assert times == sorted(times)
-        for start in [t / 2 for t in range(0, 1080)]:  # every minute-long window: at most one call more than
-            in_window = sum(1 for t in times if start <= t < start + 60)  # one per poll interval
-            assert in_window <= 60 / poll + 1, (poll, start, in_window)
-        for boot in (35.0, 45.0, 125.0):  # a boot longer than the paid-back burst is seen within one poll, as before
-            assert next(t for t in times if t >= boot) - boot <= poll
-
-
 def test_scale_worlds_make_what_they_say(tmp_path):
     """The bench's own set-up: N live instances at the provider, each in the ledger."""
     world = RunPodWorld(tmp_path, 5)
@@ -82,7 +70,6 @@ def test_scale_worlds_make_what_they_say(tmp_path):
         world.stop()
 
 
-@pytest.mark.slow  # lab-scale lists at 100 ms per call, twice
 @pytest.mark.parametrize("kind", [RunPodWorld, VerdaWorld], ids=["runpod", "verda"])
 def test_a_cleanup_killed_mid_way_is_finished_by_the_next(tmp_path, kind):
     """SIGKILL `invoke cleanup --yes` after its ends went out but before it confirmed them all; the next cleanup

@@ -328,6 +328,7 @@ def test_preempt_move_to_trash_policy(api):
 
 # ---------------------------------------------------------------------------------- actions / volume semantics
 
+@pytest.mark.slow  # instances that boot for seconds
 def test_delete_volume_semantics(api):
     verda_emulator, verda_client, key_id = api
     verda_emulator.boot_delay_s = 2.0

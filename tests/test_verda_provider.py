@@ -10,6 +10,8 @@ from emulators.verda_api import LONG_BOOT
 
 CPU_TYPE = "CPU.4V.16G"
 
+pytestmark = pytest.mark.slow  # instances that take seconds to boot
+
 
 @pytest.mark.parametrize("words", ["Can't discontinue a {status} instance",  # the words seen [3P]
                                    "Instance {status}: please retry later"])  # another reading [INF]
