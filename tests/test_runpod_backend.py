@@ -349,6 +349,7 @@ def test_an_attached_launcher_ends_a_pod_whose_own_key_is_refused_everywhere(wor
     assert "its dead-man could not end it" in output and world.emu.live_pods() == []
     (entry,) = world.ledger().values()
     assert entry["state"] == "terminated" and not entry.get("by")  # the launcher, not the pod itself
+    assert entry["warning"].startswith("deadman_failed: ")  # `invoke status` shows it with the run
 
 
 def test_detached_run_then_status_logs_fetch_and_terminate(world, capsys):

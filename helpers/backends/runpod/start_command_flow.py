@@ -52,7 +52,10 @@ class StartCommandFlow(PolledFlow):
             return None  # the log is a courtesy: the deadline backstop still holds
         if not any(DEADMAN_FAILED in line for line in lines):
             return None
-        warn(f"pod {self.instance_id}: its dead-man could not end it (the pod's own key was refused): terminating it "
-             "from here")
+        message = (f"pod {self.instance_id}: its dead-man could not end it (the pod's own key was refused): terminating "
+                   "it from here")
+        warn(message)
+        self.ledger.record(self.provider.name, self.name, "running", instance_id=self.instance_id,
+                           warning=f"deadman_failed: {message}")  # `invoke status` shows it with the run
         self.end(keep_disk=True)
         return EXIT_DONE
