@@ -76,5 +76,5 @@ def _point_hub_client(url: str, hf_home: Path) -> None:
     from huggingface_hub import constants
 
     for name, value in {"ENDPOINT": url, "HUGGINGFACE_CO_URL_TEMPLATE": url + "/{repo_id}/resolve/{revision}/{filename}",
-                        "HF_HUB_DISABLE_XET": True, "HF_HUB_CACHE": str(hf_home / "hub")}.items():
+                        "HF_HUB_DISABLE_XET": False, "HF_HUB_CACHE": str(hf_home / "hub")}.items():
         setattr(constants, name, value)

@@ -273,6 +273,11 @@ class Sizing:
     preset: str | None = None
     basis: str = ""
 
+    def checkpoint_gb(self) -> float:
+        """One checkpoint: the whole model's weights and optimizer state, however training shards them."""
+        whole = self.estimate.replace(sharding="none")
+        return whole.weights_gb + whole.optimizer_gb
+
     def as_dict(self) -> dict | None:
         e = self.estimate
         if e is None:
@@ -289,6 +294,7 @@ class Sizing:
             "params_source": self.params_source,
             "preset": self.preset,
             "basis": self.basis or None,
+            "checkpoint_gb": round(self.checkpoint_gb(), 2),
             **{k: i[k] for k in ("method", "precision", "optimizer", "batch_size", "gradient_checkpointing",
                                  "gpu_count", "sharding", "generation_engine", "seq_len")},
         }
@@ -684,9 +690,17 @@ def plan_document(job, the_plan: Plan) -> dict:
         "ends": the_plan.ends,
         "store": the_plan.store,
         "store_why": the_plan.store_why,
+        "store_size_gb": store_size_gb(job, the_plan),
         "hub": the_plan.hub,
         "warnings": the_plan.warnings,
     }
+
+
+def store_size_gb(job, the_plan: Plan) -> float | None:
+    """What the store will hold: checkpoint size (from the estimate) x `checkpoint.keep` — older versions are freed
+    (helpers/runtime/store.py), so this is also what a Hub store counts against the account's storage."""
+    size = (the_plan.estimate or {}).get("checkpoint_gb")
+    return round(size * job.checkpoint.keep, 1) if size else None
 
 
 def trainer_line(job, backend: str) -> str | None:
@@ -792,6 +806,12 @@ def print_plan(job, the_plan: Plan, as_json: bool = False) -> dict:
     secrets = ", ".join(f"{s} (missing)" if s in missing else s for s in doc["secrets_required"]) or "none"
     say(f"  secrets: {secrets}")
     say(f"  checkpoints: {doc['store']}" + (f" — {doc['store_why']}" if doc.get("store_why") else ""))
+    if doc.get("store_size_gb"):
+        each = doc["estimate"]["checkpoint_gb"]
+        quota = (" against the account's private storage (its quota is not in the Hub's API: a full one refuses "
+                 "uploads, and the run raises sync_failed)") if (doc["store"] or "").startswith("hf://") else ""
+        say(f"  store size: ~{doc['store_size_gb']:g} GB = ~{each:.1f} GB per checkpoint x checkpoint.keep "
+            f"{job.checkpoint.keep}, older versions freed at each save{quota}")
     if doc.get("ends"):
         say(f"  without the laptop: {doc['ends']}")
     hub = doc.get("hub") or {}

@@ -1,7 +1,8 @@
 """Fixtures for the local Hugging Face Hub (emulators/hub_server.py).
 
 `hub_server`       a started HubServer under tmp_path with write token HUB_TOKEN for user HUB_USER. The test's
-                   environment gets HF_ENDPOINT / HF_HUB_DISABLE_XET=1 / HF_TOKEN / HF_HOME (for subprocesses),
+                   environment gets HF_ENDPOINT / HF_TOKEN / HF_HOME (for subprocesses; uploads go through Xet, as in
+                   production: `hub_lfs` switches a test to the LFS path),
                    and the already-imported `huggingface_hub.constants` are pointed at it too (in-process clients
                    read those at import time).
 `hub_python_035`   path of a python with huggingface_hub==0.35.3 (the version LeRobot 0.4.4 pins and the GPU
@@ -32,6 +33,7 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
     hub = HubServer(tmp_path / "hub").start()
     hub.add_token(HUB_TOKEN, HUB_USER)
     hf_home = tmp_path / "hf_home"
+    monkeypatch.delenv("HF_HUB_DISABLE_XET", raising=False)
     for key, value in {**hub.client_env(HUB_TOKEN), "HF_HOME": str(hf_home)}.items():
         monkeypatch.setenv(key, value)
     from huggingface_hub import constants
@@ -39,7 +41,7 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
     for name, value in {
         "ENDPOINT": hub.url,
         "HUGGINGFACE_CO_URL_TEMPLATE": hub.url + "/{repo_id}/resolve/{revision}/{filename}",
-        "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_DISABLE_XET": False,
         "HF_HUB_CACHE": str(hf_home / "hub"),
         "AGENT_HARNESSES_PATH": str(hf_home / ".agent_harnesses.json"),
     }.items():
@@ -48,6 +50,16 @@ def hub_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubS
         yield hub
     finally:
         hub.stop()
+
+
+@pytest.fixture
+def hub_lfs(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """The local Hub for a client without Xet: uploads take the classic LFS batch path."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    return hub_server
 
 
 def _has_hub_035(python: Path) -> bool:

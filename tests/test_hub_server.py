@@ -66,7 +66,11 @@ def _http(hub: HubServer, path: str, method: str = "GET", headers: dict | None =
         return err.code, err.headers, err.read()
 
 
-def test_private_upload_roundtrip_with_lfs(hub_server: HubServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["xet", "lfs"])
+def test_private_upload_roundtrip(path: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Xet is what huggingface_hub uses whenever hf_xet is installed (production); LFS is for clients without it.
+    Both upload, and both read back: Xet files through hf_xet from the CAS, LFS files over HTTP."""
+    hub_server: HubServer = request.getfixturevalue("hub_server" if path == "xet" else "hub_lfs")
     api = _api(hub_server)
     assert api.whoami()["name"] == HUB_USER
     url = api.create_repo("policy", private=True)  # no namespace: the token owner's
@@ -79,7 +83,9 @@ def test_private_upload_roundtrip_with_lfs(hub_server: HubServer, tmp_path: Path
     commit = api.upload_folder(repo_id=repo_id, folder_path=src, commit_message="step 1")
 
     big_sha = hashlib.sha256(files["weights/big.bin"]).hexdigest()
-    assert ("PUT", f"/_lfs/{big_sha}") in hub_server.request_log
+    lfs_put, write_token = ("PUT", f"/_lfs/{big_sha}"), ("GET", f"/api/models/{repo_id}/xet-write-token/main")
+    assert (lfs_put in hub_server.request_log, write_token in hub_server.request_log) == (path == "lfs", path == "xet")
+    assert bool(list((hub_server.root / "cas").rglob("*.mdb"))) == (path == "xet")  # the CAS got a shard
     assert hub_server.blob_path(big_sha).read_bytes() == files["weights/big.bin"]  # stored content-addressed
     assert set(api.list_repo_files(repo_id)) == set(files) | {".gitattributes"}
 
@@ -89,9 +95,12 @@ def test_private_upload_roundtrip_with_lfs(hub_server: HubServer, tmp_path: Path
     assert siblings["weights/big.bin"].lfs.sha256 == big_sha and siblings["weights/big.bin"].size == BIG
     assert siblings["config.json"].lfs is None
 
+    hub_server.request_log.clear()
     local = snapshot_download(repo_id, endpoint=hub_server.url, cache_dir=tmp_path / "fresh")
     got = _tree_bytes(Path(local))
     assert {k: got[k] for k in files} == files
+    read_token = ("GET", f"/api/models/{repo_id}/xet-read-token/{commit.oid}")
+    assert (read_token in hub_server.request_log) == (path == "xet")  # read back through hf_xet
 
     # Private means invisible: anonymous (401) and other users (404) both get RepositoryNotFoundError.
     hub_server.add_token("hf_other", "someone-else")
@@ -225,8 +234,6 @@ def test_resolve_headers_and_ranges(hub_server: HubServer) -> None:
     assert status == 416 and headers["Content-Range"] == "bytes */10"
     status, headers, _ = _http(hub_server, f"/acme/raw/resolve/{sha}/nope.txt")
     assert (status, headers["X-Error-Code"], headers["X-Repo-Commit"]) == (404, "EntryNotFound", sha)
-    status, headers, _ = _http(hub_server, "/api/models/acme/raw/xet-write-token/main")
-    assert status == 501 and "HF_HUB_DISABLE_XET" in headers["X-Error-Message"]
 
 
 def test_dropped_commit_keeps_previous_revision(hub_server: HubServer, tmp_path: Path) -> None:
@@ -237,9 +244,10 @@ def test_dropped_commit_keeps_previous_revision(hub_server: HubServer, tmp_path:
 
     _folder(tmp_path / "v2", "v2")
     (tmp_path / "v2/extra.txt").write_text("new in v2")
+    v2 = [CommitOperationAdd(str(p.relative_to(tmp_path / "v2")), p) for p in (tmp_path / "v2").rglob("*") if p.is_file()]
     hub_server.drop_next_upload("commit")
-    with pytest.raises(Exception) as err:
-        api.upload_folder(repo_id=repo_id, folder_path=tmp_path / "v2")
+    with pytest.raises(Exception) as err:  # one commit, as the checkpoint store makes it (upload_folder retries)
+        api.create_commit(repo_id, operations=v2, commit_message="v2")
     assert not isinstance(err.value, HfHubHTTPError), err.value  # a broken connection, not an HTTP reply
 
     assert api.model_info(repo_id).sha == v1
@@ -252,7 +260,9 @@ def test_dropped_commit_keeps_previous_revision(hub_server: HubServer, tmp_path:
     assert "extra.txt" in api.list_repo_files(repo_id)
 
 
-def test_dropped_lfs_put_is_retried_by_the_client(hub_server: HubServer, tmp_path: Path) -> None:
+def test_dropped_lfs_put_is_retried_by_the_client(hub_lfs: HubServer, tmp_path: Path) -> None:
+    """A client without Xet: the classic LFS batch path, as the Hub still accepts."""
+    hub_server = hub_lfs
     api = _api(hub_server)
     repo_id = api.create_repo(f"{HUB_USER}/retry-lfs").repo_id
     files = _folder(tmp_path / "src", "lfs")
@@ -380,5 +390,6 @@ def test_client_0353_roundtrip(hub_server: HubServer, hub_python_035: Path, tmp_
     assert out["lfs"] == ["weights/big.bin"] and out["anonymous"] == "RepositoryNotFoundError"
     assert out["params"] == {"F32": 16, "F16": 4}
     assert out["tags"] == {"v3.0": True} and out["at_tag"] == "v1"
-    # 0.35.3 negotiates Xet through `expand=xetEnabled`; we said no, so the bytes went through LFS.
-    assert any(m == "PUT" and p.startswith("/_lfs/") for m, p in hub_server.request_log)
+    # 0.35.3 negotiates Xet through `expand=xetEnabled`; the local Hub says yes, so the bytes went through Xet.
+    assert any(p.endswith("/xet-write-token/main") for _, p in hub_server.request_log)
+    assert not any(m == "PUT" and p.startswith("/_lfs/") for m, p in hub_server.request_log)

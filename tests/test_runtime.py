@@ -254,3 +254,31 @@ def test_a_pod_that_cannot_end_itself_raises_deadman_failed_until_it_is_gone(tmp
     finally:
         run.kill_everything()
         hook.close()
+
+
+@pytest.mark.slow  # a real runtime process uploading to the local Hub
+def test_a_full_hub_storage_is_an_alarm_with_the_steps_at_risk(tmp_path, hub_server):
+    """The Hub refuses every upload (403, storage full): each failed sync is a `sync_failed` event on the webhook,
+    status.json says so with the steps at risk, `local.status` shows them, and the fix is named — not a log line."""
+    from fixtures_hub import HUB_TOKEN, HUB_USER
+
+    from helpers.backends.base import backend
+    from helpers.workspace import opened
+
+    hub_server.set_storage_quota(HUB_USER, 16 * 1024)  # less than one checkpoint
+    hook = Webhook()
+    data = toy_job(steps=30, save_freq=10, checkpoint={"store": f"hf://{HUB_USER}/full"},
+                   notify={"webhook_url": hook.url})
+    run = RuntimeRun(tmp_path, data, secrets={"HF_TOKEN": HUB_TOKEN},
+                     env={"TOY_STEP_SECONDS": "0.02", "TOY_PAYLOAD_KB": "64"})
+    assert run.wait() == 0, run.output
+    hook.close()
+    failed = [e for e in hook.events if e["event"] == "sync_failed"]
+    assert failed and failed[-1]["step"] == 30 and failed[-1]["steps_at_risk"] == 30, hook.events
+    assert failed[-1]["level"] == "error" and "checkpoint.keep" in failed[-1]["fix"]
+    assert "Private repository storage limit reached" in failed[-1]["error"]
+    status = run.status()
+    assert status["synced_step"] is None and "30 steps at risk" in status["sync_failed"]
+    with opened(env_file=None, runs_dir=tmp_path / "runs"):
+        (row,) = backend("local").status()
+    assert row[-1].startswith("30 (SYNC FAILED")

@@ -11,6 +11,7 @@ from pathlib import Path
 from helpers.backends.provider import RUNNING, call
 from helpers.console import say
 from helpers.errors import ConfigError, ProviderError
+from helpers.runtime.progress import steps_at_risk
 from helpers.workspace import current
 
 
@@ -124,6 +125,7 @@ def status_rows(provider, provider_name: str, run_id: str | None, remote_dir: st
             return entry, listed_one["state"], "unreachable"
         deadman = s.get("deadman") or ""
         alarm = f"; DEAD-MAN {deadman[:120]}" if deadman.startswith(("failed", "not armed")) else ""
+        alarm += f"; SYNC FAILED {steps_at_risk(s)} steps at risk" if s.get("sync_failed") else ""
         return entry, listed_one["state"], (f"{s.get('state')} {s.get('step')}/{s.get('total')} loss {s.get('loss')} "
                                             f"synced {s.get('synced_step')}{alarm}")
 

@@ -312,6 +312,7 @@ class Flow:
         self.started = False  # the runtime runs on the host: only then can it end the machine itself
         self.ended = False
         self.last_step: int | None = None  # the newest training step the launcher saw in the log
+        self.sync_alarm: str | None = None  # the runtime's sync_failed, as the ledger last recorded it
 
     # --- the steps ----------------------------------------------------------------------------------
     def run(self, mode: str, detach: bool) -> int:
@@ -381,6 +382,7 @@ class Flow:
         def on_poll() -> None:
             if self.spec.deadline_epoch and time.time() > self.spec.deadline_epoch:
                 raise _DeadlinePassed()
+            self.note_sync_alarm(self.remote.last_status or {})
             if time.monotonic() - last_cost[0] >= COST_EVERY_S:
                 last_cost[0] = time.monotonic()
                 say(f"[trainyard] {cost_line(price, self.created)}")
@@ -415,6 +417,18 @@ class Flow:
                     break
                 except RemoteError as exc:
                     warn(str(exc))
+
+    def note_sync_alarm(self, status: dict) -> None:
+        """A checkpoint that did not reach the store goes into the ledger with the run (`invoke status` shows it), and
+        leaves it once a later one does."""
+        alarm = status.get("sync_failed")
+        if alarm == self.sync_alarm:
+            return
+        self.sync_alarm = alarm
+        if alarm:
+            warn(f"SYNC FAILED: {alarm}")
+        self.ledger.record(self.provider.name, self.name, "running", instance_id=self.instance_id,
+                           warning=f"sync_failed: {alarm}" if alarm else "")
 
     def steps_seen(self, lines):
         """The log lines, remembering the newest training step (what a loss costs, if no checkpoint was synced)."""

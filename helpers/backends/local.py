@@ -19,6 +19,7 @@ from helpers.bundle import BUNDLE_NAME, outputs_here, render_commands, stage_run
 from helpers.console import say, table
 from helpers.follow import follow
 from helpers.planning import Plan, plan_of
+from helpers.runtime.progress import steps_at_risk
 from helpers.workspace import current
 
 
@@ -72,9 +73,11 @@ def status(handle: RunHandle | None = None) -> list[list]:
     for path in sorted(current().runs_dir.glob(f"{handle.run_id if handle else '*'}/status.json")):
         s = json.loads(path.read_text())
         running = (path.parent / "runtime.pid").exists()
+        at_risk = steps_at_risk(s)
         rows.append([s.get("run_id"), "running" if running and s["state"] == "training" else s["state"],
-                     f"{s.get('step')}/{s.get('total')}", s.get("loss"), s.get("synced_step")])
-    table("local runs", ["run", "state", "step", "loss", "synced step"], rows)
+                     f"{s.get('step')}/{s.get('total')}", s.get("loss"), s.get("synced_step"),
+                     f"{at_risk} (SYNC FAILED: {s['sync_failed']})" if s.get("sync_failed") else at_risk])
+    table("local runs", ["run", "state", "step", "loss", "synced step", "steps at risk"], rows)
     return rows
 
 

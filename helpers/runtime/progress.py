@@ -19,3 +19,10 @@ def loss_of(line: str) -> float | None:
         return float(match[1]) if match else None
     except ValueError:
         return None
+
+
+def steps_at_risk(status: dict) -> int | None:
+    """Steps trained but not yet in the store (what a lost machine would cost), from a runtime's status.json."""
+    if status.get("step") is None:
+        return None
+    return max(0, status["step"] - (status.get("synced_step") or 0))

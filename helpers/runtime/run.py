@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from helpers.runtime import environment, machine
 from helpers.runtime.events import Events
 from helpers.runtime.job import JobDoc
 from helpers.runtime.progress import TQDM, loss_of, step_of
-from helpers.runtime.store import open_store
+from helpers.runtime.store import STORAGE_FULL, SYNC_FIX_STORAGE, open_store
 from helpers.runtime.sync import CheckpointSync
 from helpers.runtime.trainers import runs_of, trainer_for
 from helpers.secrets import REDACTOR, SECRET_NAMES, redact
@@ -139,7 +140,7 @@ class Runtime:
         self.set_status(state="training", step=resume_step or 0, total=run.steps, run_index=index)
         sync = CheckpointSync(
             trainer.checkpoints, store, keep=self.doc.section("checkpoint").get("keep", 1),
-            on_synced=self.on_synced, on_error=self.on_sync_error,
+            on_synced=partial(self.on_synced, store), on_error=partial(self.on_sync_error, store),
             poll_seconds=min(float(self.doc.section("checkpoint").get("upload_poll_seconds", 60)), 0.5),  # a readlink: cheap
             watch=self.doc.section("checkpoint").get("upload_every_save", True),
         ).start(already_synced=store.latest_step())
@@ -159,9 +160,10 @@ class Runtime:
         self.log(f"trainer exited with code {returncode}; final sync ...")
         try:
             synced = sync.finish(timeout=600)
-        except Exception as exc:  # the store is down: say so, keep the local checkpoint
-            self.log(f"final sync failed: {exc}")
-            synced = None
+        except Exception as exc:  # the store is down: the alarm says so; the local checkpoint stays
+            newest = trainer.checkpoints()
+            self.on_sync_error(store, newest[-1][0] if newest else self.status["step"] or 0, exc)
+            synced = sync.synced_step
         self.log(f"checkpoint in store {store.describe}: step {synced}")
         if self.stop_reason:
             return EXIT_STOPPED
@@ -209,13 +211,26 @@ class Runtime:
             self.set_status(step=step, loss=loss if loss is not None else self.status["loss"])
             self.events.emit("progress", f"step {step}/{self.status['total']}", step=step)
 
-    def on_synced(self, step: int, seconds: float) -> None:
-        self.set_status(synced_step=step)
+    def on_synced(self, store, step: int, seconds: float) -> None:
+        self.set_status(synced_step=step, sync_failed=None)
         self.log(f"synced checkpoint step {step} in {seconds:.1f}s")
+        if store.not_freed:
+            self.log(f"older checkpoint versions in {store.describe} not freed yet ({store.not_freed}); the next save retries")
         self.events.emit("checkpoint", f"checkpoint step {step} synced", step=step)
 
-    def on_sync_error(self, step: int, exc: Exception) -> None:
-        self.log(f"sync of step {step} failed ({type(exc).__name__}: {exc}); will retry with the next checkpoint")
+    def on_sync_error(self, store, step: int, exc: Exception) -> None:
+        """A checkpoint that did not reach the store is an alarm (events, webhook, status), never just a log line."""
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        synced = self.status.get("synced_step")
+        at_risk = max(self.status.get("step") or step, step) - (synced or 0)
+        fix = (SYNC_FIX_STORAGE if STORAGE_FULL in why.lower() else
+               "the next save retries; if it keeps failing, check the store and HF_TOKEN's write access")
+        message = (f"checkpoint step {step} did not reach {store.describe}: {why} — {at_risk} steps at risk "
+                   f"(in the store: step {synced}). {fix}")
+        self.log(f"SYNC FAILED: {message}")
+        self.set_status(sync_failed=message)
+        self.events.emit("sync_failed", message, level="error", step=step, synced_step=synced, steps_at_risk=at_risk,
+                         error=why, fix=fix)
 
     # --- limits and the end -------------------------------------------------------------------------
     def watch_deadline(self) -> None:

@@ -4,6 +4,12 @@ Both are atomic: a reader sees a whole checkpoint or the previous one, never hal
 - Directory: copy into a hidden staging dir, rename into place, then replace `latest.json`.
 - Hub: every file of the checkpoint plus the manifest `trainyard.json` go up in ONE commit.
 The repo layout is seed 001's (`pretrained_model/`, `training_state/` at the root), so its resume still works.
+
+A Hub store overwrites the same paths at every save, and every old version stays in the branch's history, counting
+against the account's private storage until the Hub refuses uploads (403). Deleting files would not free them (the
+history still holds them); squashing the history does [DOC: storage-limits, HfApi.super_squash_history]. So after
+each save the store squashes `main` to one commit, and keeps the `checkpoint.keep` newest checkpoints: the newest on
+`main`, each of them also on its own one-commit branch `trainyard-<step>`; older such branches are deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import tempfile
 from pathlib import Path
 
 MANIFEST = "trainyard.json"
+STORAGE_FULL = "storage limit reached"  # in the Hub's 403 once an account's private storage is full
+SYNC_FIX_STORAGE = ("the Hub account's private storage is full: keep fewer checkpoints (checkpoint.keep: 1 frees older "
+                    "versions at every save), free space at https://huggingface.co/settings/storage, or upgrade the plan")
 
 
 def open_store(spec: str, base: Path | None = None, prefix: str = "") -> "DirectoryStore | HubStore":
@@ -38,6 +47,8 @@ def checkpoint_files(step_dir: Path) -> list[tuple[Path, str]]:
 
 
 class DirectoryStore:
+    not_freed = None  # pruning a directory cannot fail quietly
+
     def __init__(self, root: Path):
         self.root = root
         self.describe = str(root)
@@ -85,6 +96,7 @@ class HubStore:
         self.prefix = f"{prefix.strip('/')}/" if prefix else ""
         self.describe = f"hf://{repo_id}/{self.prefix}".rstrip("/")
         self._created = False
+        self.not_freed: str | None = None  # why the last save could not free older versions (retried next save)
 
     def _api(self):
         from huggingface_hub import HfApi
@@ -102,6 +114,25 @@ class HubStore:
         manifest = json.dumps({"step": step}).encode()
         operations.append(CommitOperationAdd(path_in_repo=self.prefix + MANIFEST, path_or_fileobj=manifest))
         api.create_commit(self.repo_id, operations=operations, commit_message=f"Trainyard checkpoint step {step}", repo_type="model")
+        try:
+            self._free_older(api, step, keep)
+            self.not_freed = None
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is safe; the next save squashes again
+            self.not_freed = f"{type(exc).__name__}: {exc}"
+
+    def _branch(self, step: int) -> str:
+        return "trainyard-" + (self.prefix.strip("/").replace("/", "-") + "-" if self.prefix else "") + f"{step:06d}"
+
+    def _free_older(self, api, step: int, keep: int) -> None:
+        api.super_squash_history(self.repo_id, branch="main", commit_message=f"Trainyard checkpoint step {step}")
+        if keep < 2:
+            return
+        api.create_branch(self.repo_id, branch=self._branch(step), exist_ok=True)
+        base = self._branch(0)[:-6]
+        ours = sorted(b.name for b in api.list_repo_refs(self.repo_id).branches
+                      if b.name.startswith(base) and b.name[len(base):].isdigit())
+        for old in ours[:-keep]:
+            api.delete_branch(self.repo_id, branch=old)
 
     def latest_step(self) -> int | None:
         from huggingface_hub import hf_hub_download
