@@ -392,6 +392,8 @@ class RunPodEmulator:
         self.rest_gone = False                    # True: /v2 answers 410 Gone (how a retired API answers is INF)
         self.pod_key_rest = True                  # False: a pod-scoped key gets 403 on REST v2 [3P] (True: [INF])
         self.pod_key_graphql = True               # False: a pod-scoped key is refused on GraphQL [INF]
+        self.ssh_answers = True                   # False: a pod boots (RUNNING, billing) but SSH never answers (a
+        # broken image, a dead sshd); `host(id).kill_sshd()` kills it later. Test controls, not API behaviours.
         self._stopping = threading.Event()
         self.calls: list[dict[str, Any]] = []
         self.latency_s = 0.0  # added to every API request (bench: real APIs answer in ~100 ms, this one in ~2)
@@ -737,6 +739,8 @@ class RunPodEmulator:
             try:
                 host = self._make_host(pod)
                 port = host.start()
+                if not self.ssh_answers:
+                    host.kill_sshd()
             except Exception as exc:  # noqa: BLE001 - surfaced through pod()/wait_ready()
                 pod.boot_error = f"{type(exc).__name__}: {exc}"
                 print(f"runpod emulator: pod {pod.id} failed to boot: {exc}", file=sys.stderr)

@@ -6,8 +6,9 @@ Each `SshHost` runs Debian's own `sshd` inside a fresh PID + mount namespace
 * `/root` is bind-mounted from `disk` and the volume path (default `/workspace`) from `disk/workspace`,
   so whatever the instance writes survives it, like a kept volume;
 * a tiny init (PID 1, stdlib Python) starts `sshd -D -e` and, optionally, a start command, reaps
-  orphans, and shuts everything down on SIGTERM;
-* killing that init (SIGKILL) makes the kernel kill every process of the instance: a preemption.
+  orphans, and shuts everything down on SIGTERM (or when sshd exits on its own);
+* killing that init (SIGKILL) makes the kernel kill every process of the instance: a preemption;
+* SIGUSR1 to init kills every sshd process and nothing else: SSH is dead, the machine runs on (and bills).
 
 Instance control files live in `disk/.sshhost/` (seen as `/root/.sshhost/` inside): sshd_config, the
 ed25519 host key (generated once per disk, so the host key survives restarts), authorized_keys, the
@@ -191,7 +192,19 @@ def watch_lifeline():
             break
     os._exit(137)                         # owner is gone: take the whole instance down at once
 
+def kill_sshd(*_):
+    """SSH dies, the machine does not: every sshd process (the listener and the sessions') is killed."""
+    sshd_killed.append(True)
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and open(f"/proc/{entry}/comm").read().startswith("sshd"):  # + sshd-session
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            pass
+
+sshd_killed = []
 signal.signal(signal.SIGTERM, lambda *_: shutdown("stopped", 0))
+signal.signal(signal.SIGUSR1, kill_sshd)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 threading.Thread(target=watch_lifeline, daemon=True).start()
@@ -212,11 +225,14 @@ while True:
     try:
         pid, status = os.wait()
     except ChildProcessError:
+        if sshd_killed:  # SSH died, the machine did not: it runs on with nothing in it
+            time.sleep(0.2)
+            continue
         shutdown("no-processes", 1)
         continue
     if done:
         continue
-    if pid == sshd.pid:
+    if pid == sshd.pid and not sshd_killed:
         shutdown("sshd-exited", 1)
     elif cmd is not None and pid == cmd.pid:
         rc = os.waitstatus_to_exitcode(status)
@@ -356,6 +372,13 @@ class SshHost:
     def kill(self) -> None:
         """Preempt: SIGKILL the namespace's init, so every process of the instance dies at once."""
         self._end("killed", signal.SIGKILL, timeout=10.0)
+
+    def kill_sshd(self) -> None:
+        """SSH dies while the machine runs on: every sshd process is killed, every other process lives (a crashed
+        sshd, a firewall change, a full disk). Only the provider's API can end the machine now."""
+        if self.init_pid is None:
+            raise SshHostError("the instance is not running")
+        os.kill(self.init_pid, signal.SIGUSR1)
 
     def stop(self) -> None:
         """Graceful stop: SIGTERM to every process, `grace_s` to exit, then whatever is left is killed."""

@@ -5,13 +5,18 @@ The real `verda` SDK (1.25) talks to it unchanged::
     emu = VerdaEmulator(root=tmp_path / "verda").start()
     client = VerdaClient(emu.client_id, emu.client_secret, base_url=emu.base_url)   # base_url ends in /v1
 
-What it serves (paths under `/v1`, shapes per CLOUD_APIS.md Part 2):
+What it serves (paths under `/v1`, each an operation of Verda's OpenAPI file, tests/reference/; the tests check
+every answer against that file's schemas, tests/openapi_contract.py):
   POST /oauth2/token (client_credentials + refresh_token), /balance, /instance-types (prices as strings),
-  /instance-availability[/{type}] (`isSpot` or `is_spot`, `location_code`), /locations, /images,
-  POST /instances (answers the new id as PLAIN TEXT), GET /instances[/{id}], PUT /instances (actions),
-  /sshkeys (+ /ssh-keys), /scripts, /volumes (+ /trash, PUT actions, DELETE /{id}), /volume-types,
-  /long-term/periods/instances.  Errors are JSON `{"code", "message"}` with a 4xx/5xx status, so the SDK
-  raises `verda.exceptions.APIException(code, message)`.
+  /instance-availability[/{type}] (`is_spot`, `location_code`; the deprecated `isSpot` too, which the SDK sends),
+  /locations, /images, POST /instances (answers the new id as PLAIN TEXT; `tags` kept, keys lowercased),
+  GET /instances[/{id}] (`?tag=key` or `?tag=key=value`, repeated: every one must match [DOC]), PUT /instances
+  (actions), /ssh-keys (+ the deprecated /sshkeys), /scripts, /volumes (+ /trash, PUT actions, DELETE /{id}),
+  /volume-types, /long-term/periods/instances.  Fields the file requires as strings are "" when there is nothing
+  to say (`startup_script_id`, `os_volume_id` before it exists, a detached volume's `instance_id` and `target`)
+  [INF: the file does not say what the API sends then]; `ip` is null until there is one (nullable in the file).
+  Errors are JSON `{"code", "message"}` with a 4xx/5xx status, so the SDK raises
+  `verda.exceptions.APIException(code, message)`.
 
 It does only what the real API does; each behaviour carries its provenance (CLOUD_APIS.md Part 2): [SRC] the SDK's
 source, [DOC] Verda's docs, Go SDK and CLI, [3P] others' recorded use, [INF] inferred.
@@ -176,11 +181,8 @@ def _itype(name: str, model: str, gpu_desc: str, display: str, gpus: int, gpu_me
         "spot_price": spot,
         "dynamic_price": f"{float(price) * 0.85:.2f}",
         "max_dynamic_price": price,
-        "serverless_price": None,
-        "serverless_spot_price": None,
         "supported_os": list(_CPU_OS if is_cpu else _GPU_OS),
-        "deploy_warning": None,
-    }
+    }  # serverless prices and deploy_warning: optional strings in the file, left out
 
 
 DEFAULT_INSTANCE_TYPES: list[dict[str, Any]] = [
@@ -200,11 +202,15 @@ DEFAULT_INSTANCE_TYPES: list[dict[str, Any]] = [
     _itype("1B200.30V", "B200", "B200 SXM6 180GB", "NVIDIA B200 SXM6 180GB", 1, 180, 30, 184, "3.79", "0.95"),
 ]
 
+_VOLUME_SPEEDS = {"burst_bandwidth": 2500, "continuous_bandwidth": 2000, "internal_network_speed": 50,
+                  "iops": "100000", "throughput_gbps": 2}  # required by the file; these values are its examples [INF]
 VOLUME_TYPES: list[dict[str, Any]] = [
-    {"type": "NVMe", "price": {"price_per_month_per_gb": 0.2, "cps_per_gb": 0.0000000763, "currency": "usd"}},
-    {"type": "HDD", "price": {"price_per_month_per_gb": 0.05, "cps_per_gb": 0.0000000191, "currency": "usd"}},
+    {"type": "NVMe", "price": {"price_per_month_per_gb": 0.2, "cps_per_gb": 0.0000000763, "currency": "usd"},
+     "is_shared_fs": False, **_VOLUME_SPEEDS},
+    {"type": "HDD", "price": {"price_per_month_per_gb": 0.05, "cps_per_gb": 0.0000000191, "currency": "usd"},
+     "is_shared_fs": False, **_VOLUME_SPEEDS},
     {"type": "NVMe_Shared", "price": {"price_per_month_per_gb": 0.2, "cps_per_gb": 0.0000000763,
-                                      "currency": "usd"}},
+                                      "currency": "usd"}, "is_shared_fs": True, **_VOLUME_SPEEDS},
 ]
 _VOLUME_PRICE = {v["type"]: v["price"]["price_per_month_per_gb"] for v in VOLUME_TYPES}
 
@@ -273,6 +279,7 @@ class _Instance:
     price_per_hour: float
     ssh_key_ids: list[str]
     startup_script_id: str | None
+    tags: list[dict[str, str]]  # {id, key, value}; value "" for a freeform tag [DOC]
     os_volume: str  # id of its OS volume (always known internally; shown only once provisioned)
     on_spot_discontinue: str
     created_at: str
@@ -317,6 +324,9 @@ class VerdaEmulator:
         # a delete refused while booting, in these words: [3P] for provisioning; the others' words [INF], so a test
         # can give other words (the money promise may rest on the state, never on the message)
         self.booting_refusal = "Can't discontinue a {status} instance"
+        # False: a machine boots (running, an ip, billing) but its SSH never answers (a broken image, a dead sshd);
+        # `host(id).kill_sshd()` makes SSH die later on a running one. Test controls, not API behaviours.
+        self.ssh_answers = True
         self.token_ttl_s = token_ttl_s
         self.default_capacity = default_capacity
         self.balance_usd = balance_usd
@@ -587,7 +597,7 @@ class VerdaEmulator:
     def _settings(self) -> dict[str, Any]:
         return {"boot_delay_s": self.boot_delay_s, "order_delay_s": self.order_delay_s, "boot_states": list(self.boot_states),
                 "token_ttl_s": self.token_ttl_s, "rate_limit_per_s": self.rate_limit_per_s,
-                "balance_usd": self.balance_usd, "default_capacity": self.default_capacity, "ssh": self.ssh}
+                "balance_usd": self.balance_usd, "default_capacity": self.default_capacity, "ssh": self.ssh, "ssh_answers": self.ssh_answers}
 
     def _volumes_of(self, inst: _Instance) -> list[_Volume]:
         return [v for v in self._volumes.values() if v.instance_id == inst.id]
@@ -640,17 +650,17 @@ class VerdaEmulator:
             "gpu_memory": copy.deepcopy(t["gpu_memory"]),
             "storage": {"description": f"{os_vol.size if os_vol else _DEFAULT_OS_VOLUME_GB}GB NVMe"},
             "ip": shown_ip,
-            "os_volume_id": inst.os_volume if inst.provisioned else None,
+            "os_volume_id": inst.os_volume if inst.provisioned else "",  # required string: "" until it exists [INF]
             "location": inst.location,
             "image": inst.image,
-            "startup_script_id": inst.startup_script_id,
+            "startup_script_id": inst.startup_script_id or "",  # required string: "" for none [INF]
             "is_spot": inst.is_spot,
             "contract": inst.contract,
             "pricing": inst.pricing,
             "os_name": _OS_NAME.get(inst.image, "Ubuntu 24.04"),
             "jupyter_token": inst.jupyter_token,
             "volume_ids": [v.id for v in self._volumes_of(inst)],
-            "tags": [],
+            "tags": copy.deepcopy(inst.tags),
             "emulator_ssh_port": inst.port if inst.status == "running" else None,
             "emulator_error": inst.error,
         }
@@ -658,29 +668,43 @@ class VerdaEmulator:
     def _volume_view(self, vol: _Volume) -> dict[str, Any]:
         inst = self._instances.get(vol.instance_id) if vol.instance_id else None
         per_gb = _VOLUME_PRICE.get(vol.type, 0.2)
-        return {
+        share = f"nfs.{vol.location.lower()}.datacrunch.io:volume-{vol.id[:8]}"
+        view = {
             "id": vol.id,
             "status": vol.status,
-            "instance_id": vol.instance_id,
+            "instance_id": vol.instance_id or "",  # required strings: "" when there is none [INF]
             "name": vol.name,
             "size": vol.size,
             "type": vol.type,
             "location": vol.location,
             "is_os_volume": vol.is_os_volume,
             "created_at": vol.created_at,
-            "target": ("vda" if vol.is_os_volume else "vdb") if inst else None,
+            "target": ("vda" if vol.is_os_volume else "vdb") if inst else "",
             "ssh_key_ids": list(inst.ssh_key_ids) if inst else [],
+            # objects, as the file's example shows and the SDK reads them [SRC] (its schema says strings: a bug of
+            # the file, corrected in tests/openapi_contract.py; Trainyard reads neither)
             "instances": ([{"id": inst.id, "ip": "127.0.0.1" if inst.status == "running" else None,
                             "instance_type": inst.instance_type, "status": inst.status,
                             "hostname": inst.hostname}] if inst else []),
+            "pseudo_path": f"volume-{vol.id[:8]}",
+            "create_directory_command": "mkdir -p /mnt/volume",
+            "mount_command": f"mount -t nfs -o nconnect=16 {share} /mnt/volume",
+            "filesystem_to_fstab_command": f"grep -qxF '{share} /mnt/volume nfs defaults 0 0' /etc/fstab || "
+                                           f"echo '{share} /mnt/volume nfs defaults 0 0' | sudo tee -a /etc/fstab",
             "contract": "PAY_AS_YOU_GO",
             "base_hourly_cost": round(vol.size * per_gb / 730.0, 6),
             "monthly_price": round(vol.size * per_gb, 2),
             "currency": "usd",
-            "long_term": None,
-            "deleted_at": vol.deleted_at,
+            "long_term": {},  # a required object; no long-term contract here [INF]
+            "tags": [],
             "emulator_disk_path": str(vol.disk),
         }
+        if vol.status == "deleted":  # the trash's own shape: its fields, not the mount commands [DOC]
+            for key in ("pseudo_path", "create_directory_command", "mount_command", "filesystem_to_fstab_command",
+                        "long_term"):
+                del view[key]
+            view.update(deleted_at=vol.deleted_at, is_permanently_deleted=False)
+        return view
 
     def _new_volume(self, name: str, size: int, vtype: str, location: str, is_os: bool) -> _Volume:
         vid = str(uuid.uuid4())
@@ -736,6 +760,8 @@ class VerdaEmulator:
                 host = SshHost(disk, keys + "\n" if keys else "", env=env, start_command=start_command,
                                on_exit=lambda h, inst=inst: self._host_exited(inst, h))
                 port = host.start()
+                if not self.ssh_answers:
+                    host.kill_sshd()
             except Exception as exc:  # noqa: BLE001 - the instance goes to `error`, reason kept for tests
                 _kill_host(host)
                 with self._lock:
@@ -772,7 +798,9 @@ class VerdaEmulator:
         path = split.path.rstrip("/") or "/"
         if self.latency_s and not path.startswith("/_emulator"):
             time.sleep(self.latency_s)  # a real API's round trip (bench scale): not a behaviour of the API
-        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        # a repeated `tag` is a list (kept comma-joined, as the log shows an array parameter); others: the last value
+        query = {k: ",".join(v) if k == "tag" else v[-1]
+                 for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         parsed: Any = None
         if body:
             try:
@@ -809,6 +837,7 @@ class VerdaEmulator:
             payload = json.dumps({"code": "server_error", "message": f"emulator error: {exc!r}"}).encode()
             extra = {}
         call["status"] = status
+        call["response"] = _redact(json.loads(payload)) if ctype == "application/json" and payload else None
         return status, ctype, payload, extra
 
     # ------------------------------------------------------------------ /v1
@@ -904,12 +933,8 @@ class VerdaEmulator:
         n = len(parts)
         if head == "balance" and n == 1 and method == "GET":
             return _json(200, {"amount": round(self.balance_usd - self.spend(), 4), "currency": "usd"})
-        if head == "instance-types" and method == "GET":
-            if n == 1:
-                return _json(200, list(copy.deepcopy(self._types).values()))
-            if n == 2 and parts[1] in self._types:
-                return _json(200, copy.deepcopy(self._types[parts[1]]))
-            raise ApiError(404, "not_found", "Invalid instance type")
+        if head == "instance-types" and n == 1 and method == "GET":
+            return _json(200, list(copy.deepcopy(self._types).values()))
         if head == "instance-availability" and method == "GET":
             return self._availability(parts[1] if n == 2 else None, query)
         if head == "locations" and n == 1 and method == "GET":
@@ -928,7 +953,7 @@ class VerdaEmulator:
             return _json(200, [])
         if head == "instances":
             if n == 1 and method == "GET":
-                return self._list_instances(query)
+                return self._list_instances(query, [t for t in query.get("tag", "").split(",") if t])
             if n == 1 and method == "POST":
                 return self._create_instance(body)
             if n == 1 and method == "PUT":
@@ -1001,11 +1026,18 @@ class VerdaEmulator:
 
     # ---------------------------------------------------------------- instances
 
-    def _list_instances(self, query: dict[str, str]) -> tuple[int, str, bytes, dict[str, str]]:
+    def _list_instances(self, query: dict[str, str], tags: list[str]) -> tuple[int, str, bytes, dict[str, str]]:
+        """`?tag=key` (any value) or `?tag=key=value` (split at the first `=`), repeated: every one must match [DOC]."""
         status = query.get("status")
+        wanted = [(t.split("=", 1)[0].lower(), t.split("=", 1)[1] if "=" in t else None) for t in tags]
+
+        def tagged(inst: _Instance) -> bool:
+            have = {(t["key"], t["value"]) for t in inst.tags}
+            return all(any(k == key and (value is None or v == value) for k, v in have) for key, value in wanted)
+
         with self._lock:
             items = [self._instance_view(i) for i in self._instances.values()
-                     if not i.deleted and (not status or i.status == status)]
+                     if not i.deleted and (not status or i.status == status) and tagged(i)]
         return _json(200, items)
 
     def _create_instance(self, body: Any) -> tuple[int, str, bytes, dict[str, str]]:
@@ -1051,6 +1083,7 @@ class VerdaEmulator:
             script_id = body.get("startup_script_id")
             if script_id is not None and script_id not in self._scripts:
                 raise _bad("Invalid startup script id")
+            tags = _tags(body.get("tags"))
             # The boot disk: image = a detached OS volume id, else an OS volume among existing_volumes.
             boot_vol: _Volume | None = None
             if image in self._volumes:
@@ -1109,7 +1142,7 @@ class VerdaEmulator:
             inst = _Instance(
                 id=inst_id, instance_type=itype_name, hostname=hostname, description=body["description"],
                 image=image, location=location, is_spot=is_spot, contract=contract, pricing=pricing,
-                price_per_hour=price, ssh_key_ids=list(ssh_key_ids), startup_script_id=script_id,
+                price_per_hour=price, ssh_key_ids=list(ssh_key_ids), startup_script_id=script_id, tags=tags,
                 os_volume=boot_vol.id, on_spot_discontinue=policy, created_at=_now_iso(),
                 jupyter_token=secrets.token_hex(16))
             inst.status = self.boot_states[0]
@@ -1213,7 +1246,9 @@ class VerdaEmulator:
             if n == 2 and method == "GET":
                 if parts[1] not in store:
                     raise ApiError(404, "not_found", f"Invalid {label} id")
-                return _json(200, [copy.deepcopy(store[parts[1]])])
+                # one object, as Verda's OpenAPI file says [DOC] (the verda SDK 1.25's get_by_id reads a list [SRC]:
+                # they disagree; Trainyard calls neither)
+                return _json(200, copy.deepcopy(store[parts[1]]))
             if n == 1 and method == "POST":
                 if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
                     raise _bad("Missing or invalid field: name")
@@ -1228,6 +1263,7 @@ class VerdaEmulator:
                         raise _bad("Invalid SSH public key")
                     item["key"] = value.strip()
                     item["fingerprint"] = "SHA256:" + secrets.token_urlsafe(32)[:43]
+                    item["created_by_user_id"] = None  # required and nullable in the file
                 store[item["id"]] = item
                 return 201, "text/plain", item["id"].encode(), {}
             if method == "DELETE" and n in (1, 2):
@@ -1325,21 +1361,9 @@ class VerdaEmulator:
                         raise _bad(f"Volume {vol.id} is not in the trash")
                 for vol in vols:
                     vol.status, vol.deleted_at = "detached", None
-            elif action == "clone":
-                copies: list[tuple[Path, Path]] = []
-                new_ids = []
-                for vol in vols:
-                    clone = self._new_volume(body.get("name") or f"{vol.name}-clone", vol.size,
-                                             body.get("type") or vol.type, vol.location, vol.is_os_volume)
-                    copies.append((vol.disk, clone.disk))
-                    new_ids.append(clone.id)
-            else:
+            else:  # clone: the file says 202 without a body, the SDK reads new ids from it [SRC]; left out
                 raise _bad(f"Invalid action: {action}")
-        if action == "clone":
-            for src, dst in copies:
-                shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
-            return _json(202, new_ids)
-        return _json(202, [])
+        return 202, "application/json", b"", {}  # no body [DOC]
 
     def _delete_volumes(self, ids: list[str], permanent: bool) -> tuple[int, str, bytes, dict[str, str]]:
         remove_dirs: list[Path] = []
@@ -1360,7 +1384,7 @@ class VerdaEmulator:
                     self._trash_volume(vol)
         for path in remove_dirs:
             shutil.rmtree(path, ignore_errors=True)
-        return _json(202, [])
+        return 202, "application/json", b"", {}  # no body [DOC]
 
     # ------------------------------------------------------------------ /_emulator controls
 
@@ -1405,6 +1429,8 @@ class VerdaEmulator:
                     self.booting_refusal = str(args["booting_refusal"])
                 if "default_capacity" in args:
                     self.default_capacity = int(args["default_capacity"])
+                if "ssh_answers" in args:
+                    self.ssh_answers = bool(args["ssh_answers"])
                 if "rate_limit_per_s" in args:
                     value = args["rate_limit_per_s"]
                     self.rate_limit_per_s = float(value) if value is not None else None
@@ -1436,6 +1462,17 @@ def _as_list(value: Any) -> list[Any]:
 
 
 _SECRET_KEYS = {"client_secret", "refresh_token", "access_token", "password", "token"}
+
+
+def _tags(raw: Any) -> list[dict[str, str]]:
+    """A create's `tags` ([{key, value?}], at most 10, keys lowercased [DOC]) as the API shows them."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > 10 or not all(isinstance(t, dict) and isinstance(t.get("key"), str)
+                                                            and t["key"] for t in raw):
+        raise _bad("tags must be a list of at most 10 {key, value} objects")
+    return [{"id": f"tag_{secrets.token_hex(11)}", "key": t["key"].lower(), "value": str(t.get("value") or "")}
+            for t in raw]
 
 
 def _redact(value: Any) -> Any:

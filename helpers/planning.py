@@ -71,7 +71,7 @@ class Plan:
     # the backends' own
     bid_per_gpu: float | None = None  # RunPod spot
     image: str | None = None  # Verda: the OS image, or the OS volume it boots from
-    boot_volume: Any = None  # Verda resume_local: the detached OS volume (SDK object)
+    boot_volume: dict | None = None  # Verda resume_local: the detached OS volume (the API's JSON)
     submit: dict | None = None  # CHTC: the submit file's values
     # `--backend cloud`: the winner among the clouds
     clouds: list[str] | None = None

@@ -21,14 +21,14 @@ from emulators.sshhost import generate_keypair
 
 @pytest.fixture
 def runpod_emulator(tmp_path: Path) -> Iterator[RunPodEmulator]:
-    from tests.openapi_contract import check
+    from tests.openapi_contract import RUNPOD, runpod_exchanges
 
     emu = RunPodEmulator(tmp_path / "runpod").start()
     try:
         yield emu
     finally:
         emu.stop()
-    check(emu.calls)
+    RUNPOD.check(runpod_exchanges(emu.calls))
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Fixtures for the Verda REST API emulator (emulators/verda_api.py).
 
-`verda_emulator`           a started VerdaEmulator under tmp_path whose instances are real sshd hosts (root, sshd)
+`verda_emulator`           a started VerdaEmulator under tmp_path whose instances are real sshd hosts (root, sshd);
+                           when the test ends, every exchange it served is checked against Verda's OpenAPI file
+                           (tests/openapi_contract.py), as for RunPod
 `verda_client`             the REAL `verda.VerdaClient` pointed at `verda_emulator`
 `verda_emulator_api_only`  the same emulator with `ssh=False`: instances go through every state but run nothing
 `verda_ssh_key`            (private key path, public key text) of a fresh ed25519 pair
@@ -21,22 +23,24 @@ def _started(root: Path, ssh: bool) -> VerdaEmulator:
     return VerdaEmulator(root, boot_delay_s=0.3, order_delay_s=0.1, ssh=ssh).start()
 
 
-@pytest.fixture
-def verda_emulator(tmp_path: Path) -> Iterator[VerdaEmulator]:
-    emu = _started(tmp_path / "verda", ssh=True)
+def _checked(emu: VerdaEmulator) -> Iterator[VerdaEmulator]:
+    from tests.openapi_contract import VERDA, verda_exchanges
+
     try:
         yield emu
     finally:
         emu.stop()
+    VERDA.check(verda_exchanges(emu.calls))
+
+
+@pytest.fixture
+def verda_emulator(tmp_path: Path) -> Iterator[VerdaEmulator]:
+    yield from _checked(_started(tmp_path / "verda", ssh=True))
 
 
 @pytest.fixture
 def verda_emulator_api_only(tmp_path: Path) -> Iterator[VerdaEmulator]:
-    emu = _started(tmp_path / "verda-api", ssh=False)
-    try:
-        yield emu
-    finally:
-        emu.stop()
+    yield from _checked(_started(tmp_path / "verda-api", ssh=False))
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ from helpers.backends.runpod.api import RunPodApi, SpotUnavailable, client
 from helpers.backends.runpod.pods import RunPodProvider, pod_spec, start_command, tag_of
 from helpers.bundle import bundle_env
 from tests.fixtures_hub import HUB_USER
-from tests.openapi_contract import check
+from tests.openapi_contract import RUNPOD, runpod_exchanges
 from tests.webhook import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -649,7 +649,7 @@ def test_seed000_config_unchanged_renders_the_seeds_pod_commands_and_runs(tmp_pa
         assert emu.live_pods() == []
     finally:
         emu.stop()
-    check(emu.calls)  # the REST part of it against RunPod's OpenAPI file
+    RUNPOD.check(runpod_exchanges(emu.calls))  # the REST part of it against RunPod's OpenAPI file
 
 
 @pytest.mark.parametrize("mode", ["ssh", "start_command"])
@@ -769,3 +769,20 @@ def test_a_start_command_whose_runtime_dies_at_once_ends_its_pod_and_trains_once
     time.sleep(2 * world.emu.restart_delay_s)
     assert ran.read_text().splitlines() == ["started"]  # once, not again and again
     assert world.emu.pod(entry["instance_id"])["restarts"] == 0
+
+
+def test_a_pod_that_never_opens_ssh_is_ended_within_the_deadline_in_one_line(world):
+    """RunPod's ssh mode, a 45 s job whose pod boots (RUNNING, billing) but never answers on SSH: the launcher
+    terminates it through REST v2 at the time limit + grace (5 s here), long before its SSH allowance
+    (ssh_timeout_s, 600 s) — one line naming what failed, no traceback."""
+    world.emu.ssh_answers = False
+    config = world.config("nossh", steps=100, pace=0.05, limits={"time_limit": "45s", "grace_s": 5})
+    started = time.monotonic()
+    train = world.invoke("runpod.train", "--config", str(config))
+    output = train.communicate(timeout=240)[0]
+    took = time.monotonic() - started
+    assert train.returncode != 0 and "Traceback" not in output, output
+    assert re.search(r"never answered on SSH at 127\.0\.0\.1:\d+ \(the time limit passed\)", output), output
+    assert 45 <= took < 50 + 30, took  # the deadline plus a bounded allowance: one more SSH try and the terminate
+    assert world.emu.live_pods() == []
+    assert {e["state"] for e in world.ledger().values()} == {"terminated"}

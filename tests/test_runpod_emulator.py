@@ -21,6 +21,7 @@ from emulators.runpod_api import (
     BID_TOO_LOW, GPU_CATALOG, NO_CAPACITY, NO_FREE_GPUS, EmulatorClient, RunPodEmulator,
 )
 from emulators.sshhost import SshHost, generate_keypair, pids_in_namespace, ssh_command
+from tests.openapi_contract import RUNPOD, runpod_exchanges
 from tests import reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -488,6 +489,7 @@ def test_emulator_stop_leaves_no_process_and_nothing_billing(tmp_path, runpod_ss
     spent = emu.spend()
     time.sleep(0.2)
     assert emu.spend() == spent > 0
+    RUNPOD.check(runpod_exchanges(emu.calls))
 
 
 @pytest.mark.slow
@@ -538,3 +540,4 @@ def test_api_only_pods_boot_delay_and_created_phase(tmp_path, monkeypatch):
         wait_ssh_port(runpod, pod_id)
         assert emu.live_pods() == [pod_id]
     assert emu.live_pods() == [] and emu.pod(pod_id)["status"] == "TERMINATED"
+    RUNPOD.check(runpod_exchanges(emu.calls))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers.runtime.machine import deadman_runpod, end_runpod
-from tests.openapi_contract import operation, violations
+from tests.openapi_contract import RUNPOD, runpod_exchanges
 
 GPU = "NVIDIA GeForce RTX 4090"
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # the pods are sshd hosts
 
 
 def check_call(call: dict) -> None:
-    problems = violations({"http": "POST", **call})
+    problems = RUNPOD.violations({"http": "POST", **call})
     assert not problems, problems
 
 
@@ -86,7 +86,7 @@ def test_a_field_the_real_api_would_reject_fails_the_contract_check(runpod_emula
     with pytest.raises(AssertionError):
         check_call({**bad, "request": {"action": "terminate"}, "status": 202})  # not listed: only an error body fits
     with pytest.raises(AssertionError, match="not an operation"):
-        operation("POST", f"/v2/pods/{pod}/terminate")
+        RUNPOD.operation("POST", f"/v2/pods/{pod}/terminate")
 
 
 def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod_test_runs(runpod_emulator, monkeypatch):
@@ -94,7 +94,6 @@ def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod
     GPU), is flagged by the check tests/fixtures_runpod.py runs over every emulator's calls; so is an answer shape
     the real API never sends, and a query parameter it does not have."""
     from helpers.backends.runpod.api import RunPodApi
-    from tests.openapi_contract import check
 
     api = RunPodApi(runpod_emulator.api_key, runpod_emulator.url)
     body = {"name": "x [ty-x-abc123]", "image": "runpod/pytorch", "gpu": {"id": GPU, "count": 1}, "disk": 20}
@@ -102,15 +101,15 @@ def test_a_wrong_field_in_a_request_trainyard_sends_fails_the_check_every_runpod
     api.create({**body, "gpuTypeId": GPU})
     listed = api.pods()
     good, wrong, answer = [c for c in runpod_emulator.calls if c["field"] in ("createPod", "listPods")]
-    assert violations(good) == [] and violations(answer) == []
-    (problem,) = violations(wrong)
+    assert RUNPOD.violations(good) == [] and RUNPOD.violations(answer) == []
+    (problem,) = RUNPOD.violations(wrong)
     assert "'gpuTypeId' was unexpected" in problem
     with pytest.raises(AssertionError, match="gpuTypeId"):
-        check(runpod_emulator.calls)
-    assert violations({**answer, "response": {"pods": [{**listed[0], "status": "DEAD"}]}})  # not a PodStatus
-    assert violations({**answer, "response": {"pods": [{k: v for k, v in listed[0].items() if k != "actions"}]}})
-    assert violations({**answer, "query": {"includeClusterPods": "maybe"}})
-    assert violations({**answer, "query": {"state": "RUNNING"}}) == [
+        RUNPOD.check(runpod_exchanges(runpod_emulator.calls))
+    assert RUNPOD.violations({**answer, "response": {"pods": [{**listed[0], "status": "DEAD"}]}})  # not a PodStatus
+    assert RUNPOD.violations({**answer, "response": {"pods": [{k: v for k, v in listed[0].items() if k != "actions"}]}})
+    assert RUNPOD.violations({**answer, "query": {"includeClusterPods": "maybe"}})
+    assert RUNPOD.violations({**answer, "query": {"state": "RUNNING"}}) == [
         "GET /v2/pods: query parameter 'state' is not defined"]
     runpod_emulator.calls.remove(wrong)  # (what the fixture's own check would otherwise fail this test for)
 

@@ -50,16 +50,20 @@ class World:
                     "VERDA_SSH_PRIVATE_KEY": str(key), "TRAINYARD_LEDGER": str(self.ledger_path),
                     "WANDB_API_KEY": CANARY, "COLUMNS": "200"}
 
-    def config(self, run_id: str, steps: int, pace: float, save_freq: int = 10, store: str | None = None) -> Path:
-        path = self.work / f"{run_id}.yaml"
-        path.write_text(json.dumps({  # JSON is YAML
+    def config(self, run_id: str, steps: int, pace: float, save_freq: int = 10, store: str | None = None,
+               **sections) -> Path:
+        data = {
             "job": {"name": run_id},
             "framework": "command",
             "command": {"run": f"TOY_STEP_SECONDS={pace} {sys.executable} {TOY}"},
             "training": {"steps": steps, "save_freq": save_freq},
             "checkpoint": {"store": store or f"hf://{HUB_USER}/{run_id}-ckpt"},
             "verda": {"python": sys.executable, "skip_setup": True, "poll_seconds": 0.3},
-        }))
+        }
+        for key, value in sections.items():
+            data.setdefault(key, {}).update(value)
+        path = self.work / f"{run_id}.yaml"
+        path.write_text(json.dumps(data))  # JSON is YAML
         return path
 
     def job(self, config: Path, **overrides):
@@ -319,20 +323,26 @@ def test_killed_orchestrator_then_cleanup_leaves_no_instance(world):
     instance = world.wait_instance()
     process.send_signal(signal.SIGKILL)
     process.wait()
-    # an instance whose ledger line was lost, and one that is not Trainyard's
+    # instances whose ledger lines were lost: one with Trainyard's name but no tag (an older Trainyard made it),
+    # one with Trainyard's tag whose name a user changed; and one that is not Trainyard's
     from helpers.backends import verda as verda_instances
 
     verda = verda_instances.client()
-    orphan = verda.instances.create("1A6000.10V", "ubuntu-24.04", "ty-lost-abc123", "ty-lost-abc123", location="FIN-02",
-                                    wait_for_status=None)
-    other = verda.instances.create("1A6000.10V", "ubuntu-24.04", "someone-else", "not ours", location="FIN-02",
-                                   wait_for_status=None)
-    assert {i["id"] for i in world.emu.live_instances()} == {instance["id"], orphan.id, other.id}
+
+    def create(name: str, **extra) -> str:
+        body = {"instance_type": "1A6000.10V", "image": "ubuntu-24.04", "hostname": name, "description": name,
+                "location_code": "FIN-02", **extra}
+        return verda._http_client.post("/instances", json=body).text.strip()
+
+    untagged = create("ty-lost-abc123")
+    tagged = create("renamed-by-a-user", tags=[{"key": "trainyard", "value": "ty-tagged-def456"}])
+    other = create("someone-else", tags=[{"key": "team", "value": "vision"}])
+    assert {i["id"] for i in world.emu.live_instances()} == {instance["id"], untagged, tagged, other}
 
     cleanup = world.invoke("cleanup", "--yes")
     output = cleanup.communicate(timeout=120)[0]
     assert cleanup.returncode == 0, output
-    assert [i["id"] for i in world.emu.live_instances()] == [other.id], output
+    assert [i["id"] for i in world.emu.live_instances()] == [other], output
     assert "ty-lost-abc123" in output and "not in the ledger" in output
     states = {name: e["state"] for name, e in world.ledger().items()}
     assert set(states.values()) == {"terminated"} and "ty-lost-abc123" in states
@@ -444,7 +454,7 @@ def test_an_instance_that_only_shut_down_still_bills_is_listed_and_cleanup_delet
     assert world.launch(config, detach=True) == 0
     instance = world.wait_instance()
     client = verda.client()
-    client.instances.action(instance["id"], "shutdown")  # e.g. `shutdown -h now` on the VM, or the console
+    client._http_client.put("/instances", json={"id": instance["id"], "action": "shutdown"})  # e.g. `shutdown -h now` on the VM, or the console
     world.emu.wait_for_status(instance["id"], "offline")
     billed = world.emu.spend(instance["id"])
     time.sleep(1.2)
@@ -516,16 +526,60 @@ def test_a_207_is_read_per_instance(world):
     """PUT /instances answers 207 when some of its ids failed: the one still booting is reported refused, not taken
     for deleted (the Python SDK would say nothing)."""
     from helpers.backends import verda
+    from helpers.backends.verda.api import create_instance
 
     client = verda.client()
-    running = client.instances.create("1A6000.10V", "ubuntu-24.04", "ty-a-aaaaaa", "ty-a-aaaaaa", location="FIN-02",
-                                      wait_for_status=None).id
+    running = create_instance(client, instance_type="1A6000.10V", image="ubuntu-24.04", hostname="ty-a-aaaaaa",
+                                        description="ty-a-aaaaaa", location_code="FIN-02")
     world.emu.wait_for_status(running, "running")
     world.emu.order_delay_s = 30.0  # the next one stays in `ordered`
-    booting = client.instances.create("1A6000.10V", "ubuntu-24.04", "ty-b-bbbbbb", "ty-b-bbbbbb", location="FIN-02",
-                                      wait_for_status=None).id
+    booting = create_instance(client, instance_type="1A6000.10V", image="ubuntu-24.04", hostname="ty-b-bbbbbb",
+                                        description="ty-b-bbbbbb", location_code="FIN-02")
     answers = verda.VerdaProvider(client).delete_each([running, booting], [])
     assert answers[running] is None and answers[booting] == "Can't discontinue a ordered instance"
     assert world.emu.instance(running)["status"] == "discontinued" and world.emu.instance(booting)["status"] == "ordered"
     assert [c["status"] for c in world.emu.calls if c["method"] == "PUT"] == [207]
     world.emu.order_delay_s = 0.1
+
+
+def test_a_machine_that_never_opens_ssh_is_ended_within_the_deadline_in_one_line(world):
+    """A 45 s job whose instance boots (running, billing) but never answers on SSH (a broken image, a dead sshd):
+    the launcher ends it through the API at the time limit + grace (5 s here), long before its SSH allowance
+    (ssh_timeout_s, 600 s) — one line naming what failed, no traceback."""
+    world.emu.ssh_answers = False
+    config = world.config("nossh", steps=100, pace=0.05, limits={"time_limit": "45s", "grace_s": 5})
+    started = time.monotonic()
+    train = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--gpus-per-instance", "1")
+    output = train.communicate(timeout=240)[0]
+    took = time.monotonic() - started
+    assert train.returncode != 0 and "Traceback" not in output, output
+    assert re.search(r"never answered on SSH at 127\.0\.0\.1:\d+ \(the time limit passed\)", output), output
+    assert 45 <= took < 50 + 30, took  # the deadline plus a bounded allowance: one more SSH try and the delete
+    assert world.emu.live_instances() == []
+    (entry,) = world.ledger().values()
+    assert entry["state"] == "terminated"
+
+
+def test_ssh_that_dies_while_the_machine_runs_on_ends_the_machine_through_the_api(world):
+    """sshd dies mid-run and the instance keeps running (and billing): the launcher's reconnects fail, it asks the
+    API (still running), deletes the instance through the API, and (a spot run recovers by default) goes on on a new
+    one from the store; Ctrl-C then ends that one. No machine is left billing."""
+    config = world.config("sshdead", steps=100000, pace=0.05)
+    world.env["TRAINYARD_RECONNECT_WAIT_S"] = "2"  # seven reconnects in ~10 s instead of ~100 s
+    train = world.invoke("verda.train", "--config", str(config), "--gpu-model", "H100", "--gpus-per-instance", "1")
+    first = world.wait_instance()
+    world.wait_log(first, "synced checkpoint step 10 ")
+    world.emu.host(first["id"]).kill_sshd()
+    assert world.emu.instance(first["id"])["status"] == "running"  # the machine runs on: only the API ends it
+    deadline = time.monotonic() + 90
+    while world.emu.instance(first["id"])["status"] != "discontinued" or len(world.emu.live_instances()) != 1:
+        assert time.monotonic() < deadline and train.poll() is None, world.ledger()
+        time.sleep(0.2)
+    (second,) = world.emu.live_instances()
+    world.emu.wait_for_status(second["id"], "running")
+    world.wait_log(world.emu.instance(second["id"]), "resuming from step")
+    train.send_signal(signal.SIGINT)
+    output = train.communicate(timeout=60)[0]
+    assert "running but SSH keeps failing" in output and "Traceback" not in output, output
+    assert world.emu.live_instances() == []
+    assert {e["state"] for e in world.ledger().values()} == {"terminated"}

@@ -71,13 +71,15 @@ def test_verda_sdk_objects_and_the_emulator(tmp_path):
     """The real `verda` SDK against the project's Verda emulator: instance types and availability as the SDK
     returns them (InstanceType objects, spot_price_per_hour floats) parse into offers Trainyard can choose from."""
     from emulators.verda_api import VerdaEmulator
+    from helpers.backends.verda.api import availabilities
+    from tests.openapi_contract import VERDA, verda_exchanges
     from verda import VerdaClient
 
     with VerdaEmulator(tmp_path / "verda", ssh=False) as emu:
         client = VerdaClient("verda_test_id", "verda_test_secret", base_url=emu.base_url)
         types = client.instance_types.get()
-        found = from_instance_types(types, client.instances.get_availabilities(is_spot=False),
-                                          spot_availability=client.instances.get_availabilities(is_spot=True))
+        found = from_instance_types(types, availabilities(client, False), spot_availability=availabilities(client, True))
+    VERDA.check(verda_exchanges(emu.calls))
     assert {type(t).__name__ for t in types} == {"InstanceType"}
     by_type = {o.instance_type for o in found}
     assert "1H100.80S.30V" in by_type and "CPU.4V.16G" not in by_type

@@ -64,7 +64,8 @@ HEARTBEAT_EVERY_S = _env_seconds("TRAINYARD_HEARTBEAT_S", 10.0)
 HEARTBEAT_STALE_S = max(6 * HEARTBEAT_EVERY_S, 3.0)  # six missed beats: the orchestrator is gone
 # SSH gone while the provider says running: reconnect for 5, 10, 20, 20 ... s, asking the provider in between;
 # after RECONNECTS failures in a row (about 2 min) the instance is "unreachable"
-RECONNECTS, RECONNECT_WAIT_S = 7, 20.0
+RECONNECTS = 7
+RECONNECT_WAIT_S = _env_seconds("TRAINYARD_RECONNECT_WAIT_S", 20.0)  # the longest of them (tests: shorter)
 ORCHESTRATOR_GRACE_S = 900.0
 COST_EVERY_S = _env_seconds("TRAINYARD_COST_EVERY_S", 60.0)  # a "cost so far" line this often while following
 # Non-secret settings of the launcher that the host needs too (a private Hub endpoint, ...): copied into the

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures_hub import HUB_USER
+from tests.openapi_contract import RUNPOD, runpod_exchanges
 from tests.reliability.harness import INVOKE, REPO
 
 pytestmark = pytest.mark.slow
@@ -204,6 +205,7 @@ def fuzz_env(tmp_path, hub_server, monkeypatch):
         yield emu, work
     finally:
         emu.stop()
+    RUNPOD.check(runpod_exchanges(emu.calls))
 
 
 def test_mutated_configs_give_a_plan_or_one_line(fuzz_env, monkeypatch, capsys):

@@ -46,6 +46,7 @@ from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_sec
 from helpers.backends.lifecycle import HostSpec, cost_line, run_on_instance
 from helpers.backends.provider import call, instance_name
 from helpers.backends.verda import catalog
+from helpers.backends.verda import api as verda_api
 from helpers.backends.verda.api import api, base_url, client
 from helpers.backends.verda.provider import PROVIDER, VerdaProvider, cleanup_provider
 from helpers.config import VerdaSection
@@ -99,13 +100,13 @@ def plan(job, options: LaunchOptions = LaunchOptions()) -> Plan:
     def live() -> list:  # called by plan_gpu once the input is checked: a wrong config costs no API call
         pool, read["source"] = catalog.offers(verda_client, offline=offline or verda_client is None)
         pool = [o for o in pool if o.spot == job.resources.spot]
-        return [o for o in pool if o.location in (None, boot_volume.location)] if boot_volume is not None else pool
+        return [o for o in pool if o.location in (None, boot_volume["location"])] if boot_volume is not None else pool
 
     the_plan = plan_gpu(job, DESCRIPTOR, live, token=hf_token(), offline=offline or not options.check_hub)
     source = read["source"]
-    location = (boot_volume.location if boot_volume is not None else
+    location = (boot_volume["location"] if boot_volume is not None else
                 the_plan.location or job.verda.location or job.resources.location or "FIN-03")
-    image = f"OS volume {boot_volume.id}" if boot_volume is not None else job.verda.image
+    image = f"OS volume {boot_volume['id']}" if boot_volume is not None else job.verda.image
     runtime = f"{job.verda.python} {BUNDLE_NAME} job.json --mode <mode>" + (" --skip-setup" if job.verda.skip_setup else "")
     if job.verda.deadman == "account":
         ends = ("it deletes itself through the Verda API at the end of the job, the time limit and the budget, with "
@@ -144,14 +145,14 @@ def ensure_ssh_key(verda_client, name: str, private_key: Path) -> str:
     """The id of the SSH key `name` at Verda; registered from the public key if Verda does not have it."""
 
     mine = public_key(private_key)
-    for key in call(api, verda_client.ssh_keys.get, what="listing SSH keys", attempts=5, max_wait_s=20):
-        if key.name == name:
-            if " ".join((key.public_key or "").split()[:2]) != mine:
+    for key in call(api, verda_api.ssh_keys, verda_client, what="listing SSH keys", attempts=5, max_wait_s=20):
+        if key.get("name") == name:
+            if " ".join((key.get("key") or "").split()[:2]) != mine:
                 warn(f"the SSH key '{name}' at Verda is not the public half of {private_key}: SSH will be refused")
-            return key.id
-    created = api(verda_client.ssh_keys.create, name, mine, what="registering the SSH key")
+            return key["id"]
+    created = api(verda_api.add_ssh_key, verda_client, name, mine, what="registering the SSH key")
     say(f"registered SSH key '{name}' at Verda ({private_key}.pub)")
-    return created.id
+    return created
 
 
 # --------------------------------------------------------------------------------------------- volumes
@@ -161,20 +162,20 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
     """resume_local: the detached OS volume to boot from: --os-volume-id, else a choice (a question on a
     terminal; without one, the only candidate, or the only one this run made)."""
     if os_volume_id:
-        volume = api(verda_client.volumes.get_by_id, os_volume_id, what=f"reading volume {os_volume_id}")
-        if not volume.is_os_volume:
+        volume = api(verda_api.volume, verda_client, os_volume_id, what=f"reading volume {os_volume_id}")
+        if not volume.get("is_os_volume"):
             raise ConfigError("--os-volume-id", f"volume {os_volume_id} is not an OS volume",
                               "pick an OS volume (see the list without --os-volume-id)")
-        if volume.status != "detached":
-            raise ConfigError("--os-volume-id", f"volume {os_volume_id} is {volume.status}, not detached",
+        if volume.get("status") != "detached":
+            raise ConfigError("--os-volume-id", f"volume {os_volume_id} is {volume.get('status')}, not detached",
                               "end the instance using it first (its volumes are kept with `invoke verda.terminate`)")
         return volume
-    volumes = [v for v in api(verda_client.volumes.get, status="detached", what="listing volumes") if v.is_os_volume]
+    volumes = [v for v in api(verda_api.volumes, verda_client, "detached", what="listing volumes") if v.get("is_os_volume")]
     if not volumes:
         raise ConfigError("--os-volume-id", "no detached OS volume at Verda",
                           "resume from the store instead: invoke verda.resume")
     table("detached OS volumes", ["#", "id", "name", "GB", "location", "created"],
-          [[i + 1, v.id, v.name, v.size, v.location, v.created_at] for i, v in enumerate(volumes)])
+          [[i + 1, v["id"], v.get("name"), v.get("size"), v.get("location"), v.get("created_at")] for i, v in enumerate(volumes)])
     if sys.stdin and sys.stdin.isatty():
         answer = input(f"boot from which volume? [1-{len(volumes)}] ").strip() or "1"
         if not answer.isdigit() or not 1 <= int(answer) <= len(volumes):
@@ -182,10 +183,10 @@ def choose_os_volume(verda_client, job, os_volume_id: str | None = None):
         return volumes[int(answer) - 1]
 
     prefix = instance_name(job.run_id).rsplit("-", 1)[0] + "-"
-    mine = [v for v in volumes if (v.name or "").startswith(prefix)]
+    mine = [v for v in volumes if (v.get("name") or "").startswith(prefix)]
     if len(volumes) == 1 or len(mine) == 1:
         chosen = volumes[0] if len(volumes) == 1 else mine[0]
-        say(f"using detached OS volume {chosen.id} ({chosen.name})")
+        say(f"using detached OS volume {chosen['id']} ({chosen.get('name')})")
         return chosen
     raise ConfigError("--os-volume-id", f"{len(volumes)} detached OS volumes and no terminal to ask on",
                       "pass --os-volume-id with one of the ids listed above")
@@ -205,7 +206,7 @@ def launch(job, plan: Plan, options: LaunchOptions) -> int:
     provider = VerdaProvider(
         verda_client, price_per_hour=offer.price_per_hour, instance_type=offer.instance_type, image=job.verda.image,
         location=the_plan.location, spot=offer.spot, ssh_key_ids=[key_id], hostname=job.verda.hostname,
-        os_volume_gb=job.verda.os_volume_gb, boot_volume_id=boot_volume.id if boot_volume is not None else None,
+        os_volume_gb=job.verda.os_volume_gb, boot_volume_id=boot_volume["id"] if boot_volume is not None else None,
         poll_seconds=job.verda.poll_seconds)
     spec = HostSpec(
         remote_dir=job.verda.remote_dir, ssh_key=key_path, python=job.verda.python, skip_setup=job.verda.skip_setup,
@@ -265,8 +266,7 @@ def gpus(spot: bool | None = None, location: str | None = None) -> None:
     types = api(verda_client.instance_types.get, what="listing instance types")
     available = {}
     for is_spot in (False, True):
-        for entry in api(verda_client.instances.get_availabilities, is_spot=is_spot, location_code=location,
-                         what="reading availability"):
+        for entry in api(verda_api.availabilities, verda_client, is_spot, location, what="reading availability"):
             for name in entry.get("availabilities", []):
                 available.setdefault((name, is_spot), []).append(entry["location_code"])
     rows = []

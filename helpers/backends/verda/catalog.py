@@ -8,7 +8,7 @@ from typing import Any
 
 from helpers import gpus as gpu_catalog
 from helpers.backends.provider import call
-from helpers.backends.verda.api import api
+from helpers.backends.verda.api import api, availabilities
 from helpers.gpus import Gpu
 from helpers.offers import DEFAULT_GPU_COUNTS, Offer, first_field, price_or_none
 
@@ -52,10 +52,8 @@ def offers(verda_client=None, offline: bool = False) -> tuple[list[Offer], str]:
     if verda_client is not None and not offline:
         # 429/5xx are repeated with backoff here too: a plan (or a relaunch) must not fail on one bad answer
         types = call(api, verda_client.instance_types.get, what="listing instance types", attempts=5, max_wait_s=20)
-        on_demand = call(api, verda_client.instances.get_availabilities, is_spot=False, what="reading availability",
-                         attempts=5, max_wait_s=20)
-        spot = call(api, verda_client.instances.get_availabilities, is_spot=True, what="reading availability",
-                    attempts=5, max_wait_s=20)
+        on_demand = call(api, availabilities, verda_client, False, what="reading availability", attempts=5, max_wait_s=20)
+        spot = call(api, availabilities, verda_client, True, what="reading availability", attempts=5, max_wait_s=20)
         return from_instance_types(types, on_demand, spot_availability=spot), "live"
     return fallback_offers(), "price table"
 

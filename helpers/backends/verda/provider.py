@@ -15,7 +15,16 @@ import time
 from helpers.backends.provider import (
     ERROR, GONE, PENDING, RUNNING, STOPPED, Cleanable, FindsByName, InstanceInfo, Provider, Relaunches, Transient,
 )
-from helpers.backends.verda.api import api, client, refusal_of
+from helpers.backends.verda.api import (
+    TAG_KEY,
+    api,
+    client,
+    create_instance,
+    instances_tagged,
+    refusal_of,
+    volume,
+    volumes,
+)
 from helpers.backends.verda.catalog import offers as catalog_offers
 from helpers.errors import ProviderError
 from helpers.workspace import current
@@ -59,12 +68,10 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
             os_volume = {"name": f"{name}-os", "size": self.os_volume_gb}
             if self.spot:  # on-demand: the API may reject the policy, and it means nothing there
                 os_volume["on_spot_discontinue"] = "keep_detached"
-        instance = api(self.client.instances.create, instance_type=self.instance_type,
-                       image=self.boot_volume_id or self.image, hostname=self.hostname or name, description=name,
-                       ssh_key_ids=self.ssh_key_ids, location=self.location or "FIN-03", os_volume=os_volume,
-                       is_spot=self.spot, contract="SPOT" if self.spot else None, wait_for_status=None,
-                       what=f"creating {self.instance_type}")
-        return instance.id
+        return api(create_instance, self.client, instance_type=self.instance_type,
+                   image=self.boot_volume_id or self.image, hostname=self.hostname or name, description=name,
+                   ssh_key_ids=self.ssh_key_ids, location_code=self.location or "FIN-03", os_volume=os_volume,
+                   is_spot=self.spot or None, contract="SPOT" if self.spot else None, what=f"creating {self.instance_type}")
 
     def raw(self, instance_id: str) -> dict | None:
         """The instance as the API sends it (the SDK's Instance drops unknown keys such as the emulator's
@@ -155,9 +162,12 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
         return catalog_offers(self.client)[0]
 
     def find(self, name: str) -> str | None:
-        for instance in api(self.client.instances.get, what="listing instances"):
-            if name in (instance.description, instance.hostname) and instance.status != "discontinued":
-                return instance.id
+        """By its tag (trainyard=<name>), else by name: an instance created by an older Trainyard has no tag."""
+        tagged = api(instances_tagged, self.client, name, what="finding the instance by its tag")
+        listed = tagged or api(lambda: self.client._http_client.get("/instances").json(), what="listing instances")
+        for data in listed:
+            if name in (data.get("description"), data.get("hostname")) and data.get("status") != "discontinued":
+                return data["id"]
         return None
 
     # --- cleanup interface --------------------------------------------------------------------------
@@ -176,12 +186,14 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
             return {i: refusal_of(exc) or str(exc) for i in instance_ids}
 
     def list_instances(self) -> list[dict]:
-        """Every ty-* instance of the account not yet discontinued, from one GET /instances (the JSON itself: the
-        SDK's Instance drops keys, such as the emulator's `emulator_ssh_port`; the real API's is 22)."""
+        """Every instance of the account not yet discontinued that carries Trainyard's tag or a ty-* name, from one
+        GET /instances (the JSON itself: the SDK's Instance drops keys, such as the emulator's `emulator_ssh_port`;
+        the real API's is 22)."""
         listed = api(lambda: self.client._http_client.get("/instances").json(), what="listing instances")
         found = []
         for data in listed:
-            name = next((n for n in (data.get("description"), data.get("hostname")) if (n or "").startswith("ty-")), None)
+            tag = next((t.get("value") or "?" for t in data.get("tags") or [] if t.get("key") == TAG_KEY), None)
+            name = tag or next((n for n in (data.get("description"), data.get("hostname")) if (n or "").startswith("ty-")), None)
             if name and data.get("status") != "discontinued":
                 running = data.get("status") == "running" and data.get("ip")
                 found.append({"id": data["id"], "name": name, "state": data.get("status"),
@@ -192,25 +204,25 @@ class VerdaProvider(Provider, FindsByName, Relaunches, Cleanable):
     def leftovers(self) -> list[str]:
         """Detached OS volumes Trainyard made (named ty-*): they bill as storage until deleted."""
         lines = []
-        for volume in api(self.client.volumes.get, status="detached", what="listing volumes"):
-            if volume.is_os_volume and (volume.name or "").startswith("ty-"):
-                monthly = getattr(volume, "monthly_price", None)
-                lines.append(f"detached OS volume {volume.id} '{volume.name}' ({volume.size} GB, {volume.location}"
-                             + (f", ~${monthly}/month" if monthly else "") + "): keep it for "
-                             f"`invoke verda.resume-local --os-volume-id {volume.id}`, or delete it in the Verda console")
+        for found in api(volumes, self.client, "detached", what="listing volumes"):
+            if found.get("is_os_volume") and (found.get("name") or "").startswith("ty-"):
+                monthly = found.get("monthly_price")
+                lines.append(f"detached OS volume {found['id']} '{found['name']}' ({found.get('size')} GB, "
+                             f"{found.get('location')}" + (f", ~${monthly}/month" if monthly else "") + "): keep it for "
+                             f"`invoke verda.resume-local --os-volume-id {found['id']}`, or delete it in the Verda console")
         return lines
 
     def volume_note(self, volume_id: str | None) -> str | None:
         if not volume_id:
             return None
         try:
-            volume = api(self.client.volumes.get_by_id, volume_id, what="reading the OS volume")
+            found = api(volume, self.client, volume_id, what="reading the OS volume")
         except Exception:  # noqa: BLE001
             return f"OS volume {volume_id}: state unknown (check the Verda console)"
-        if volume.status == "deleted":
+        if found.get("status") == "deleted":
             return f"OS volume {volume_id} moved to Verda's trash (restorable for about 96 h, then deleted)."
-        monthly = getattr(volume, "monthly_price", None)
-        return (f"OS volume {volume_id} ({volume.size} GB, {volume.location}) is kept, {volume.status}: it bills as "
+        monthly = found.get("monthly_price")
+        return (f"OS volume {volume_id} ({found.get('size')} GB, {found.get('location')}) is kept, {found.get('status')}: it bills as "
                 f"storage{f' (~${monthly}/month)' if monthly else ''} until deleted. Resume from it: "
                 f"invoke verda.resume-local --os-volume-id {volume_id}; delete it in the Verda console when done.")
 
