@@ -35,9 +35,10 @@ class RuntimeRun:
 
     def __init__(self, workdir: Path, data: dict, mode: str = "auto", env: dict | None = None, secrets: dict | None = None,
                  machine: dict | None = None, price_per_hour: float | None = None, python: str | None = None,
-                 skip_setup: bool = True, root=None):
+                 skip_setup: bool = True, root=None, shared: dict[Path, str] | None = None):
         """`skip_setup` False: the runtime builds the trainer's environment itself. `root` (tests.debian_root.DebianRoot):
-        run on that host instead, with `workdir` shared as /work and only `env` in its environment."""
+        run on that host instead, with `workdir` shared as /work (and `shared`: host folder -> path inside) and only
+        `env` in its environment."""
         self.workdir = workdir
         job = validate(data)
         self.job = job
@@ -47,7 +48,8 @@ class RuntimeRun:
         argv = [python or ("python3" if root else sys.executable), str(run_dir / BUNDLE_NAME), str(run_dir / "job.json"),
                 f"--mode={mode}"] + (["--skip-setup"] if skip_setup else [])
         if root:
-            argv = root.command(argv, shared={workdir: "/work"}, cwd="/work", env={"PYTHONUNBUFFERED": "1", **(env or {})})
+            argv = root.command(argv, shared={workdir: "/work", **(shared or {})}, cwd="/work",
+                                env={"PYTHONUNBUFFERED": "1", **(env or {})})
         self.process = subprocess.Popen(
             argv, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},

@@ -51,7 +51,10 @@ def test_lerobot_061_trains_syncs_is_killed_and_resumes_from_the_hub(tmp_path, h
                **({"accelerate": {"use": True, "num_processes": 2}} if processes > 1 else {}))
     # torch's gloo teardown can hang after the last checkpoint (seen here with 2 processes): the runtime ends it
     env = {**hub_server.client_env(), "HF_HUB_OFFLINE": "0", "TRAINYARD_EXIT_HANG_S": "20"}
-    first = RuntimeRun(tmp_path, data, env=env, secrets={"HF_TOKEN": HUB_TOKEN}, skip_setup=False, root=debian_root)
+    cas = {hub_server.cas.root: str(hub_server.cas.root)}  # the local Hub's Xet CAS, where hf_xet writes (as a
+    # real CAS is reachable from every machine)
+    first = RuntimeRun(tmp_path, data, env=env, secrets={"HF_TOKEN": HUB_TOKEN}, skip_setup=False, root=debian_root,
+                       shared=cas)
     first.read_until(synced_at_least(200), timeout=1200)
     first.kill_everything()
     out = first.output
@@ -65,7 +68,7 @@ def test_lerobot_061_trains_syncs_is_killed_and_resumes_from_the_hub(tmp_path, h
     shutil.rmtree(tmp_path / "outputs")  # a new machine: nothing on disk
 
     second = RuntimeRun(tmp_path, data, mode="resume", env=env, secrets={"HF_TOKEN": HUB_TOKEN}, skip_setup=False,
-                        root=debian_root)
+                        root=debian_root, shared=cas)
     assert second.wait(timeout=900) == 0, second.output[-3000:]
     assert f"restoring step {synced}" in second.output and "environment ready" in second.output
     steps = [step_of(line) for line in second.output.splitlines() if step_of(line) is not None]

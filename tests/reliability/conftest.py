@@ -9,17 +9,16 @@ from tests.reliability.harness import World
 
 @pytest.fixture
 def world(tmp_path, hub_server, monkeypatch):
-    """RunPod and Verda emulators, the local Hub, an SSH key and a work folder (the test's cwd). Every RunPod REST
-    exchange of the test is checked against RunPod's OpenAPI file at the end (tests/openapi_contract.py)."""
-    from tests.openapi_contract import check
-
+    """RunPod and Verda emulators, the local Hub, an SSH key and a work folder (the test's cwd). Every RunPod and
+    Verda exchange of the test is checked against the provider's OpenAPI file at the end (tests/openapi_contract.py)."""
     w = World(tmp_path / "world", hub_server)
     monkeypatch.chdir(w.work)
     try:
         yield w
     finally:
         w.stop()
-    check(w.runpod.calls)
+    off_spec = w.contract_violations()
+    assert not off_spec, "\n".join(off_spec)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -120,7 +120,7 @@ class World:
             "VERDA_BASE_URL": self.verda.base_url, "VERDA_CLIENT_ID": self.verda.client_id,
             "VERDA_CLIENT_SECRET": self.verda.client_secret, "VERDA_SSH_KEY_NAME": "trainyard-test",
             "VERDA_SSH_PRIVATE_KEY": str(self.key), "TRAINYARD_LEDGER": str(self.ledger_path),
-            "TRAINYARD_HEARTBEAT_S": "1", "COLUMNS": "200", **(extra_env or {}),
+            "TRAINYARD_HEARTBEAT_S": "1", "TRAINYARD_RECONNECT_WAIT_S": "2", "COLUMNS": "200", **(extra_env or {}),
         }
 
     def stop(self) -> None:
@@ -218,8 +218,11 @@ class World:
     def preempt(self, provider: str, entry: dict) -> None:
         (self.runpod if provider == "runpod" else self.verda).preempt(entry["instance_id"])
 
+    def emulator(self, provider: str):
+        return self.runpod if provider == "runpod" else self.verda
+
     def host(self, provider: str, entry: dict):
-        return (self.runpod if provider == "runpod" else self.verda).host(entry["instance_id"])
+        return self.emulator(provider).host(entry["instance_id"])
 
     def kill_sshd(self, provider: str, entry: dict, connections_only: bool) -> int:
         """Kill the instance's SSH connections (their sshd processes), or its sshd itself (the instance's init then
@@ -244,6 +247,13 @@ class World:
 
     def spend(self) -> float:
         return self.runpod.spend() + self.verda.spend()
+
+    def contract_violations(self) -> list[str]:
+        """Every REST exchange of both emulators against the provider's own OpenAPI file (tests/openapi_contract.py)."""
+        from tests.openapi_contract import RUNPOD, VERDA, runpod_exchanges, verda_exchanges
+
+        return ([v for c in runpod_exchanges(self.runpod.calls) for v in RUNPOD.violations(c)]
+                + [v for c in verda_exchanges(self.verda.calls) for v in VERDA.violations(c)])
 
     def leaks(self) -> list[str]:
         """Instances still billing (emulators' live lists; spend still rising) and live ledger lines."""

@@ -53,7 +53,9 @@ def test_instances_end_themselves_when_the_orchestrator_is_killed(world):
 
     deadline = time.monotonic() + 60
     pending = {r for r, (_p, how, _) in CASES.items() if how != "keep"}
-    while pending and time.monotonic() < deadline:
+    keep_status = world.remote_dir("runpod", entries["rp-keep"]) / "status.json"
+    kept_done = lambda: keep_status.exists() and json.loads(keep_status.read_text())["state"] == "done"  # noqa: E731
+    while (pending or not kept_done()) and time.monotonic() < deadline:
         pending = {r for r in pending if world.running(CASES[r][0], entries[r]["instance_id"])}
         time.sleep(0.2)
     assert not pending, f"still running with the orchestrator gone: {sorted(pending)}"

@@ -8,8 +8,10 @@ a seeded RNG (the seed is printed; `--trial-seed N` replays a series):
             `--recover` (the default for spot) relaunches it and the run resumes from the store
   api       bursts of HTTP 500/502/503/429 on the provider API: create (Verda: created, then a 500), status polls,
             terminate, the offers list
-  ssh       the instance's SSH connections are killed (the launcher reconnects), or its sshd (the instance dies with
-            it: the provider says it stopped, the run is relaunched)
+  ssh       the instance's SSH connections are killed (the launcher reconnects); or its sshd and the instance dies
+            with it (the provider says it stopped, the run is relaunched); or its sshd and the machine runs on, billing
+            (the launcher's reconnects fail, it ends the instance through the API and relaunches); or the machine
+            boots but never opens SSH (the launcher ends it at the time limit + grace, exit 1)
 
 Every trial ends with the same checks: no instance left (the emulators' live lists, spend no longer rising, no
 live ledger line), no checkpoint lost (the store's newest checkpoint is complete and loadable, and no checkpoint a
@@ -35,6 +37,7 @@ from tests.reliability.harness import (PROVIDERS, World, loss_bound, resumed_of,
 pytestmark = pytest.mark.slow
 
 KINDS = ("kill", "preempt", "api", "ssh")
+SSH_FAULTS = ("connections", "sshd", "sshd-alive", "never")
 PHASES = ("create", "waiting", "upload", "training", "fetch", "cleanup")
 
 
@@ -244,15 +247,19 @@ def run_ssh(world: World, trial: Trial, rng: random.Random, nth: int, phases: li
     run_id = f"t{trial.index}-ssh"
     steps, save_freq, pace = 50, 10, 0.05
     config = world.config(run_id, trial.provider, steps=steps, save_freq=save_freq, pace=pace)
-    what = "connections" if (nth // 2) % 2 == 0 else "sshd"  # each provider gets both
+    what = SSH_FAULTS[(nth + nth // 4) % len(SSH_FAULTS)]  # every 4 ssh trials: each fault; every 8: on both providers
+    if what == "never":
+        return run_ssh_never(world, trial, run_id)
     orchestrator = world.train(trial.provider, config)
     try:
         entry = world.wait_instance(run_id, trial.provider)
         target = rng.randint(5, steps - 15)
         assert world.wait_step(trial.provider, entry, target, 90)
-        killed = world.kill_sshd(trial.provider, entry, connections_only=what == "connections")
-        assert killed, "no sshd process found to kill"
-        if what == "sshd":
+        if what == "sshd-alive":
+            world.host(trial.provider, entry).kill_sshd()  # every sshd process; the machine runs on
+        else:
+            assert world.kill_sshd(trial.provider, entry, connections_only=what == "connections"), "no sshd to kill"
+        if what != "connections":
             trial.preemptions += 1
         trial.code = orchestrator.wait(240)
     finally:
@@ -260,11 +267,27 @@ def run_ssh(world: World, trial: Trial, rng: random.Random, nth: int, phases: li
             orchestrator.kill()
     trial.fault = f"ssh:{what}@{target}"
     trial.run_id = run_id
-    if what == "sshd":
-        measure_losses(world, trial, run_id, save_freq, pace)
-    else:
+    if what == "connections":
         assert len([e for e in world.instances(run_id) if e.get("instance_id")]) == 1, "a dropped connection relaunched"
+    else:
+        measure_losses(world, trial, run_id, save_freq, pace)
     assert trial.code == 0, orchestrator.output[-3000:]
+
+
+def run_ssh_never(world: World, trial: Trial, run_id: str) -> None:
+    """The machine boots (running, billing) but never answers on SSH: ended at the time limit + grace, one line."""
+    world.emulator(trial.provider).ssh_answers = False
+    config = world.config(run_id, trial.provider, steps=50, limits={"time_limit": "15s", "grace_s": 3},
+                          **({"runpod": {"mode": "ssh"}} if trial.provider == "runpod" else {}))
+    orchestrator = world.train(trial.provider, config)
+    trial.fault, trial.expected = "ssh:never", (1,)
+    try:
+        trial.code = orchestrator.wait(120)
+    finally:
+        if orchestrator.process.poll() is None:
+            orchestrator.kill()
+    assert "never answered on SSH" in orchestrator.output and "Traceback" not in orchestrator.output, \
+        orchestrator.output[-3000:]
 
 
 # ------------------------------------------------------------------------------------------------ the checks
@@ -284,6 +307,8 @@ def measure_losses(world: World, trial: Trial, run_id: str, save_freq: int, pace
 
 def check_end(world: World, trial: Trial) -> None:
     trial.leaks = world.leaks()
+    off_spec = world.contract_violations()
+    assert not off_spec, f"off the provider's OpenAPI file: {off_spec[:3]}"
     run_id = trial.run_id
     if run_id is None:
         return

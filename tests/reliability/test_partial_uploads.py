@@ -3,9 +3,10 @@
 The real runtime bundle (tests/runtime_harness.py) trains tests/toy_trainer.py and syncs to the local Hub (the real
 huggingface_hub client) or to a directory store, while:
 
-  * the Hub cuts the next upload half-way (hub_server.drop_next_upload: the LFS PUT, which the client repeats, or the
-    commit, which it does not), again and again at random moments — the run still finishes, and after every cut the
-    store's newest checkpoint is complete and loadable;
+  * the Hub cuts the next upload (hub_server.drop_next_upload: the Xet transfer's token request, which hf_xet repeats,
+    or the commit half-way, which the client does not: a `sync_failed` alarm, retried with the next checkpoint), again
+    and again at random moments — the run still finishes, and after every cut the store's newest checkpoint is
+    complete and loadable;
   * the runtime, trainer and uploader are SIGKILLed together (a spot kill) in the middle of a publish — right after
     the Hub saw the upload's first request, or while the directory store's copy exists only as its staging folder.
     Then a resume in an empty folder (outputs lost) restores exactly the store's newest complete checkpoint (the
@@ -45,7 +46,7 @@ def test_cut_uploads_never_replace_a_complete_checkpoint(tmp_path, hub_server, c
     run = RuntimeRun(tmp_path / "a", job("cut", 80, f"hf://{repo}"), secrets={"HF_TOKEN": HUB_TOKEN},
                      env={"TOY_STEP_SECONDS": "0.04", "TOY_PAYLOAD_KB": "256"})
     cuts = []
-    kinds = ["commit", "lfs", "commit", "any"]
+    kinds = ["commit", "xet", "commit", "any"]
     rng.shuffle(kinds)
     for target in kinds:
         time.sleep(rng.uniform(0.2, 0.6))
@@ -58,7 +59,7 @@ def test_cut_uploads_never_replace_a_complete_checkpoint(tmp_path, hub_server, c
     check = store_check("cut", payload_kb=256, repo=repo)
     assert check["ok"] and check["latest"] == 80, check
     with capsys.disabled():
-        failed = run.output.count("will retry with the next checkpoint")
+        failed = run.output.count("SYNC FAILED")
         print(f"\npartial uploads: {len(cuts)} cuts ({', '.join(cuts)}); {failed} publishes failed and were retried", flush=True)
 
 

@@ -89,7 +89,7 @@ def test_bounds_max_recoveries_no_recover_time_limit_and_budget(world):
         assert world.wait_log(provider, first[run_id], r"synced checkpoint step \d+")
         world.preempt(provider, first[run_id])
     again = world.wait_instance("max-rp", "runpod", 1)  # the one relaunch allowed: lost again, no third instance
-    assert world.wait_step("runpod", again, 5)
+    assert world.wait_step("runpod", again, 5), world.log("runpod", again)[-3000:]
     world.preempt("runpod", again)
 
     codes = {run_id: orchestrator.wait(180) for run_id, orchestrator in orchestrators.items()}
