@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from helpers.backends.base import LaunchOptions, backend as backend_of, clouds, descriptor
+from helpers.backends.base import LaunchOptions, backend as backend_of, check_nodes, clouds, descriptor
 from helpers.errors import ConfigError
 from helpers.planning import Plan, check_hub, check_offered, hf_token, with_estimate
 from helpers.workspace import current
@@ -15,6 +15,7 @@ from helpers.workspace import current
 def plan_for(job, backend: str, offline: bool = False, token: str | None = None) -> Plan:
     """The plan `invoke plan` prints: the backend's own `plan(job, offline=...)` (live prices unless offline);
     for "cloud", the cheapest over every cloud backend (`plan_clouds`)."""
+    check_nodes(job, None if backend == "cloud" else descriptor(backend))
     if backend == "cloud":
         return plan_clouds(job, offline=offline)
     offered_warnings = check_offered(job, descriptor(backend))  # a GPU the backend never has: refused here

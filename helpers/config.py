@@ -181,7 +181,8 @@ class Torch(Section):
 
 class Resources(Section):
     gpu: str | list[str] | None = None
-    gpu_count: int = Field(default=1, gt=0)
+    gpu_count: int = Field(default=1, gt=0)  # per node
+    nodes: int = Field(default=1, gt=0)  # machines one job spans (SLURM); the clouds run one
     min_vram_gb: float | None = Field(default=None, gt=0)
     spot: bool = False
     cloud: Literal["secure", "community", "any"] = "any"
@@ -420,6 +421,10 @@ class JobConfig(Section):
         if self.framework == "lerobot":
             self._fits_lerobot_release()
         self._shardable()
+        if self.resources.nodes > 1 and self.framework != "command":
+            raise ConfigError("resources.nodes", f"several nodes are wired for `command` jobs so far, not {self.framework}",
+                              "set resources.nodes: 1, or run your own launcher as a command job (MASTER_ADDR, "
+                              "MASTER_PORT, NODE_RANK, WORLD_SIZE are in its environment)")
         return self
 
     def _shardable(self) -> None:

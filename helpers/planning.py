@@ -663,6 +663,7 @@ def plan_document(job, the_plan: Plan) -> dict:
         "run_id": job.run_id,
         "gpu": the_plan.gpu,
         "gpu_count": the_plan.gpu_count,
+        "nodes": job.resources.nodes,
         "vram_estimate_gb": the_plan.vram_estimate_gb,
         "estimate": the_plan.estimate,
         "price_per_hour": price,
@@ -773,6 +774,9 @@ def print_plan(job, the_plan: Plan, as_json: bool = False) -> dict:
     what = f"{doc['gpu_count']}x {gpu['name']}" if gpu else "no GPU"
     why = doc["why"] or ""
     say(f"plan for {job.run_id} on {doc['backend']}: " + (why if why.startswith(what) else f"{what} — {why}"))
+    if doc["nodes"] > 1:
+        say(f"  nodes: {doc['nodes']} x {job.resources.gpu_count} GPU(s), one runtime per node (srun); the trainers meet "
+            "at the first node (MASTER_ADDR, MASTER_PORT, NODE_RANK, WORLD_SIZE in their environment); node 0 syncs")
     for alt in doc.get("alternatives") or []:
         say(f"  or: {alt['gpu_count']}x {alt['gpu']} at ${alt['price_per_hour']:.2f}/h"
             f"{' spot' if alt['spot'] else ''} (~{alt['vram_estimate_gb']:g} GB per GPU) — set {', '.join(alt['set'])}")

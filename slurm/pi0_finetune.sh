@@ -75,7 +75,7 @@ esac
 export NUM_GPU TRAINYARD_GPU_COUNT="$NUM_GPU"
 echo "CPUs: $(nproc) (SLURM_CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-unset}); CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}; NUM_GPU=$NUM_GPU"
 
-# Distributed training on one node: the first host of the allocation and a free port.
+# Distributed training: the first host of the allocation (this script runs there) and a port free on it.
 if [ -n "${SLURM_NODELIST:-}" ]; then
     MASTER_ADDR="$(scontrol show hostname "$SLURM_NODELIST" | head -n 1)"
 else

@@ -1,4 +1,6 @@
-"""A real one-node SLURM cluster for the suite: the session-scoped `slurm_cluster` fixture.
+"""Real SLURM clusters for the suite: the session-scoped `slurm_cluster` (one node, this host) and `slurm_multinode`
+(two nodes tynode1/tynode2, each in its own network and UTS namespace on a private bridge; tests/slurm/cluster.sh
+with TRAINYARD_SLURM_NODES=2, its own state dir and ports, so both can run at once).
 
 The fixture runs `tests/slurm/cluster.sh install` (apt-get, only if slurm is missing) and `start`, yields a
 `SlurmCluster`, and runs `cluster.sh stop` when the session ends (set TRAINYARD_SLURM_KEEP=1 to leave it up for
@@ -132,15 +134,15 @@ class SlurmCluster:
         for argv in (["squeue", "-o", "%i %T %r %M %j"], ["sinfo", "-N", "-o", "%N %T %E"]):
             proc = self.run(*argv, check=False)
             parts.append(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
-        for name in ("slurmctld.log", "slurmd.log"):
-            path = self.state_dir / "log" / name
+        for path in [self.state_dir / "log" / "slurmctld.log", *sorted((self.state_dir / "log").glob("slurmd-*.log"))]:
             if path.exists():
                 parts.append(f"--- tail {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
         return "\n".join(parts)
 
 
-def _cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(CLUSTER_SH), command], capture_output=True, text=True, timeout=timeout)
+def _cluster_sh(command: str, timeout: float, knobs: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(CLUSTER_SH), command], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **knobs})
 
 
 def _pid_alive(pid: int) -> bool:
@@ -165,7 +167,24 @@ def _locked(path: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """The cluster for this session; shared with any other pytest session on this machine using the same state dir.
+    """The one-node cluster for this session."""
+    with _session_cluster({}) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode() -> Iterator[SlurmCluster]:
+    """The two-node cluster for this session (nodes tynode1, tynode2 at 10.77.0.11/.12)."""
+    base = os.environ.get("TRAINYARD_SLURM_DIR", "/tmp/trainyard-slurm")
+    knobs = {"TRAINYARD_SLURM_DIR": f"{base}-2n", "TRAINYARD_SLURM_NODES": "2", "TRAINYARD_SLURM_CTLD_PORT": "6827",
+             "TRAINYARD_SLURM_SLURMD_PORT": "6828"}
+    with _session_cluster(knobs) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def _session_cluster(knobs: dict[str, str]) -> Iterator[SlurmCluster]:
+    """A cluster for this session; shared with any other pytest session on this machine using the same state dir.
 
     Sessions register under <state dir>.users/<pid>; start and stop run under <state dir>.lock, and only the last
     live session stops the cluster, so two engineers' runs (or a run and a hand-started cluster) don't pull the
@@ -176,14 +195,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
         pytest.skip("the test SLURM cluster runs its daemons as root (tests/slurm/cluster.sh); run the suite as root")
     # `cluster.sh env` prints `export SLURM_CONF=<state dir>/etc/slurm.conf` (the state dir honours TRAINYARD_SLURM_DIR).
-    conf = Path(_cluster_sh("env", 30).stdout.strip().split("=", 1)[1])
+    conf = Path(_cluster_sh("env", 30, knobs).stdout.strip().split("=", 1)[1])
     state_dir = conf.parent.parent
     users = Path(f"{state_dir}.users")
     lock = Path(f"{state_dir}.lock")
     me = users / str(os.getpid())
     with _locked(lock):
         for command, timeout in (("install", 900), ("start", 120)):
-            proc = _cluster_sh(command, timeout)
+            proc = _cluster_sh(command, timeout, knobs)
             if proc.returncode != 0:
                 pytest.fail(f"tests/slurm/cluster.sh {command} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}",
                             pytrace=False)
@@ -203,6 +222,6 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             if others:
                 print(f"slurm cluster left running for pytest session(s) {', '.join(p.name for p in others)}")
             elif os.environ.get("TRAINYARD_SLURM_KEEP") != "1":
-                proc = _cluster_sh("stop", 120)
+                proc = _cluster_sh("stop", 120, knobs)
                 if proc.returncode != 0:
                     print(f"tests/slurm/cluster.sh stop failed ({proc.returncode}): {proc.stderr}")

@@ -57,7 +57,7 @@ def sbatch_lines(script: str) -> list[str]:
 
 
 def toy_config(tmp_path: Path, name: str, command: str | None = None, steps: int = 30, save_freq: int = 10,
-               **slurm) -> Path:
+               nodes: int = 1, **slurm) -> Path:
     """A `command` job for the cluster, with a set_path.sh that points the job at this checkout's Python."""
     set_path = tmp_path / "set_path.sh"
     set_path.write_text(
@@ -71,6 +71,7 @@ def toy_config(tmp_path: Path, name: str, command: str | None = None, steps: int
         "command": {"run": command or f"{PYTHON} {TOY}"},
         "training": {"steps": steps, "save_freq": save_freq},
         "slurm": {"set_path": "set_path.sh", "gres": "gpu:1", "time": "00:05:00", **slurm},
+        **({"resources": {"nodes": nodes}} if nodes > 1 else {}),
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -384,3 +385,63 @@ def test_invoke_submit_status_logs_cancel_and_no_secret_leaves_the_env_file(on_c
     info = on_cluster.job_info(job_id)
     assert info is not None and info["JobState"] == "CANCELLED" and info["Restarts"] == "0"  # not requeued
     assert store_step(tmp_path, "toy-cli") is not None
+
+
+# --- several nodes: the two-node cluster (each node its own network and UTS namespace) -----------------------
+
+TOY_DDP = REPO / "tests" / "toy_ddp_trainer.py"
+
+
+@pytest.fixture
+def on_two_nodes(slurm_multinode: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLURM_CONF", str(slurm_multinode.conf))
+    yield slurm_multinode
+    slurm_multinode.cancel_unfinished()
+
+
+def test_nodes_are_refused_where_a_job_runs_on_one_machine(tmp_path: Path) -> None:
+    from helpers.backends.base import check_nodes, descriptor
+
+    job = load_job(toy_config(tmp_path, "two", nodes=2), environ={})
+    for cloud in ("runpod", "verda", "hfjobs", "local", "chtc"):
+        with pytest.raises(ConfigError, match="multi-node runs go to SLURM") as refused:
+            check_nodes(job, descriptor(cloud))
+        assert refused.value.key == "resources.nodes"
+    check_nodes(job, descriptor("slurm"))
+    with pytest.raises(ConfigError, match="wired for `command` jobs so far"):
+        validate({"framework": "lerobot", "dataset": {"repo_id": "a/b"}, "policy": {"type": "act"},
+                  "resources": {"nodes": 2}})
+    script = slurm_jobs.render(job)
+    assert "#SBATCH --nodes=2" in sbatch_lines(script) and "#SBATCH --ntasks-per-node=1" in sbatch_lines(script)
+    assert "NODE_LAUNCH=(srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1" in script
+    assert "torchrun} --nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:$MASTER_PORT" in script
+
+
+@pytest.mark.slow
+def test_a_two_node_job_trains_as_one_group_loses_a_node_and_resumes_on_both(on_two_nodes, tmp_path: Path,
+                                                                              lerobot_bin: Path) -> None:
+    """resources.nodes: 2 on the two-node cluster: one runtime per node (srun), PyTorch's gloo processes on tynode1
+    and tynode2 join one process group at the first node's address and train one model, node 0 syncs the
+    checkpoints. Node 1's trainer dies at step 25 on the first start: the whole step ends (no half-job), the job
+    requeues itself, node 0 restores the synced step 20 and both nodes resume from it and finish all 40 steps."""
+    command = f"{lerobot_bin / 'python'} {TOY_DDP}"
+    config = toy_config(tmp_path, "two-nodes", command=command, steps=40, nodes=2)
+    with (tmp_path / "set_path.sh").open("a") as handle:
+        handle.write("export TOY_STEP_SECONDS=0.05 TOY_DIE_AT_STEP=25 TOY_DIE_RANK=1\n")
+    record = submit(on_two_nodes, config)
+    assert on_two_nodes.wait_for_job(record["job_id"], timeout=240) == "COMPLETED", (output_of(record)[-4000:],
+                                                                                     on_two_nodes.diagnostics())
+    out = output_of(record)
+    first, _, second = out.partition("Job restart count: 1")
+    assert "MASTER_ADDR=tynode1" in first, out
+    group = "group: [(0, 'tynode1', '10.77.0.11'), (1, 'tynode2', '10.77.0.12')]"
+    assert f"rank 0 of 2 on tynode1; {group}" in first and f"rank 1 of 2 on tynode2; {group}" in first, out
+    assert "rank 1 dies at step 25" in first and "requeueing job" in first, out
+    assert "rank 0 resumed from step 20" in second and "rank 1 resumed from step 20" in second, out
+    assert "node 0 starts from step 20" in (tmp_path / "runs/two-nodes/node-1/runtime.log").read_text()
+    assert "rank 0 weights equal on every rank: True" in second and "rank 1 weights equal on every rank: True" in second
+    assert store_step(tmp_path, "two-nodes") == 40
+    assert not (tmp_path / "runs/two-nodes/node-1/store").exists()  # node 1 synced nothing
+    left = on_two_nodes.run("squeue", "-h", "-o", "%i").stdout.split()
+    assert str(record["job_id"]) not in left

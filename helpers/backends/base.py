@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from helpers.config import BACKENDS
+from helpers.errors import ConfigError
 from helpers.planning import Plan
 
 # What `launch` returns (and the task exits with): done, failed, stopped early (time limit, budget), the machine was
@@ -47,6 +48,16 @@ class Descriptor:
     credentials: dict[str, str] = field(default_factory=dict)  # secrets the launcher needs: name -> what for
     host_credentials: Callable[[object], tuple[str, ...]] | None = None  # of those, what the job's host gets too
     cleanup: Callable[[], object | None] | None = None  # the provider `invoke cleanup` lists and ends (None: no keys)
+    multinode: bool = False  # runs one job on several machines (resources.nodes > 1)
+
+
+def check_nodes(job, described: "Descriptor | None") -> None:
+    """resources.nodes > 1 only where a job can span machines (`described` None: the cheapest cloud, none can)."""
+    if job.resources.nodes > 1 and not (described and described.multinode):
+        where = f"{described.name} runs a job on one machine" if described else "the clouds run a job on one machine"
+        raise ConfigError("resources.nodes", f"{where} (resources.nodes is {job.resources.nodes})",
+                          "multi-node runs go to SLURM (invoke slurm.submit) until cloud clusters are added; or set "
+                          "resources.nodes: 1")
 
 
 @dataclass(frozen=True)
@@ -102,8 +113,6 @@ def drift(module) -> list[str]:
 
 def module_of(name: str) -> str:
     if name not in BACKENDS:
-        from helpers.errors import ConfigError
-
         raise ConfigError("backend", f"unknown backend '{name}'", f"use one of {', '.join(BACKENDS)}")
     return f"helpers.backends.{BACKENDS[name]}"
 

@@ -52,7 +52,7 @@ PLAIN_VALUE = re.compile(r"[A-Za-z0-9._:%/@,=+\-]+")
 # A SLURM cluster's GPUs are site-specific; without better knowledge assume seed 002's `--constraint="a100|h100"`.
 DEFAULT_GPUS = ("A100-SXM-80GB", "H100-SXM")
 DESCRIPTOR = Descriptor(
-    "slurm", noun="job", gpus=gpu_catalog.every,
+    "slurm", noun="job", gpus=gpu_catalog.every, multinode=True,
     fallback_offers=lambda: offers.cluster_offers("slurm", [(key, 8) for key in DEFAULT_GPUS],
                                                   source="fallback seed 002 a100|h100"))
 
@@ -66,6 +66,14 @@ def gpu_count(job: JobConfig) -> int:
         if parts[0] == "gpu":
             return int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
     return 0
+
+
+def nodes(job: JobConfig) -> int:
+    """`resources.nodes` (the config's key for every backend), else `slurm.nodes` (the seed's)."""
+    if job.resources.nodes > 1 and "nodes" in job.slurm.model_fields_set and job.slurm.nodes != job.resources.nodes:
+        raise ConfigError("slurm.nodes", f"says {job.slurm.nodes}, resources.nodes says {job.resources.nodes}",
+                          "keep resources.nodes only")
+    return job.resources.nodes if job.resources.nodes > 1 else job.slurm.nodes
 
 
 def gres(job: JobConfig) -> str | None:
@@ -100,6 +108,9 @@ def launcher_kind(job: JobConfig) -> str:
     """How the trainer's processes start: torchrun / torchrun_auto / accelerate_command (the script's
     $TRAINYARD_LAUNCHER in front of a `command` job), runtime_accelerate (the runtime, for LeRobot and Open R1) or none."""
     chosen, framework = job.slurm.launcher, job.framework
+    if job.resources.nodes > 1 and chosen == "accelerate":
+        raise ConfigError("slurm.launcher", "accelerate's per-node launch of a command job is not wired yet",
+                          "use slurm.launcher: auto or torchrun (torchrun's c10d rendezvous spans the nodes)")
     if framework == "command":
         return {"torchrun": "torchrun", "auto": "torchrun_auto", "accelerate": "accelerate_command"}[chosen]
     if framework in ("lerobot", "open_r1"):
@@ -169,7 +180,7 @@ def directives(job: JobConfig) -> list[str]:
     s = job.slurm
     pairs: list[tuple[str, object]] = [
         ("job-name", s.job_name or job.run_id), ("output", s.output), ("error", s.error), ("time", slurm_time(job)),
-        ("nodes", s.nodes), ("gres", gres(job)), ("constraint", s.constraint), ("ntasks-per-node", s.ntasks_per_node),
+        ("nodes", nodes(job)), ("gres", gres(job)), ("constraint", s.constraint), ("ntasks-per-node", s.ntasks_per_node),
         ("cpus-per-task", s.cpus_per_task), ("mem", s.mem), ("account", s.account), ("partition", s.partition),
     ]
     lines = []
@@ -231,7 +242,7 @@ def render(job: JobConfig, config_path: str | None = None, script_path: str | No
         directives=directives(job), run_id=job.run_id, framework=job.framework, origin=origin, static=static,
         config_path=config_path, script_path=script_path, log_dirs=log_dirs(job) or ["."], run_dir=shown_run_dir,
         set_path=s.set_path, container=s.container, overlay=overlay, requeue=s.requeue, signal=s.signal,
-        launcher_kind=kind, launcher_note=LAUNCHER_NOTES[kind],
+        launcher_kind=kind, launcher_note=LAUNCHER_NOTES[kind], nodes=job.resources.nodes,
     )
 
 

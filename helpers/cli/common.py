@@ -168,7 +168,7 @@ def launch(backend_name: str, job, options, dry_run: bool = False) -> int:
     through the contract only: the secrets checked (no network), the backend's `plan` printed, and unless --dry-run:
     a cloud plan without live offers refused, the checkpoint store settled (a default Hub repo created,
     helpers/stores.py) and the backend's `launch`. Returns the exit code."""
-    from helpers.backends.base import backend, descriptor
+    from helpers.backends.base import backend, check_nodes, descriptor
     from helpers.errors import ProviderError
     from helpers.planning import print_plan
     from helpers.secrets import check_secrets
@@ -178,6 +178,7 @@ def launch(backend_name: str, job, options, dry_run: bool = False) -> int:
     module = backend(backend_name)
     secrets = current().secrets
     described = descriptor(backend_name)
+    check_nodes(job, described)
     check_secrets(job, described, secrets)
     the_plan = module.plan(job, options)
     print_plan(job, the_plan)

@@ -20,7 +20,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from helpers.runtime import environment, machine
+from helpers.runtime import environment, machine, nodes
 from helpers.runtime.events import Events
 from helpers.runtime.job import JobDoc
 from helpers.runtime.progress import TQDM, loss_of, step_of
@@ -48,11 +48,16 @@ def read_dotenv(path: Path) -> dict[str, str]:
 
 
 class Runtime:
-    def __init__(self, doc: JobDoc, workdir: Path, mode: str):
-        self.doc, self.workdir, self.mode = doc, workdir, mode
-        self.log_file = (workdir / "runtime.log").open("a", buffering=1)
+    def __init__(self, doc: JobDoc, workdir: Path, mode: str, node_rank: int = 0):
+        """`node_rank` > 0: one of the other nodes of a multi-node job. It keeps its own files in node-<rank>/, syncs
+        nothing, tells no webhook, and starts its trainer once node 0 has restored (helpers/runtime/nodes.py)."""
+        self.doc, self.mode, self.node_rank, self.run_dir = doc, mode, node_rank, workdir
+        self.workdir = workdir / f"node-{node_rank}" if node_rank else workdir
+        self.workdir.mkdir(exist_ok=True)
+        self.log_file = (self.workdir / "runtime.log").open("a", buffering=1)
         notify = doc.section("notify")
-        self.events = Events(workdir / "events.jsonl", notify.get("webhook_url"), notify.get("project") or doc.run_id, doc.store)
+        self.events = Events(self.workdir / "events.jsonl", None if node_rank else notify.get("webhook_url"),
+                             notify.get("project") or doc.run_id, doc.store)
         self.status = {"state": "starting", "run_id": doc.run_id, "step": None, "total": None, "loss": None, "synced_step": None}
         self.trainer_process: subprocess.Popen | None = None
         self.stop_reason: str | None = None
@@ -127,10 +132,14 @@ class Runtime:
 
     def train_one(self, trainer, store, index: int) -> int:
         run = trainer.run
-        resume_step = self.prepare_checkpoint(trainer, store)
+        if self.node_rank:  # node 0 restores into the shared filesystem; this node starts from what it decided
+            resume_step = nodes.wait_for_node_0(self.run_dir, index, self.log)
+        else:
+            resume_step = self.prepare_checkpoint(trainer, store)
+            nodes.node_0_ready(self.run_dir, index, resume_step)
         if resume_step is not None and resume_step >= run.steps:
             self.log(f"run {index + 1}: checkpoint at step {resume_step} already reaches {run.steps} steps — nothing to train")
-            self.set_status(step=resume_step, total=run.steps, synced_step=store.latest_step())
+            self.set_status(step=resume_step, total=run.steps, synced_step=None if self.node_rank else store.latest_step())
             return EXIT_DONE
         trainer.prepare()
         for note in trainer.notes():
@@ -138,7 +147,7 @@ class Runtime:
         command = trainer.command(resume=resume_step is not None)
         self.log(("resuming from step %d: " % resume_step if resume_step is not None else "starting: ") + " ".join(command))
         self.set_status(state="training", step=resume_step or 0, total=run.steps, run_index=index)
-        sync = CheckpointSync(
+        sync = None if self.node_rank else CheckpointSync(  # only node 0 syncs: one shared filesystem, node 0's store
             trainer.checkpoints, store, keep=self.doc.section("checkpoint").get("keep", 1),
             on_synced=partial(self.on_synced, store), on_error=partial(self.on_sync_error, store),
             poll_seconds=min(float(self.doc.section("checkpoint").get("upload_poll_seconds", 60)), 0.5),  # a readlink: cheap
@@ -157,14 +166,17 @@ class Runtime:
         returncode = self.trainer_process.wait()
         if finished.is_set():  # ended by end_if_hung after its last checkpoint: the training is complete
             returncode = 0
-        self.log(f"trainer exited with code {returncode}; final sync ...")
-        try:
-            synced = sync.finish(timeout=600)
-        except Exception as exc:  # the store is down: the alarm says so; the local checkpoint stays
-            newest = trainer.checkpoints()
-            self.on_sync_error(store, newest[-1][0] if newest else self.status["step"] or 0, exc)
-            synced = sync.synced_step
-        self.log(f"checkpoint in store {store.describe}: step {synced}")
+        if sync is not None:
+            self.log(f"trainer exited with code {returncode}; final sync ...")
+            try:
+                synced = sync.finish(timeout=600)
+            except Exception as exc:  # the store is down: the alarm says so; the local checkpoint stays
+                newest = trainer.checkpoints()
+                self.on_sync_error(store, newest[-1][0] if newest else self.status["step"] or 0, exc)
+                synced = sync.synced_step
+            self.log(f"checkpoint in store {store.describe}: step {synced}")
+        else:
+            self.log(f"trainer exited with code {returncode} (node {self.node_rank}: node 0 syncs)")
         if self.stop_reason:
             return EXIT_STOPPED
         return EXIT_DONE if returncode == 0 else EXIT_FAILED
@@ -382,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
             os.execv(str(python), [str(python), *entry, *(argv if argv is not None else sys.argv[1:]), "--in-env"])
     bin_dir = Path(sys.executable).parent
-    runtime = Runtime(doc, workdir, args.mode)
+    runtime = Runtime(doc, workdir, args.mode, node_rank=int(os.environ.get("TRAINYARD_NODE_RANK") or 0))
 
     def on_signal(signum, _frame):
         threading.Thread(target=runtime.stop_trainer, args=(f"signal {signal.Signals(signum).name}",), daemon=True).start()

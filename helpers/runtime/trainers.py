@@ -272,8 +272,16 @@ class CommandTrainer(Trainer):
         return ["bash", "-c", line if isinstance(line, str) else shlex.join(line)]
 
     def environment(self) -> dict[str, str]:
+        nodes = int((self.cfg.get("resources") or {}).get("nodes") or 1)
+        local = max(1, self.gpus)  # processes per node: one per GPU behind $TRAINYARD_LAUNCHER, else one
+        rank = int(os.environ.get("TRAINYARD_NODE_RANK") or 0)
+        spanning = {  # what torchrun would set for one process per node; a launcher sets its own per process
+            "NODE_RANK": str(rank), "WORLD_SIZE": str(nodes * local), "LOCAL_WORLD_SIZE": str(local),
+            "RANK": str(rank * local), "LOCAL_RANK": "0",
+        } if nodes > 1 else {}
         return {
             **super().environment(),
+            **spanning,
             "TRAINYARD_OUTPUT_DIR": str(self.run.output_dir),
             "TRAINYARD_CHECKPOINT_DIR": str(self.checkpoint_root()),
             "TRAINYARD_STEPS": str(self.run.steps),

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# A real one-node SLURM cluster on this machine, for the test suite (tests/fixtures_slurm.py) and for humans.
+# A real SLURM cluster on this machine, for the test suite (tests/fixtures_slurm.py) and for humans: one node on this
+# host (the default), or TRAINYARD_SLURM_NODES=N >= 2 nodes, each in its own network and UTS namespace (hostname
+# tynode<i>, address $TRAINYARD_SLURM_SUBNET.<10+i> on a veth link to a bridge that only this cluster uses; nothing
+# routed anywhere else), all sharing this machine's filesystem as a cluster shares NFS; slurmctld on this host at the
+# bridge's address (.1), so sbatch/squeue here are the login node's.
 #
 #   tests/slurm/cluster.sh install   apt-get install slurm-wlm + munge if missing (root; idempotent, quiet)
 #   tests/slurm/cluster.sh start     write configs, start munged, slurmctld, slurmd; wait for the node to be idle
@@ -16,7 +20,8 @@
 # The cluster talks to its own munged through AuthInfo=socket=..., so a system munged, if any, is left alone.
 #
 # Knobs (environment): TRAINYARD_SLURM_DIR, TRAINYARD_SLURM_CTLD_PORT (6817), TRAINYARD_SLURM_SLURMD_PORT (6818),
-#   TRAINYARD_SLURM_START_TIMEOUT (seconds to wait for an idle node, 60).
+#   TRAINYARD_SLURM_START_TIMEOUT (seconds to wait for idle nodes, 60), TRAINYARD_SLURM_NODES (1),
+#   TRAINYARD_SLURM_SUBNET (10.77.0: the nodes' /24 when NODES >= 2).
 # Daemons run as root (SlurmUser=root); `start` and `install` need root.
 set -euo pipefail
 
@@ -24,9 +29,20 @@ DIR="${TRAINYARD_SLURM_DIR:-/tmp/trainyard-slurm}"
 CTLD_PORT="${TRAINYARD_SLURM_CTLD_PORT:-6817}"
 SLURMD_PORT="${TRAINYARD_SLURM_SLURMD_PORT:-6818}"
 START_TIMEOUT="${TRAINYARD_SLURM_START_TIMEOUT:-60}"
+NODES="${TRAINYARD_SLURM_NODES:-1}"
+SUBNET="${TRAINYARD_SLURM_SUBNET:-10.77.0}"
 CONF="$DIR/etc/slurm.conf"
 MUNGE_SOCKET="$DIR/munge/munge.socket"
 NODE="$(hostname -s)"
+BRIDGE=tynodebr  # NODES >= 2: the bridge, the namespaces tynode<i>, their host-side veth ends tynodeh<i>
+if (( NODES >= 2 )); then
+    CTLD_ADDR="$SUBNET.1"
+    NODE_NAMES=(); for i in $(seq "$NODES"); do NODE_NAMES+=("tynode$i"); done
+else
+    CTLD_ADDR=127.0.0.1
+    NODE_NAMES=("$NODE")
+fi
+node_addr() { if (( NODES >= 2 )); then echo "$SUBNET.$(( 10 + $1 ))"; else echo 127.0.0.1; fi; }
 export SLURM_CONF="$CONF"
 # Marks the daemons (and so every slurmstepd) of this cluster, so `stop` can find leftovers by their environment.
 export TRAINYARD_SLURM_CLUSTER="$DIR"
@@ -82,7 +98,7 @@ write_configs() {
     cat >"$CONF.new" <<EOF
 # Written by tests/slurm/cluster.sh -- edits are overwritten on the next start.
 ClusterName=trainyard
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$NODE($CTLD_ADDR)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 SlurmUser=root
@@ -92,11 +108,11 @@ AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$DIR/state/ctld
-SlurmdSpoolDir=$DIR/state/d
+SlurmdSpoolDir=$DIR/state/d-%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
@@ -121,13 +137,21 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:4 Features=a100,h100 State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+$(for i in "${!NODE_NAMES[@]}"; do
+    echo "NodeName=${NODE_NAMES[$i]} NodeAddr=$(node_addr $(( i + 1 ))) CPUs=$cpus RealMemory=$mem_mb Gres=gpu:4 Features=a100,h100 State=UNKNOWN"
+done)
+PartitionName=debug Nodes=$(IFS=,; echo "${NODE_NAMES[*]}") Default=YES MaxTime=INFINITE State=UP
 EOF
-    cat >"$DIR/etc/gres.conf.new" <<EOF
-# Written by tests/slurm/cluster.sh: four fake GPUs.
-NodeName=$NODE Name=gpu File=$DIR/dev/nvidia[0-3]
-EOF
+    {
+        echo "# Written by tests/slurm/cluster.sh: four fake GPUs per node."
+        for name in "${NODE_NAMES[@]}"; do echo "NodeName=$name Name=gpu File=$DIR/dev/nvidia[0-3]"; done
+    } >"$DIR/etc/gres.conf.new"
+    # The nodes' names, as a cluster's DNS would give them (bind-mounted over /etc/hosts inside each node only).
+    {
+        echo "127.0.0.1 localhost"
+        echo "$CTLD_ADDR $NODE"
+        for i in "${!NODE_NAMES[@]}"; do echo "$(node_addr $(( i + 1 ))) ${NODE_NAMES[$i]}"; done
+    } >"$DIR/etc/hosts"
     mv -f "$CONF.new" "$CONF"
     mv -f "$DIR/etc/gres.conf.new" "$DIR/etc/gres.conf"
     # An empty cgroup.conf keeps slurmd from reading the system's.
@@ -157,64 +181,118 @@ start_munged() {
     die "munged does not answer on $MUNGE_SOCKET; see $DIR/log/munged.log"
 }
 
-slurmd_registered_at() {  # epoch of the node's SlurmdStartTime as the controller knows it, 0 if none
+slurmd_registered_at() {  # slurmd_registered_at NAME: epoch of its SlurmdStartTime as the controller knows it, 0 if none
     local t
-    t="$(scontrol -o show node "$NODE" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' | cut -d= -f2)"
+    t="$(scontrol -o show node "$1" 2>/dev/null | grep -o 'SlurmdStartTime=[^ ]*' | cut -d= -f2)"
     date -d "$t" +%s 2>/dev/null || echo 0
 }
 
-node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n1; }
+node_state() { sinfo -h -N -n "$1" -o '%T' 2>/dev/null | head -n1; }
 
 show_logs() {
     local f
-    for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd.log "$DIR"/log/munged.log; do
+    for f in "$DIR"/log/slurmctld.log "$DIR"/log/slurmd-*.log "$DIR"/log/munged.log; do
         [[ -f "$f" ]] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }
     done
     return 0
 }
 
+setup_network() {  # NODES >= 2: the bridge (this host: $CTLD_ADDR) and one namespace per node on a veth link to it
+    ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+    ip addr show dev "$BRIDGE" | grep -q "inet $CTLD_ADDR/" || ip addr add "$CTLD_ADDR/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    local i
+    for i in $(seq "$NODES"); do
+        [[ -e "/run/netns/tynode$i" ]] || ip netns add "tynode$i"
+        if ! ip link show "tynodeh$i" >/dev/null 2>&1; then
+            ip link add "tynodeh$i" type veth peer name eth0 netns "tynode$i"
+            ip -n "tynode$i" addr add "$(node_addr "$i")/24" dev eth0
+        fi
+        ip link set "tynodeh$i" master "$BRIDGE" up
+        ip -n "tynode$i" link set lo up
+        ip -n "tynode$i" link set eth0 up
+    done
+}
+
+teardown_network() {
+    local i
+    for i in $(seq "$NODES"); do
+        ip link del "tynodeh$i" 2>/dev/null || true
+        [[ -e "/run/netns/tynode$i" ]] && ip netns del "tynode$i" 2>/dev/null || true
+    done
+    ip link del "$BRIDGE" 2>/dev/null || true
+}
+
+start_slurmd() {  # start_slurmd INDEX: this host's slurmd, or node INDEX's in its namespaces (own hostname, /etc/hosts)
+    local name="${NODE_NAMES[$(( $1 - 1 ))]}"
+    if (( NODES >= 2 )); then
+        mkdir -p "$DIR/state/d-$name"
+        # nsenter, not `ip netns exec`: that one mounts a sysfs of its own, without /sys/fs/cgroup, which slurmd needs
+        nsenter --net="/run/netns/tynode$1" unshare --uts --mount --propagation private /bin/sh -c \
+            "hostname $name && mount --bind $DIR/etc/hosts /etc/hosts && exec slurmd -c -f $CONF -N $name"
+    else
+        mkdir -p "$DIR/state/d-$name"
+        slurmd -c -f "$CONF" -N "$name"
+    fi
+}
+
 cmd_start() {
     command -v slurmctld >/dev/null || die "slurm is not installed: run '$0 install' first"
     [[ "$(id -u)" == 0 ]] || die "start needs root (the daemons run as SlurmUser=root)"
-    local ctld_up=0 slurmd_up=0
+    local ctld_up=0 slurmd_up=0 name i
     pid_alive "$DIR/run/slurmctld.pid" && ctld_up=1
-    pid_alive "$DIR/run/slurmd.pid" && slurmd_up=1
-    if (( ctld_up && slurmd_up )) && pid_alive "$DIR/run/munged.pid"; then
-        case "$(node_state)" in idle|mixed|allocated) return 0 ;; esac   # already running
+    slurmd_up=1
+    for name in "${NODE_NAMES[@]}"; do pid_alive "$DIR/run/slurmd-$name.pid" || slurmd_up=0; done
+    if (( ctld_up && slurmd_up )) && pid_alive "$DIR/run/munged.pid" && all_idle; then
+        return 0   # already running
     fi
-    if (( ! ctld_up && ! slurmd_up )); then
+    if (( ! ctld_up )); then
         # (Re)write configs only when nothing runs, so a live cluster never sees its config change underneath;
         # and start the logs afresh, so an error shown is from this start.
         write_configs
-        : >"$DIR/log/slurmctld.log"; : >"$DIR/log/slurmd.log"
+        : >"$DIR/log/slurmctld.log"; rm -f "$DIR"/log/slurmd-*.log
     fi
+    if (( NODES >= 2 )); then setup_network; fi
     start_munged
     if (( ! ctld_up )); then
         # -c: a fresh controller each start (no jobs left from an earlier session).
         slurmctld -c -f "$CONF" || { show_logs; die "slurmctld did not start"; }
     fi
-    local slurmd_t0=0
-    if (( ! slurmd_up )); then
-        slurmd_t0="$(date +%s)"
-        slurmd -c -f "$CONF" -N "$NODE" || { show_logs; die "slurmd did not start"; }
-    fi
-    local deadline=$(( SECONDS + START_TIMEOUT )) state="" resumed=0
+    local slurmd_t0; slurmd_t0="$(date +%s)"
+    for i in $(seq "${#NODE_NAMES[@]}"); do
+        pid_alive "$DIR/run/slurmd-${NODE_NAMES[$(( i - 1 ))]}.pid" && continue
+        start_slurmd "$i" || { show_logs; die "slurmd of ${NODE_NAMES[$(( i - 1 ))]} did not start"; }
+    done
+    local deadline=$(( SECONDS + START_TIMEOUT )) state="" ready resumed=""
     while (( SECONDS < deadline )); do
-        state="$(node_state)"
-        case "$state" in
-            idle|mixed|allocated)
-                # The controller may report the node idle from its saved state before this slurmd registered.
-                if (( slurmd_t0 == 0 )) || (( "$(slurmd_registered_at)" >= slurmd_t0 - 1 )); then return 0; fi ;;
-            drained*|draining*|down)
-                # A node left drained/down by an earlier run: bring it back once.
-                if (( ! resumed )); then
-                    scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true; resumed=1
-                fi ;;
-        esac
+        ready=1
+        for name in "${NODE_NAMES[@]}"; do
+            state="$(node_state "$name")"
+            case "$state" in
+                idle|mixed|allocated)
+                    # The controller may report a node idle from its saved state before its slurmd registered.
+                    (( "$(slurmd_registered_at "$name")" >= slurmd_t0 - 1 || slurmd_up )) || ready=0 ;;
+                drained*|draining*|down)
+                    ready=0
+                    # A node left drained/down by an earlier run: bring it back once.
+                    if [[ " $resumed " != *" $name "* ]]; then
+                        scontrol update NodeName="$name" State=RESUME >/dev/null 2>&1 || true; resumed="$resumed $name"
+                    fi ;;
+                *) ready=0 ;;
+            esac
+        done
+        (( ready )) && return 0
         sleep 0.5
     done
     show_logs
-    die "node $NODE not idle after ${START_TIMEOUT}s (state: '${state:-no answer}')"
+    die "nodes ${NODE_NAMES[*]} not all idle after ${START_TIMEOUT}s (last state: '${state:-no answer}')"
+}
+
+all_idle() {
+    local name
+    for name in "${NODE_NAMES[@]}"; do
+        case "$(node_state "$name")" in idle|mixed|allocated) ;; *) return 1 ;; esac
+    done
 }
 
 # Processes of this cluster that outlive their daemon (slurmstepd, job processes): found by the
@@ -256,7 +334,8 @@ cmd_stop() {
             done
         fi
     fi
-    stop_pidfile slurmd
+    local name
+    for name in "${NODE_NAMES[@]}"; do stop_pidfile "slurmd-$name"; done
     stop_pidfile slurmctld
     local pids i
     pids="$(cluster_leftovers)"
@@ -270,11 +349,12 @@ cmd_stop() {
     fi
     stop_pidfile munged
     rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    if (( NODES >= 2 )); then teardown_network; fi
 }
 
 cmd_status() {
     local name rc=0
-    for name in munged slurmctld slurmd; do
+    for name in munged slurmctld "${NODE_NAMES[@]/#/slurmd-}"; do
         if pid_alive "$DIR/run/$name.pid"; then
             echo "$name: running (pid $(cat "$DIR/run/$name.pid"))"
         else
