@@ -107,8 +107,13 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def check_offered(job, backend) -> list[str]:
-    """Refuse GPUs the backend (its Descriptor) never offers (before any API call); warnings for the ones of a list it
-    lacks."""
+    """Refuse GPUs, or a GPU count, the backend (its Descriptor) never offers (before any API call); warnings for the
+    GPUs of a list it lacks."""
+    counts, wanted = backend.gpu_counts, job.resources.gpu_count
+    if counts and wanted not in counts:
+        nearest = min((n for n in counts if n >= wanted), default=max(counts))
+        raise ConfigError(key="resources.gpu_count", problem=f"no {backend.name} offer has {wanted} GPUs",
+                          fix=f"use gpu_count {nearest} (offered: {', '.join(map(str, counts))})")
     names = _gpu_names(job)
     if not names:
         return []

@@ -445,3 +445,63 @@ def test_a_two_node_job_trains_as_one_group_loses_a_node_and_resumes_on_both(on_
     assert not (tmp_path / "runs/two-nodes/node-1/store").exists()  # node 1 synced nothing
     left = on_two_nodes.run("squeue", "-h", "-o", "%i").stdout.split()
     assert str(record["job_id"]) not in left
+
+
+def node_processes(node: int) -> list[str]:
+    """Commands of the processes in node `node`'s network namespace, its slurmd left out."""
+    pids = subprocess.run(["ip", "netns", "pids", f"tynode{node}"], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        if cmd and not cmd.startswith("slurmd"):
+            found.append(cmd)
+    return found
+
+
+@pytest.mark.slow
+def test_two_nodes_stop_before_the_time_limit_then_status_logs_and_cancel(on_two_nodes, tmp_path: Path,
+                                                                          lerobot_bin: Path) -> None:
+    """The pre-timeout USR1 reaches the runtime on every node (srun forwards it): both trainers stop, node 0 syncs the
+    last checkpoint, the job requeues and resumes on both nodes; `invoke slurm.status`, `logs` and `cancel` work on
+    the two-node job, and afterwards no process of it is left on either node."""
+    config = toy_config(tmp_path, "two-cli", command=f"{lerobot_bin / 'python'} {TOY_DDP}", steps=100000, nodes=2)
+    env = {**on_two_nodes.env, "TOY_STEP_SECONDS": "0.05"}
+
+    def invoke(*args: str) -> str:
+        proc = subprocess.run([str(Path(PYTHON).parent / "invoke"), "--search-root", str(REPO), *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    job_id = int(re.search(r"submitted slurm job (\d+)", invoke("slurm.submit", "--config", config.name))[1])
+    on_two_nodes.submitted.append(job_id)
+    out_file = tmp_path / "log" / "slurm" / "train" / "two-cli.out"
+
+    def wait_for(text: str, after: int = 0) -> str:
+        deadline = time.monotonic() + 90
+        while text not in (out_file.read_text()[after:] if out_file.exists() else ""):
+            assert time.monotonic() < deadline, (out_file.read_text() if out_file.exists() else "no output")
+            time.sleep(0.3)
+        return out_file.read_text()
+
+    wait_for("synced checkpoint step 20")
+    assert node_processes(1) and node_processes(2)  # a runtime and a trainer on each node
+    on_two_nodes.run("scancel", "--signal=USR1", "--batch", str(job_id))
+    first = wait_for("Job restart count: 1")
+    stopped = re.findall(r"checkpoint in store \S+: step (\d+)", first)
+    assert "stopping the trainer" in first and stopped, first
+    resumed = wait_for("rank 1 resumed from step", after=len(first))
+    assert f"rank 1 resumed from step {stopped[-1]}" in resumed and f"rank 0 resumed from step {stopped[-1]}" in resumed
+
+    status = invoke("slurm.status", "--config", config.name)
+    assert f"slurm job {job_id} (two-cli): RUNNING" in status, status
+    assert "rank 0 of 2 on tynode1" in invoke("slurm.logs", "--config", config.name)
+    assert f"cancelled slurm job {job_id}" in invoke("slurm.cancel", "--config", config.name)
+    assert on_two_nodes.wait_for_job(job_id, timeout=60) == "CANCELLED"
+    deadline = time.monotonic() + 30
+    while (node_processes(1) or node_processes(2)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node_processes(1) == [] and node_processes(2) == []

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # one node: a group of one
 root = Path(os.environ["TRAINYARD_CHECKPOINT_DIR"])
 steps, save_freq = int(os.environ["TRAINYARD_STEPS"]), int(os.environ["TRAINYARD_SAVE_FREQ"])
 pace = float(os.environ.get("TOY_STEP_SECONDS", "0.05"))

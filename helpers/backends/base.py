@@ -49,6 +49,7 @@ class Descriptor:
     host_credentials: Callable[[object], tuple[str, ...]] | None = None  # of those, what the job's host gets too
     cleanup: Callable[[], object | None] | None = None  # the provider `invoke cleanup` lists and ends (None: no keys)
     multinode: bool = False  # runs one job on several machines (resources.nodes > 1)
+    gpu_counts: tuple[int, ...] = ()  # the GPU counts it rents, where they are fixed (RunPod); (): its offers say
 
 
 def check_nodes(job, described: "Descriptor | None") -> None:

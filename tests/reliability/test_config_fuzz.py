@@ -218,6 +218,7 @@ def test_mutated_configs_give_a_plan_or_one_line(fuzz_env, monkeypatch, capsys):
     @example(("dict", "command", [("interesting", "resources.gpu", 0)]))  # H100: valid, so plans are always among them
     @example(("dict", "command", [("interesting", "runpod.mode", 1)]))
     @example(("dict", "command", [("interesting", "limits.time_limit", 0)]))
+    @example(("dict", "command", [("interesting", "resources.gpu_count", 12)]))  # 3 GPUs: RunPod rents none, said offline
     def one(case):
         path = work / f"fuzz-{len(outcomes)}.yaml"
         path.write_text(render(case))

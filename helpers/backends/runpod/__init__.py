@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from helpers import gpus as gpu_catalog
+from helpers.offers import RUNPOD_GPU_COUNTS
 from helpers.backends.after_launch import connect, end_now, fetch_outputs, ledger_entries, show_log, status_rows
 from helpers.backends.base import Descriptor, LaunchOptions, RunHandle, host_secrets
 from helpers.backends.lifecycle import Flow, HostSpec, cost_line, run_on_instance
@@ -56,7 +57,7 @@ from helpers.planning import Plan
 DESCRIPTOR = Descriptor(
     PROVIDER, noun="pod", cloud=True, vanishes="if_spot_or_relaunched", gpus=lambda: gpu_catalog.having("runpod_id"),
     fallback_offers=catalog.fallback_offers, credentials={"RUNPOD_API_KEY": "to create and end RunPod pods"},
-    cleanup=cleanup_provider)
+    cleanup=cleanup_provider, gpu_counts=RUNPOD_GPU_COUNTS)
 REMOTE_DIR = RunpodSection.model_fields["remote_dir"].default  # where a run lives on its pod unless the ledger says
 DEFAULT_PRIVATE_KEY = "~/.ssh/id_ed25519"
 
