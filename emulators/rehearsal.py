@@ -3,6 +3,7 @@ spending nothing. Wiring for the emulators, kept out of the product modules."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -61,6 +62,8 @@ def rehearsal(job, root: Path | None = None):
         finally:
             live = emu.live_pods()
             emu.stop()
+            if record := saved.get("TRAINYARD_REHEARSAL_CALLS"):  # tests check them against RunPod's OpenAPI file
+                Path(record).write_text(json.dumps(emu.calls, default=str))
             if hub is not None:
                 hub.stop()
             os.environ.clear()

@@ -666,11 +666,13 @@ def test_rehearse_runs_the_whole_launch_against_its_own_emulator_and_hub(tmp_pat
         "resources": {"gpu": "RTX 4090"},
         "runpod": {"skip_setup": True, "poll_seconds": 0.3, "mode": mode},  # runpod.python: default
     }))
+    calls = tmp_path / "rehearsal-calls.json"
     done = subprocess.run([INVOKE, "-r", str(REPO), "runpod.train", "-c", str(config), "--rehearse"], cwd=work,
                           env={**os.environ, "HOME": str(tmp_path), "TRAINYARD_LEDGER": str(work / "ledger.jsonl"),
-                               "COLUMNS": "200"},
+                               "COLUMNS": "200", "TRAINYARD_REHEARSAL_CALLS": str(calls)},
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
+    RUNPOD.check(runpod_exchanges(json.loads(calls.read_text())))  # the rehearsal's own emulator, checked too
     out = done.stdout
     assert "rehearsal: RunPod emulator at http://127.0.0.1:" in out and "local Hub at" in out
     assert "rehearsal over: no pod left" in out

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_hub import HUB_USER
+from tests.openapi_contract import RUNPOD, runpod_exchanges
 from tests.reliability.harness import World
 from tests.webhook import Webhook
 
@@ -83,6 +84,8 @@ def canary_world(tmp_path, hub_server, monkeypatch):
         yield w
     finally:
         w.stop()
+    off_spec = w.contract_violations()
+    assert not off_spec, "\n".join(off_spec)
 
 
 def local_env_stub(target: Path) -> Path:
@@ -119,7 +122,9 @@ def test_no_canary_anywhere(canary_world):
         "local": world.invoke("local.train", "--config", str(configs["local"])),
         "runpod-ssh": world.train("runpod", configs["runpod-ssh"]),
         "runpod-start": world.train("runpod", configs["runpod-start"]),
-        "runpod-rehearse": world.invoke("runpod.train", "-c", str(configs["runpod-rehearse"]), "--rehearse"),
+        # the rehearsal's emulator log goes outside the work folder: the provider's own records are not searched
+        "runpod-rehearse": world.invoke("runpod.train", "-c", str(configs["runpod-rehearse"]), "--rehearse",
+                                        env={"TRAINYARD_REHEARSAL_CALLS": str(world.root / "rehearsal-calls.json")}),
         "verda": world.train("verda", configs["verda"]),
         "hfjobs": world.invoke("hfjobs.train", "--config", str(configs["hfjobs"])),
     }
@@ -148,6 +153,8 @@ def test_no_canary_anywhere(canary_world):
     hook.close()
     assert world.leaks() == []
     assert any(e.get("recovery") == 1 for e in world.instances("c-rp-ssh")), "the preempted run was not relaunched"
+    rehearsed = json.loads((world.root / "rehearsal-calls.json").read_text())
+    RUNPOD.check(runpod_exchanges(rehearsed))  # the rehearsal's own emulator, against RunPod's OpenAPI file
     events = hook.events
     assert {"start", "progress", "checkpoint", "end", "recovery"} <= {e["event"] for e in events}
     assert (world.work / "rendered" / "train.sbatch").is_file() and list(world.work.glob("runs/chtc/**/train.sub"))
