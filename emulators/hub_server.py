@@ -11,7 +11,7 @@ file version still reachable from a branch or tag counts, as on the Hub [DOC]; o
 Storage is plain files under `root` so tests can look at it:
 
     root/blobs/<sha256>                       every file's bytes, content-addressed
-    root/cas/xet/xorbs/                       the Xet CAS: xorbs and shards, as hf_xet writes them
+    root/cas/<session>/xet/xorbs/             the Xet CAS, one directory per upload session (emulators/xet_cas.py)
     root/trees/<id>.json                      one revision's {path: entry} map
     root/repos/<type>s/<ns>/<name>.json       refs, commits, visibility
 
@@ -314,7 +314,7 @@ class HubServer:
             raise HubError(400, f"Your push was rejected because an LFS pointer pointed to a file "
                                 f"that does not exist: {path} ({sha256})")
         entry = self._entry(sha256, blob.stat().st_size, lfs=True)
-        return {**entry, "xet": in_cas.xet_hash} if in_cas else entry
+        return {**entry, "xet": in_cas.xet_hash, "xet_session": in_cas.session} if in_cas else entry
 
     def _check_quota(self, repo: _Repo, adds: Mapping[str, dict]) -> None:
         limit = self._quota.get(repo.namespace)
@@ -696,10 +696,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._repo(t[:-1], ns, name, "write" if access == "write" else "content")
         if access == "write" and self.hub._take_drop("xet"):
             raise _Dropped("xet")
+        try:  # a write gets a session of its own; a read names the session that wrote the file
+            cas = self.hub.cas.url(self.hub.cas.new_session() if access == "write" else self.query["session"][-1])
+        except (KeyError, IndexError):
+            raise HubError(404, "Unknown Xet session") from None
         token, expires = f"xet-{secrets.token_hex(8)}", int(time.time()) + 3600
-        self._send_json(200, {"accessToken": token, "exp": expires, "casUrl": self.hub.cas.url},
-                        {"X-Xet-Cas-Url": self.hub.cas.url, "X-Xet-Access-Token": token,
-                         "X-Xet-Token-Expiration": str(expires)})
+        self._send_json(200, {"accessToken": token, "exp": expires, "casUrl": cas},
+                        {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expires)})
 
     # ---- reading ---------------------------------------------------------------------------------------
     def _h_repo_info(self, t: str, ns: str, name: str, rev: str = "main") -> None:
@@ -805,7 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
             etag = f'"{entry["sha256"]}"'
             headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": size})
             if entry.get("xet"):  # stored in Xet: clients with hf_xet fetch it from the CAS
-                refresh = f"{self._base}/api/{repo.type}s/{repo.id}/xet-read-token/{sha}"
+                refresh = f"{self._base}/api/{repo.type}s/{repo.id}/xet-read-token/{sha}?session={entry['xet_session']}"
                 headers.update({"X-Xet-Hash": entry["xet"], "Link": f'<{refresh}>; rel="xet-auth"'})
         else:
             headers["ETag"] = f'"{entry["oid"]}"'
