@@ -15,7 +15,7 @@ Storage is plain files under `root` so tests can look at it:
     root/trees/<id>.json                      one revision's {path: entry} map
     root/repos/<type>s/<ns>/<name>.json       refs, commits, visibility
 
-Stdlib only. Run it by hand: `python -m emulators.hub_server --root DIR --token T --user U`.
+Stdlib only, but for hf_xet (rebuilding a Xet-uploaded file; emulators/xet_cas.py). Run it by hand: `python -m emulators.hub_server --root DIR --token T --user U`.
 """
 
 from __future__ import annotations
