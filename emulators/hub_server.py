@@ -848,6 +848,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"commitId": sha})
 
     def _h_delete_branch(self, t: str, ns: str, name: str, branch: str) -> None:
+        """DELETE /api/<type>s/<repo>/branch/<branch> [SRC: HfApi.delete_branch]; `main` is protected [DOC]."""
         repo = self._repo(t[:-1], ns, name, "write")
         if branch == "main":
             raise HubError(403, "Cannot delete the main branch")
